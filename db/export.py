@@ -1,0 +1,156 @@
+"""Exporting a session as BIDS-style files that analysis tools read directly.
+
+Per run: ``sub-X_ses-Y_task-T_run-N_events.tsv`` with its JSON sidecar, and
+``..._desc-roi_timeseries.tsv`` (one row per volume, one column per ROI,
+``n/a`` where a volume is missing) with its sidecar. Per session: a stimuli
+table and the event log.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from db.database import Database
+from db.models import RunKind
+from db.queries import (
+    find_session,
+    roi_timeseries,
+    run_trials,
+    session_events,
+    session_stimuli,
+)
+
+__all__ = ["export_session"]
+
+logger = logging.getLogger(__name__)
+
+_TASK = {RunKind.TRAINING: "training", RunKind.CLOSED_LOOP: "closedloop", RunKind.LOCALIZER: "localizer"}
+
+_EVENTS_SIDECAR: dict[str, Any] = {
+    "onset": {
+        "Description": "Stimulus onset from the run's first trigger: the flip time the presenter "
+        "recorded when it is known (onset_measured = true), else the planned onset",
+        "Units": "s",
+    },
+    "duration": {"Description": "Time the stimulus was on screen (planned when not measured)", "Units": "s"},
+    "trial_type": {"Description": "Trial condition (e.g. target, nontarget, best-natural)"},
+    "planned_onset": {"Description": "Onset in the run plan", "Units": "s"},
+    "onset_measured": {"Description": "Whether onset is a measured flip time"},
+    "stim_file": {"Description": "Stimulus image file"},
+    "stim_sha256": {"Description": "SHA-256 of the stimulus file's content"},
+    "stim_kind": {"Description": "natural, synthesized or control"},
+    "target_roi": {"Description": "ROI the stimulus was made or chosen to drive"},
+    "dropped_frames": {"Description": "Frames dropped while the stimulus was shown"},
+}
+
+
+def _na(value: object) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _write_tsv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows([_na(v) for v in row] for row in rows)
+    tmp.replace(path)  # never leave a half-written table under the final name
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def export_session(database: Database, ref: str, out_dir: Path) -> list[Path]:
+    """Write one session's runs, ROI time series, stimuli and events under ``out_dir``.
+
+    Returns
+    -------
+    list of Path
+        Every file written, in the order written.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    with database.reader() as s:
+        sess = find_session(s, ref)
+        prefix = f"sub-{sess.subject.label}_ses-{sess.label}"
+        for run in sess.runs:
+            stem = f"{prefix}_task-{_TASK[run.kind]}_run-{run.index:02d}"
+
+            events = out_dir / f"{stem}_events.tsv"
+            _write_tsv(
+                events,
+                list(_EVENTS_SIDECAR),
+                (
+                    (
+                        t.actual_onset_s if t.actual_onset_s is not None else t.planned_onset_s,
+                        t.actual_duration_s if t.actual_duration_s is not None else t.planned_duration_s,
+                        t.condition,
+                        t.planned_onset_s,
+                        t.actual_onset_s is not None,
+                        t.stimulus_path,
+                        t.stimulus_sha256,
+                        t.stimulus_kind,
+                        t.target_roi,
+                        t.dropped_frames,
+                    )
+                    for t in run_trials(s, run.id)
+                ),
+            )
+            _write_json(events.with_suffix(".json"), _EVENTS_SIDECAR)
+            written += [events, events.with_suffix(".json")]
+
+            ts = roi_timeseries(s, run.id)
+            series = out_dir / f"{stem}_desc-roi_timeseries.tsv"
+            _write_tsv(
+                series,
+                ["volume", "status", *ts.roi_names],
+                ([i, st, *vals] for i, st, vals in zip(ts.volume_index, ts.status, ts.values, strict=True)),
+            )
+            _write_json(
+                series.with_suffix(".json"),
+                {
+                    "RepetitionTime": run.tr_s,
+                    "Description": "Mean BOLD signal of each ROI per volume; n/a where the "
+                    "volume never arrived",
+                    "Columns": ["volume", "status", *ts.roi_names],
+                    "RunKind": run.kind.value,
+                    "RunStatus": run.status.value,
+                },
+            )
+            written += [series, series.with_suffix(".json")]
+
+        stimuli = out_dir / f"{prefix}_stimuli.tsv"
+        _write_tsv(
+            stimuli,
+            ["sha256", "path", "kind", "target_roi", "seed", "n_presentations"],
+            (
+                (r.sha256, r.path, r.kind, r.target_roi, r.seed, r.n_presentations)
+                for r in session_stimuli(s, sess.id)
+            ),
+        )
+        log = out_dir / f"{prefix}_log.tsv"
+        _write_tsv(
+            log,
+            ["time", "level", "source", "code", "run", "volume", "message"],
+            (
+                (e.at.isoformat(), e.level, e.source, e.code, e.run_index, e.volume_index, e.message)
+                for e in session_events(s, sess.id)
+            ),
+        )
+        written += [stimuli, log]
+    logger.info("exported %d files to %s", len(written), out_dir)
+    return written

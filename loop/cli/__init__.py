@@ -1,0 +1,70 @@
+"""The ``cortexloop`` command: one CLI for every part of the system.
+
+The CLI owns the terminal. Library code logs; here logs go to stderr through
+rich, tables and progress bars go to stdout, and every error cortexloop
+raises on purpose becomes one line on stderr and a non-zero exit status,
+never a traceback (set ``CORTEXLOOP_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from sqlalchemy.exc import DBAPIError
+
+from db.errors import CortexloopError
+from loop.cli.db import app as db_app
+from loop.cli.demo import demo
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="cortexloop",
+    help="Closed-loop experiment control for fMRI of the visual cortex.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(db_app, name="db")
+app.command()(demo)
+
+EXIT_ERROR = 1
+
+
+@app.callback()
+def _root(
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning or error.", envvar="CORTEXLOOP_LOG_LEVEL")
+    ] = "info",
+) -> None:
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise typer.BadParameter(f"unknown log level {log_level!r}; use debug, info, warning or error")
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+        force=True,
+    )
+    # Alembic narrates every migration step at INFO; the CLI reports the outcome itself.
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+
+
+def main() -> None:
+    """Entry point of the ``cortexloop`` console script."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        app()
+    except (CortexloopError, DBAPIError) as exc:
+        if os.environ.get("CORTEXLOOP_DEBUG"):
+            raise
+        message = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
+        err.print(f"cortexloop: error: {message}", markup=False)
+        sys.exit(EXIT_ERROR)

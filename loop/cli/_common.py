@@ -1,0 +1,54 @@
+"""Options and output helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from db.engine import DEFAULT_DB_ENV, DEFAULT_DB_FILENAME
+
+DbOption = Annotated[
+    str,
+    typer.Option(
+        "--db",
+        envvar=DEFAULT_DB_ENV,
+        help=f"Session database: a SQLite path or a SQLAlchemy URL. Default: ${DEFAULT_DB_ENV}, "
+        f"else ./{DEFAULT_DB_FILENAME}.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+
+# Piped output (a log file, `less`) gets room for whole tables rather than 80 columns.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` (dataclasses, lists, dicts, datetimes) as JSON on stdout."""
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        data = dataclasses.asdict(data)
+    elif isinstance(data, list):
+        data = [
+            dataclasses.asdict(d) if dataclasses.is_dataclass(d) and not isinstance(d, type) else d
+            for d in data
+        ]
+    typer.echo(json.dumps(data, indent=2, default=_default))
+
+
+def when(value: dt.datetime | None) -> str:
+    """A timestamp for tables: UTC, to the second."""
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"

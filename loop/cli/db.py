@@ -1,0 +1,174 @@
+"""``cortexloop db``: create, upgrade, list, show and export session databases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.table import Table
+
+from db import export_session, open_database
+from db.database import upgrade_database
+from db.queries import find_session, list_sessions, session_detail, session_events
+from db.schema import head_revision
+from loop.cli._common import DbOption, JsonOption, console, print_json, when
+
+app = typer.Typer(help="The session database: create, upgrade, query, export.", no_args_is_help=True)
+
+SessionArg = Annotated[str, typer.Argument(help="Session id, or sub-X/ses-Y.", show_default=False)]
+
+
+@app.command()
+def upgrade(db: DbOption = "cortexloop.sqlite") -> None:
+    """Create the database, or upgrade its schema to this cortexloop's. Back it up first."""
+    before, after = upgrade_database(db)
+    if before == after:
+        console.print(f"{db}: schema already at revision {after}")
+    else:
+        console.print(f"{db}: schema {before or '(new database)'} -> {after}")
+
+
+@app.command()
+def sessions(
+    db: DbOption = "cortexloop.sqlite",
+    subject: Annotated[str | None, typer.Option(help="Only this subject's sessions.")] = None,
+    json: JsonOption = False,
+) -> None:
+    """List the sessions in the database, oldest first."""
+    with open_database(db) as database, database.reader() as s:
+        rows = list_sessions(s, subject=subject)
+    if json:
+        print_json(rows)
+        return
+    table = Table(box=box.SIMPLE_HEAD, title=f"sessions in {database.name}")
+    for column in (
+        "id",
+        "session",
+        "kind",
+        "status",
+        "started (UTC)",
+        "ended (UTC)",
+        "runs",
+        "rounds",
+        "volumes",
+    ):
+        table.add_column(column, justify="right" if column in {"id", "runs", "rounds", "volumes"} else "left")
+    for r in rows:
+        table.add_row(
+            str(r.id), r.ref, r.kind, r.status, when(r.started_at), when(r.ended_at),
+            str(r.n_runs), str(r.n_rounds), str(r.n_volumes),
+        )  # fmt: skip
+    console.print(table)
+    if not rows:
+        console.print("no sessions recorded yet")
+
+
+@app.command()
+def show(session: SessionArg, db: DbOption = "cortexloop.sqlite", json: JsonOption = False) -> None:
+    """Show one session: its runs, rounds, counts and scores."""
+    with open_database(db) as database, database.reader() as s:
+        detail = session_detail(s, session)
+    if json:
+        print_json(detail)
+        return
+    summary = detail.session
+    console.print(
+        f"[bold]{summary.ref}[/bold] (id {summary.id}): {summary.kind}, {summary.status}, "
+        f"started {when(summary.started_at)} UTC, ended {when(summary.ended_at)}"
+    )
+    console.print(f"ROIs: {', '.join(detail.rois) or '-'}; distinct stimuli shown: {detail.n_stimuli}")
+    events = ", ".join(f"{n} {level}" for level, n in sorted(detail.events_by_level.items())) or "none"
+    console.print(f"events: {events}")
+
+    runs = Table(box=box.SIMPLE_HEAD, title="runs")
+    for column in (
+        "run",
+        "kind",
+        "round",
+        "status",
+        "TR (s)",
+        "volumes",
+        "missing",
+        "late",
+        "trials",
+        "shown",
+    ):
+        runs.add_column(column)
+    for r in detail.runs:
+        planned = f"/{r.n_volumes_planned}" if r.n_volumes_planned else ""
+        runs.add_row(
+            str(r.index), r.kind, str(r.round_index or "-"), r.status, f"{r.tr_s:g}",
+            f"{r.n_volumes}{planned}", str(r.n_missing), str(r.n_late),
+            str(r.n_presentations), str(r.n_shown),
+        )  # fmt: skip
+    console.print(runs)
+
+    if detail.rounds:
+        rounds = Table(box=box.SIMPLE_HEAD, title="rounds")
+        for column in ("round", "status", "policy", "targets", "started (UTC)"):
+            rounds.add_column(column)
+        for rd in detail.rounds:
+            rounds.add_row(
+                str(rd.index), rd.status, rd.policy or "-", ", ".join(rd.targets), when(rd.started_at)
+            )
+        console.print(rounds)
+    if detail.scores:
+        scores = Table(box=box.SIMPLE_HEAD, title="scores")
+        for column in ("metric", "round", "run", "ROI", "value"):
+            scores.add_column(column)
+        for sc in detail.scores:
+            scores.add_row(
+                sc.metric,
+                str(sc.round_index or "-"),
+                str(sc.run_index or "-"),
+                sc.roi or "-",
+                f"{sc.value:.4g}",
+            )
+        console.print(scores)
+
+
+@app.command()
+def events(
+    session: SessionArg,
+    db: DbOption = "cortexloop.sqlite",
+    level: Annotated[str | None, typer.Option(help="Only this level: warning, error...")] = None,
+    json: JsonOption = False,
+) -> None:
+    """List a session's event log: warnings, gaps, errors."""
+    with open_database(db) as database, database.reader() as s:
+        rows = session_events(s, find_session(s, session).id)
+    if level is not None:
+        rows = [r for r in rows if r.level == level.lower()]
+    if json:
+        print_json(rows)
+        return
+    table = Table(box=box.SIMPLE_HEAD, title=f"events of {session}")
+    for column in ("time (UTC)", "level", "source", "code", "run", "volume", "message"):
+        table.add_column(column)
+    for e in rows:
+        table.add_row(
+            when(e.at), e.level, e.source, e.code, str(e.run_index or "-"),
+            "-" if e.volume_index is None else str(e.volume_index), e.message,
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def export(
+    session: SessionArg,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write into (created if needed).")],
+    db: DbOption = "cortexloop.sqlite",
+) -> None:
+    """Export a session as BIDS-style events, ROI time series and a stimuli table."""
+    with open_database(db) as database:
+        written = export_session(database, session, out)
+    for path in written:
+        console.print(str(path))
+
+
+@app.command()
+def revision() -> None:
+    """Print the newest schema revision this cortexloop knows."""
+    console.print(head_revision())
