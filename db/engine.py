@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from db.errors import DatabaseError
 
@@ -64,7 +64,7 @@ def resolve_url(target: str | os.PathLike[str] | URL) -> URL:
         return URL.create("sqlite", database=str(Path(text).expanduser().resolve()))
     try:
         return make_url(text)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:
         raise DatabaseError(
             f"cannot parse database URL {text!r} ({exc}); give a file path or a URL such as "
             "sqlite:///sessions.sqlite or postgresql+psycopg://user@host/cortexloop"
@@ -119,7 +119,14 @@ def make_engine(target: str | os.PathLike[str] | URL, **kwargs: Any) -> Engine:
     """
     url = resolve_url(target)
     kwargs.setdefault("pool_pre_ping", url.get_backend_name() != "sqlite")
-    engine = create_engine(url, **kwargs)
+    try:
+        engine = create_engine(url, **kwargs)
+    except (ModuleNotFoundError, NoSuchModuleError) as exc:
+        shown = url.render_as_string(hide_password=True)
+        raise DatabaseError(
+            f"no database driver for {shown} ({exc}); for PostgreSQL install cortexloop[postgres] "
+            "and use a postgresql+psycopg:// URL"
+        ) from exc
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_sqlite)

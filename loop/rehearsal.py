@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
-from scipy.stats import gamma
 
 from db import (
     Database,
@@ -46,12 +46,23 @@ SELECTIVITY = np.array(
 )
 
 
+def _gamma_pdf(t: NDArray[np.float64], shape: float) -> NDArray[np.float64]:
+    positive = np.clip(t, 1e-12, None)
+    return np.where(t > 0, np.exp((shape - 1) * np.log(positive) - positive - math.lgamma(shape)), 0.0)
+
+
+def _double_gamma(t: NDArray[np.float64]) -> NDArray[np.float64]:
+    return _gamma_pdf(t, 6.0) - _gamma_pdf(t, 16.0) / 6.0
+
+
 def canonical_hrf(tr_s: float, duration_s: float = 32.0) -> NDArray[np.float64]:
-    """SPM's double-gamma HRF sampled every ``tr_s`` seconds, peak normalised to 1."""
-    t = np.arange(0.0, duration_s, tr_s)
-    hrf = np.asarray(gamma.pdf(t, 6) - gamma.pdf(t, 16) / 6.0, dtype=np.float64)
-    peak = float(hrf.max())
-    return hrf / peak
+    """SPM's double-gamma HRF (peak ~5 s, undershoot ~15 s) sampled every ``tr_s`` seconds.
+
+    Scaled so that the continuous curve peaks at 1, whatever the TR: a
+    sample-normalised HRF would give a block a different amplitude at each TR.
+    """
+    peak = float(_double_gamma(np.linspace(0.0, duration_s, 3201)).max())
+    return _double_gamma(np.arange(0.0, duration_s, tr_s)) / peak
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,147 @@
+"""`cortexloop db ...` as an operator uses it: listings, export, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from db import open_database
+from loop.rehearsal import ROIS, record_rehearsal
+
+CORTEXLOOP = Path(sys.executable).with_name("cortexloop")
+
+
+def cortexloop(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CORTEXLOOP), "--log-level", "warning", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.fixture
+def recorded(db_path: Path, tmp_path: Path) -> Path:
+    with open_database(db_path, create=True) as database:
+        record_rehearsal(database, tmp_path / "stimuli")
+    return db_path
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("cortexloop: error: ")
+    return lines[0]
+
+
+def test_sessions_json_lists_what_was_recorded(recorded: Path) -> None:
+    result = cortexloop("db", "sessions", "--db", recorded, "--json")
+    assert result.returncode == 0, result.stderr
+    (session,) = json.loads(result.stdout)
+    assert session["subject"] == "rehearsal"
+    assert session["status"] == "completed"
+    assert session["n_volumes"] == 103  # 104 planned, one missing
+
+
+def test_show_reports_counts_and_the_gap(recorded: Path) -> None:
+    result = cortexloop("db", "show", "sub-rehearsal/ses-01", "--db", recorded, "--json")
+    assert result.returncode == 0, result.stderr
+    detail = json.loads(result.stdout)
+    (run,) = detail["runs"]
+    assert (run["n_volumes"], run["n_missing"], run["n_presentations"], run["n_shown"]) == (103, 1, 8, 8)
+    assert detail["events_by_level"] == {"warning": 1}
+    table = cortexloop("db", "show", "1", "--db", recorded)
+    assert "103/104" in table.stdout
+
+
+def test_export_writes_bids_events_and_roi_timeseries(recorded: Path, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    result = cortexloop("db", "export", "1", "--db", recorded, "--out", out)
+    assert result.returncode == 0, result.stderr
+    stem = "sub-rehearsal_ses-01_task-training_run-01"
+    with (out / f"{stem}_events.tsv").open() as f:
+        events = list(csv.DictReader(f, delimiter="\t"))
+    assert len(events) == 8
+    assert [float(e["planned_onset"]) for e in events] == [24.0 * i for i in range(8)]
+    for e in events:  # measured flip times, a few ms after the plan
+        assert 0 < float(e["onset"]) - float(e["planned_onset"]) < 0.02
+        assert e["onset_measured"] == "true"
+        assert len(e["stim_sha256"]) == 64
+    sidecar = json.loads((out / f"{stem}_events.json").read_text())
+    assert sidecar["onset"]["Units"] == "s"
+
+    with (out / f"{stem}_desc-roi_timeseries.tsv").open() as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert len(rows) == 104
+    assert list(rows[0]) == ["volume", "status", *ROIS]
+    assert rows[3]["status"] == "missing" and rows[3]["V1"] == "n/a"
+    assert 900 < float(rows[4]["V1"]) < 1100
+    assert json.loads((out / f"{stem}_desc-roi_timeseries.json").read_text())["RepetitionTime"] == 2.0
+    assert not list(out.glob("*.part"))
+
+
+def test_db_default_comes_from_the_environment(recorded: Path) -> None:
+    result = cortexloop("db", "sessions", "--json", env={**os.environ, "CORTEXLOOP_DB": str(recorded)})
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 1
+
+
+def test_upgrade_creates_then_reports_current(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    first = cortexloop("db", "upgrade", "--db", path)
+    assert first.returncode == 0, first.stderr
+    assert "(new database) -> " in first.stdout
+    again = cortexloop("db", "upgrade", "--db", path)
+    assert "already at revision" in again.stdout
+    assert cortexloop("db", "sessions", "--db", path).returncode == 0
+
+
+def test_missing_database(tmp_path: Path) -> None:
+    path = tmp_path / "typo.sqlite"
+    line = _one_line_error(cortexloop("db", "sessions", "--db", path))
+    assert f"no session database at {path}" in line and "cortexloop db upgrade" in line
+    assert not path.exists(), "looking for a database must not create one"
+
+
+@pytest.mark.parametrize("content", [b"\x00\x01garbage" * 500, b"subject,run\n01,1\n"])
+def test_file_that_is_not_a_database(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "notes.sqlite"
+    path.write_bytes(content)
+    line = _one_line_error(cortexloop("db", "show", "1", "--db", path))
+    assert f"{path} is not a readable SQLite database" in line
+    assert path.read_bytes() == content, "the file must be left as it was"
+
+
+def test_session_that_does_not_exist(recorded: Path) -> None:
+    line = _one_line_error(cortexloop("db", "show", "sub-02/ses-01", "--db", recorded))
+    assert "no session 'sub-02/ses-01'" in line and "cortexloop db sessions" in line
+    line = _one_line_error(cortexloop("db", "export", "42", "--db", recorded, "--out", recorded.parent / "x"))
+    assert "no session '42'" in line
+
+
+def test_schema_mismatch(recorded: Path) -> None:
+    con = sqlite3.connect(recorded)
+    con.execute("UPDATE alembic_version SET version_num = 'f00d'")
+    con.execute(
+        "INSERT INTO schema_history (revision, cortexloop_version, upgraded_at) VALUES ('f00d', '3.2.0', '2030-01-01')"
+    )
+    con.commit()
+    con.close()
+    line = _one_line_error(cortexloop("db", "sessions", "--db", recorded))
+    assert "schema revision f00d, written by cortexloop 3.2.0" in line and "install cortexloop 3.2.0" in line
+
+
+def test_unparseable_url() -> None:
+    line = _one_line_error(cortexloop("db", "sessions", "--db", "postgresql://host:notaport/x"))
+    assert "cannot" in line and "postgresql://host:notaport/x" in line
