@@ -61,8 +61,8 @@ def canonical_hrf(tr_s: float, duration_s: float = 32.0) -> NDArray[np.float64]:
     Scaled so that the continuous curve peaks at 1, whatever the TR: a
     sample-normalised HRF would give a block a different amplitude at each TR.
     """
-    peak = float(_double_gamma(np.linspace(0.0, duration_s, 3201)).max())
-    return _double_gamma(np.arange(0.0, duration_s, tr_s)) / peak
+    peak = float(_double_gamma(np.linspace(0.0, duration_s, 3201, dtype=np.float64)).max())
+    return _double_gamma(np.arange(0.0, duration_s, tr_s, dtype=np.float64)) / peak
 
 
 @dataclass(frozen=True, kw_only=True)

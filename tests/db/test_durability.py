@@ -89,7 +89,7 @@ def test_reader_queries_while_writer_commits(db_path: Path) -> None:
             time.sleep(0.005)
         con.close()
     finally:
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert counts == sorted(counts), "a reader saw the volume count go backwards"
     assert len(set(counts)) > 3, f"the reader never overlapped the writer: {counts[:10]}"

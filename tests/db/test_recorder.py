@@ -32,7 +32,8 @@ def test_timestamps_come_back_as_the_same_utc_instant(
     with database.reader() as s:
         stored = s.scalar(select(Volume.acquired_at))
     assert stored == acquired
-    assert stored is not None and stored.utcoffset() == dt.timedelta(0)
+    assert stored is not None
+    assert stored.utcoffset() == dt.timedelta(0)
 
 
 def test_naive_timestamp_is_refused(make_recorder: Callable[..., SessionRecorder]) -> None:

@@ -105,7 +105,7 @@ def test_newer_schema_names_the_cortexloop_version_needed(db_path: Path, later_m
 
 def test_empty_database_file_is_not_silently_used(db_path: Path) -> None:
     db_path.touch()
-    with pytest.raises(SchemaTooOldError, match="empty database.*cortexloop db upgrade"):
+    with pytest.raises(SchemaTooOldError, match=r"empty database.*cortexloop db upgrade"):
         open_database(db_path)
 
 

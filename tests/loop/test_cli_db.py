@@ -85,7 +85,8 @@ def test_export_writes_bids_events_and_roi_timeseries(recorded: Path, tmp_path: 
         rows = list(csv.DictReader(f, delimiter="\t"))
     assert len(rows) == 104
     assert list(rows[0]) == ["volume", "status", *ROIS]
-    assert rows[3]["status"] == "missing" and rows[3]["V1"] == "n/a"
+    assert rows[3]["status"] == "missing"
+    assert rows[3]["V1"] == "n/a"
     assert 900 < float(rows[4]["V1"]) < 1100
     assert json.loads((out / f"{stem}_desc-roi_timeseries.json").read_text())["RepetitionTime"] == 2.0
     assert not list(out.glob("*.part"))
@@ -110,7 +111,8 @@ def test_upgrade_creates_then_reports_current(tmp_path: Path) -> None:
 def test_missing_database(tmp_path: Path) -> None:
     path = tmp_path / "typo.sqlite"
     line = _one_line_error(cortexloop("db", "sessions", "--db", path))
-    assert f"no session database at {path}" in line and "cortexloop db upgrade" in line
+    assert f"no session database at {path}" in line
+    assert "cortexloop db upgrade" in line
     assert not path.exists(), "looking for a database must not create one"
 
 
@@ -125,7 +127,8 @@ def test_file_that_is_not_a_database(tmp_path: Path, content: bytes) -> None:
 
 def test_session_that_does_not_exist(recorded: Path) -> None:
     line = _one_line_error(cortexloop("db", "show", "sub-02/ses-01", "--db", recorded))
-    assert "no session 'sub-02/ses-01'" in line and "cortexloop db sessions" in line
+    assert "no session 'sub-02/ses-01'" in line
+    assert "cortexloop db sessions" in line
     line = _one_line_error(cortexloop("db", "export", "42", "--db", recorded, "--out", recorded.parent / "x"))
     assert "no session '42'" in line
 
@@ -134,14 +137,17 @@ def test_schema_mismatch(recorded: Path) -> None:
     con = sqlite3.connect(recorded)
     con.execute("UPDATE alembic_version SET version_num = 'f00d'")
     con.execute(
-        "INSERT INTO schema_history (revision, cortexloop_version, upgraded_at) VALUES ('f00d', '3.2.0', '2030-01-01')"
+        "INSERT INTO schema_history (revision, cortexloop_version, upgraded_at) "
+        "VALUES ('f00d', '3.2.0', '2030-01-01')"
     )
     con.commit()
     con.close()
     line = _one_line_error(cortexloop("db", "sessions", "--db", recorded))
-    assert "schema revision f00d, written by cortexloop 3.2.0" in line and "install cortexloop 3.2.0" in line
+    assert "schema revision f00d, written by cortexloop 3.2.0" in line
+    assert "install cortexloop 3.2.0" in line
 
 
 def test_unparseable_url() -> None:
     line = _one_line_error(cortexloop("db", "sessions", "--db", "postgresql://host:notaport/x"))
-    assert "cannot" in line and "postgresql://host:notaport/x" in line
+    assert "cannot" in line
+    assert "postgresql://host:notaport/x" in line
