@@ -15,7 +15,7 @@ Timestamps are aware UTC datetimes (``UTCDateTime``). Times within a run
 with an ``_s`` suffix.
 
 The migrations in ``db/migrations/versions`` must build exactly this schema;
-``tests/db/test_migrations.py`` compares the two.
+``tests/db/test_schema.py`` compares the two.
 """
 
 from __future__ import annotations
