@@ -101,12 +101,7 @@ def open_database(target: str | os.PathLike[str] | URL, *, create: bool = False)
     DatabaseError
         The server cannot be reached or the file cannot be opened.
     """
-    url = resolve_url(target)
-    name = _display_name(url)
-    path = sqlite_path(url)
-    if path is not None:
-        _check_sqlite_path(path, name, create=create)
-    engine = make_engine(url)
+    engine, name = _engine_for(target, create=create)
     try:
         with _translated(name):
             if create:
@@ -130,12 +125,7 @@ def upgrade_database(target: str | os.PathLike[str] | URL) -> tuple[str | None, 
     (before, after) : tuple
         The revision before (None for a new database) and after the upgrade.
     """
-    url = resolve_url(target)
-    name = _display_name(url)
-    path = sqlite_path(url)
-    if path is not None:
-        _check_sqlite_path(path, name, create=True)
-    engine = make_engine(url)
+    engine, name = _engine_for(target, create=True)
     try:
         with _translated(name):
             with engine.connect() as connection:
@@ -149,6 +139,20 @@ def upgrade_database(target: str | os.PathLike[str] | URL) -> tuple[str | None, 
     finally:
         engine.dispose()
     return before.revision, after
+
+
+def _engine_for(target: str | os.PathLike[str] | URL, *, create: bool) -> tuple[Engine, str]:
+    """An engine for ``target`` and its name for messages, after checking a SQLite path.
+
+    The path is checked before connecting because SQLite would silently
+    create a missing file.
+    """
+    url = resolve_url(target)
+    name = _display_name(url)
+    path = sqlite_path(url)
+    if path is not None:
+        _check_sqlite_path(path, name, create=create)
+    return make_engine(url), name
 
 
 def _check_sqlite_path(p: Path, name: str, *, create: bool) -> None:
