@@ -8,7 +8,7 @@ This package imports no other cortexloop package.
 from __future__ import annotations
 
 from db.database import Database, open_database
-from db.engine import default_database, make_engine, resolve_url
+from db.engine import make_engine, resolve_url
 from db.errors import (
     ConfigError,
     CortexloopError,
@@ -54,7 +54,6 @@ __all__ = [
     "StimulusKind",
     "VolumeStatus",
     "check_schema",
-    "default_database",
     "export_session",
     "head_revision",
     "make_engine",

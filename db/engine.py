@@ -29,7 +29,6 @@ __all__ = [
     "DEFAULT_DB_ENV",
     "DEFAULT_DB_FILENAME",
     "SQLITE_BUSY_TIMEOUT_MS",
-    "default_database",
     "make_engine",
     "resolve_url",
     "sqlite_path",
@@ -40,15 +39,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_DB_ENV = "CORTEXLOOP_DB"
 DEFAULT_DB_FILENAME = "cortexloop.sqlite"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-
-
-def default_database() -> str:
-    """The database used when ``--db`` is not given.
-
-    ``$CORTEXLOOP_DB`` when set (a path or a URL), else ``cortexloop.sqlite``
-    in the current directory.
-    """
-    return os.environ.get(DEFAULT_DB_ENV) or DEFAULT_DB_FILENAME
 
 
 def resolve_url(target: str | os.PathLike[str] | URL) -> URL:

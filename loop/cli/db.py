@@ -11,6 +11,7 @@ from rich.table import Table
 
 from db import export_session, open_database
 from db.database import upgrade_database
+from db.engine import DEFAULT_DB_FILENAME
 from db.queries import find_session, list_sessions, session_detail, session_events
 from db.schema import head_revision
 from loop.cli._common import DbOption, JsonOption, console, print_json, when
@@ -21,7 +22,7 @@ SessionArg = Annotated[str, typer.Argument(help="Session id, or sub-X/ses-Y.", s
 
 
 @app.command()
-def upgrade(db: DbOption = "cortexloop.sqlite") -> None:
+def upgrade(db: DbOption = DEFAULT_DB_FILENAME) -> None:
     """Create the database, or upgrade its schema to this cortexloop's. Back it up first."""
     before, after = upgrade_database(db)
     if before == after:
@@ -32,7 +33,7 @@ def upgrade(db: DbOption = "cortexloop.sqlite") -> None:
 
 @app.command()
 def sessions(
-    db: DbOption = "cortexloop.sqlite",
+    db: DbOption = DEFAULT_DB_FILENAME,
     subject: Annotated[str | None, typer.Option(help="Only this subject's sessions.")] = None,
     json: JsonOption = False,
 ) -> None:
@@ -66,7 +67,7 @@ def sessions(
 
 
 @app.command()
-def show(session: SessionArg, db: DbOption = "cortexloop.sqlite", json: JsonOption = False) -> None:
+def show(session: SessionArg, db: DbOption = DEFAULT_DB_FILENAME, json: JsonOption = False) -> None:
     """Show one session: its runs, rounds, counts and scores."""
     with open_database(db) as database, database.reader() as s:
         detail = session_detail(s, session)
@@ -132,7 +133,7 @@ def show(session: SessionArg, db: DbOption = "cortexloop.sqlite", json: JsonOpti
 @app.command()
 def events(
     session: SessionArg,
-    db: DbOption = "cortexloop.sqlite",
+    db: DbOption = DEFAULT_DB_FILENAME,
     level: Annotated[str | None, typer.Option(help="Only this level: warning, error...")] = None,
     json: JsonOption = False,
 ) -> None:
@@ -159,7 +160,7 @@ def events(
 def export(
     session: SessionArg,
     out: Annotated[Path, typer.Option("--out", help="Folder to write into (created if needed).")],
-    db: DbOption = "cortexloop.sqlite",
+    db: DbOption = DEFAULT_DB_FILENAME,
 ) -> None:
     """Export a session as BIDS-style events, ROI time series and a stimuli table."""
     with open_database(db) as database:
