@@ -1,0 +1,492 @@
+"""Reading the files scanners write: NIfTI-1/2, DICOM single slices, Siemens mosaics, enhanced DICOM.
+
+:func:`read_part` reads one file completely or raises. A file that is not all
+there yet raises :class:`IncompleteVolumeError`; the watcher retries it until
+its deadline. A file holds either a whole volume (NIfTI, a mosaic, an enhanced
+multi-frame file) or one slice of one (classic single-slice DICOM); slices are
+put together by :class:`SliceAssembler`.
+
+Every reader returns data in the voxel layout dcm2niix writes (first axis along
+the image columns, second along the rows from the bottom up, third along the
+slices) with an RAS+ affine, so a volume read from DICOM here and the NIfTI
+dcm2niix makes of the same file hold the same array.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import math
+import re
+import warnings
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+import pydicom
+from pydicom.dataset import Dataset
+
+from scanner_bridge.errors import IncompleteVolumeError, VolumeReadError
+
+with warnings.catch_warnings():
+    # nibabel.nicom warns on import about its DICOM wrappers; only its CSA header parser is used here.
+    warnings.simplefilter("ignore", UserWarning)
+    from nibabel.nicom import csareader
+
+__all__ = ["FilePart", "SliceAssembler", "is_volume_file", "read_part"]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
+ENHANCED_MR_SOP = "1.2.840.10008.5.1.4.1.1.4.1"
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class FilePart:
+    """What one file holds: a whole volume, or one slice of one.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    series : str
+        Series key: DICOM ``SeriesNumber/SeriesInstanceUID``, or the NIfTI file
+        name with its volume number replaced by ``#``.
+    number : int
+        The file's own volume counter: DICOM ``AcquisitionNumber`` (else
+        ``InstanceNumber``), or the number in a NIfTI file name.
+    data : ndarray of shape (nx, ny, nz)
+        Voxel values (one slice: ``nz == 1``).
+    affine : ndarray of shape (4, 4)
+        Voxel to RAS+ millimetres.
+    slices_per_volume : int or None
+        For a single-slice DICOM file, how many slices make its volume
+        (``ImagesInAcquisition``); None when the file is a whole volume.
+    slice_position_mm : float
+        A single slice's position along the slice normal (for sorting).
+    """
+
+    path: str
+    series: str
+    number: int
+    data: npt.NDArray[Any]
+    affine: npt.NDArray[np.float64]
+    tr_s: float | None = None
+    acquisition_time: str | None = None
+    slices_per_volume: int | None = None
+    slice_position_mm: float = 0.0
+
+    @property
+    def is_slice(self) -> bool:
+        return self.slices_per_volume is not None
+
+
+def is_volume_file(path: Path | str) -> bool:
+    """Whether the name looks like a volume file (hidden and temporary files are not)."""
+    name = Path(path).name.lower()
+    if name.startswith(".") or name.endswith((".tmp", ".part", "~")):
+        return False
+    return name.endswith(NIFTI_SUFFIXES + DICOM_SUFFIXES) or "." not in name
+
+
+def read_part(
+    path: Path | str, raw: bytes | None = None, *, slices_per_volume: int | None = None
+) -> FilePart:
+    """Read one file completely.
+
+    Parameters
+    ----------
+    path : path
+        The file. Its name decides the format: ``.nii``/``.nii.gz`` are NIfTI,
+        anything else is read as DICOM.
+    raw : bytes, optional
+        The file's bytes, if already read.
+    slices_per_volume : int, optional
+        For single-slice DICOM that does not record ``ImagesInAcquisition``.
+
+    Raises
+    ------
+    IncompleteVolumeError
+        The file is shorter than its header says, or cannot be parsed yet.
+    VolumeReadError
+        The file can never be a volume (a 4D file, no volume number, no pixels...).
+    """
+    path = Path(path)
+    if raw is None:
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise VolumeReadError(f"{path} disappeared before it could be read") from exc
+    if path.name.lower().endswith(NIFTI_SUFFIXES):
+        return _read_nifti(path, raw)
+    return _read_dicom(path, raw, slices_per_volume)
+
+
+# --- NIfTI -----------------------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"(\d+)(?!.*\d)")
+
+
+def nifti_series_and_number(name: str) -> tuple[str, int]:
+    """``vol_00017.nii.gz`` -> (``vol_#####.nii.gz``, 17): the series is the name without its number."""
+    match = _NUMBER.search(name)
+    if match is None:
+        raise VolumeReadError(
+            f"NIfTI file name {name!r} has no volume number; name volume files like vol_00000.nii"
+        )
+    digits = match.group(1)
+    return name[: match.start()] + "#" * len(digits) + name[match.end() :], int(digits)
+
+
+def _read_nifti(path: Path, raw: bytes) -> FilePart:
+    series, number = nifti_series_and_number(path.name)
+    if path.name.lower().endswith(".gz"):
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise IncompleteVolumeError(f"{path} is not a complete gzip stream yet ({exc})") from exc
+    if len(raw) < 348:
+        raise IncompleteVolumeError(f"{path} has {len(raw)} bytes, less than a NIfTI header")
+    image_class: type[nib.Nifti1Image] | type[nib.Nifti2Image]
+    sizeof_hdr = int.from_bytes(raw[:4], "little")
+    if sizeof_hdr not in (348, 540):
+        sizeof_hdr = int.from_bytes(raw[:4], "big")
+    if sizeof_hdr == 348:
+        image_class = nib.Nifti1Image
+    elif sizeof_hdr == 540:
+        image_class = nib.Nifti2Image
+    else:
+        raise VolumeReadError(f"{path} is not NIfTI-1 or NIfTI-2 (header size field {sizeof_hdr})")
+    if len(raw) < sizeof_hdr:
+        raise IncompleteVolumeError(f"{path} has {len(raw)} bytes, less than its {sizeof_hdr}-byte header")
+    try:
+        header = image_class.header_class.from_fileobj(io.BytesIO(raw), check=True)
+    except Exception as exc:  # nibabel raises several types for a bad header
+        raise VolumeReadError(f"{path}: not a valid NIfTI header ({exc})") from exc
+    shape = header.get_data_shape()
+    needed = int(header["vox_offset"]) + math.prod(shape) * header.get_data_dtype().itemsize
+    if len(raw) < needed:
+        raise IncompleteVolumeError(f"{path} has {len(raw)} of its {needed} bytes")
+    image = image_class.from_bytes(raw)
+    if len(shape) > 3 and math.prod(shape[3:]) != 1:
+        raise VolumeReadError(
+            f"{path} holds {math.prod(shape[3:])} volumes {shape}; the export directory takes one volume "
+            "per file. Feed a 4D file with `cortexloop bridge replay`."
+        )
+    if len(shape) < 3:
+        shape = (*shape, *([1] * (3 - len(shape))))
+    data = np.asanyarray(image.dataobj).reshape(shape[:3], order="F")
+    return FilePart(
+        path=str(path),
+        series=series,
+        number=number,
+        data=data,
+        affine=np.asarray(image.affine, dtype=np.float64),
+        tr_s=_nifti_tr_s(header),
+    )
+
+
+def _nifti_tr_s(header: Any) -> float | None:
+    tr = float(header["pixdim"][4])
+    if not tr > 0:
+        return None
+    unit = header.get_xyzt_units()[1]
+    return tr * {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
+
+
+# --- DICOM -----------------------------------------------------------------------------------------
+
+
+def _read_dicom(path: Path, raw: bytes, slices_per_volume: int | None) -> FilePart:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # vendors' odd values; what we need is checked below
+            ds = pydicom.dcmread(io.BytesIO(raw))
+    except Exception as exc:  # pydicom raises many types for a partial file
+        raise IncompleteVolumeError(f"{path} is not a complete DICOM file yet ({exc})") from exc
+    if "PixelData" not in ds:
+        raise VolumeReadError(f"{path} is DICOM without pixel data (a report or a localizer header?)")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if ds.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian).is_compressed is False:
+        expected = int(ds.Rows) * int(ds.Columns) * frames * int(ds.BitsAllocated) // 8
+        expected *= int(ds.get("SamplesPerPixel", 1))
+        if len(ds.PixelData) < expected:
+            raise IncompleteVolumeError(f"{path} has {len(ds.PixelData)} of its {expected} pixel bytes")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:
+        raise VolumeReadError(
+            f"{path}: cannot decode its pixels ({exc}); export uncompressed DICOM "
+            f"(transfer syntax {ds.file_meta.get('TransferSyntaxUID', 'unknown')})"
+        ) from exc
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise VolumeReadError(f"{path} is a colour image, not an MR volume")
+    common: dict[str, Any] = {
+        "path": str(path),
+        "series": f"{ds.get('SeriesNumber', '?')}/{ds.get('SeriesInstanceUID', 'unknown')}",
+        "number": _dicom_number(ds),
+        "tr_s": _dicom_tr_s(ds),
+        "acquisition_time": _dicom_time(ds),
+    }
+    if frames > 1 or ds.get("SOPClassUID") == ENHANCED_MR_SOP:
+        data, affine = _enhanced(path, ds, pixels.reshape(frames, *pixels.shape[-2:]))
+        return FilePart(data=data, affine=affine, **common)
+    csa = _csa_image_header(ds)
+    mosaic = "MOSAIC" in [str(t).upper() for t in ds.get("ImageType", [])]
+    if mosaic or (csa is not None and csareader.get_n_mosaic(csa)):
+        data, affine = _mosaic(path, ds, pixels, csa)
+        return FilePart(data=data, affine=affine, **common)
+    return _single_slice(path, ds, pixels, slices_per_volume, common)
+
+
+def _csa_image_header(ds: Dataset) -> dict[str, Any] | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            header: dict[str, Any] | None = csareader.get_csa_header(ds, "image")
+    except csareader.CSAReadError:
+        return None
+    return header
+
+
+def _dicom_number(ds: Dataset) -> int:
+    for keyword in ("AcquisitionNumber", "InstanceNumber"):
+        value = ds.get(keyword)
+        if value not in (None, ""):
+            return int(value)
+    raise VolumeReadError("DICOM file has neither AcquisitionNumber nor InstanceNumber")
+
+
+def _dicom_tr_s(ds: Dataset) -> float | None:
+    tr = ds.get("RepetitionTime")
+    if tr is None:
+        shared = ds.get("SharedFunctionalGroupsSequence")
+        timing = shared[0].get("MRTimingAndRelatedParametersSequence") if shared else None
+        tr = timing[0].get("RepetitionTime") if timing else None
+    return float(tr) / 1000.0 if tr not in (None, "") and float(tr) > 0 else None
+
+
+def _dicom_time(ds: Dataset) -> str | None:
+    stamp = ds.get("AcquisitionDateTime")
+    if not stamp:
+        date, time_ = ds.get("AcquisitionDate"), ds.get("AcquisitionTime")
+        if not (date and time_):
+            return None
+        stamp = f"{date}{time_}"
+    s = str(stamp)
+    if len(s) < 14 or not s[:14].isdigit():
+        return None
+    frac = s[14:].split("+")[0].split("-")[0]
+    return f"{s[:4]}-{s[4:6]}-{s[6:8]}T{s[8:10]}:{s[10:12]}:{s[12:14]}{frac}"
+
+
+def _rescaled(ds: Dataset, pixels: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    inter = float(ds.get("RescaleIntercept", 0) or 0)
+    if slope == 1 and inter == 0:
+        return pixels
+    return pixels * slope + inter
+
+
+def _floats(value: Any, n: int, what: str, path: Path) -> npt.NDArray[np.float64]:
+    try:
+        arr = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise VolumeReadError(f"{path}: {what} is missing or not numeric ({value!r})") from exc
+    if arr.shape != (n,):
+        raise VolumeReadError(f"{path}: {what} has {arr.size} values; expected {n}")
+    return arr
+
+
+def _affine(
+    orientation: npt.NDArray[np.floating[Any]],
+    spacing_rc: npt.NDArray[np.floating[Any]],
+    first_position: npt.NDArray[np.floating[Any]],
+    slice_step: npt.NDArray[np.floating[Any]],
+    n_rows: int,
+) -> npt.NDArray[np.float64]:
+    """RAS affine of the dcm2niix layout (i = column, j = rows bottom-up, k = slice).
+
+    DICOM puts pixel (r, c) of a slice at ``IPP + c * dc * row_cos + r * dr * col_cos``
+    (LPS); the layout flips rows, so j = n_rows - 1 - r.
+    """
+    row_cos, col_cos = orientation[:3], orientation[3:]
+    dr, dc = spacing_rc
+    lps = np.eye(4)
+    lps[:3, 0] = row_cos * dc
+    lps[:3, 1] = -col_cos * dr
+    lps[:3, 2] = slice_step
+    lps[:3, 3] = first_position + (n_rows - 1) * dr * col_cos
+    ras = np.eye(4)
+    ras[:3] = LPS_TO_RAS @ lps[:3]
+    return ras
+
+
+def _layout(slice_rc: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """One slice as stored (rows, columns) -> (columns, rows bottom-up)."""
+    return slice_rc.T[:, ::-1]
+
+
+def _slice_spacing(ds: Dataset) -> float:
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        value = ds.get(keyword)
+        if value not in (None, "") and float(value) > 0:
+            return float(value)
+    return 1.0
+
+
+def _single_slice(
+    path: Path, ds: Dataset, pixels: npt.NDArray[Any], slices_per_volume: int | None, common: dict[str, Any]
+) -> FilePart:
+    orientation = _floats(ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", path)
+    position = _floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", path)
+    spacing = _floats(ds.get("PixelSpacing"), 2, "PixelSpacing", path)
+    normal = np.cross(orientation[:3], orientation[3:])
+    n_slices = ds.get("ImagesInAcquisition") or slices_per_volume
+    if n_slices in (None, ""):
+        raise VolumeReadError(
+            f"{path} is one slice of a volume but does not say how many slices make one "
+            "(no ImagesInAcquisition); give the bridge --slices-per-volume N"
+        )
+    data = _layout(_rescaled(ds, pixels))[:, :, None]
+    affine = _affine(orientation, spacing, position, normal * _slice_spacing(ds), int(ds.Rows))
+    return FilePart(
+        data=data,
+        affine=affine,
+        slices_per_volume=int(n_slices),
+        slice_position_mm=float(position @ normal),
+        **common,
+    )
+
+
+def _mosaic(
+    path: Path, ds: Dataset, pixels: npt.NDArray[Any], csa: dict[str, Any] | None
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64]]:
+    n_slices = csareader.get_n_mosaic(csa) if csa else None
+    if not n_slices:
+        raise VolumeReadError(f"{path} is a Siemens mosaic without NumberOfImagesInMosaic in its CSA header")
+    n_slices = int(n_slices)
+    tiles = math.ceil(math.sqrt(n_slices))
+    rows_m, cols_m = pixels.shape
+    rows, cols = rows_m // tiles, cols_m // tiles
+    data = np.empty((cols, rows, n_slices), dtype=pixels.dtype)
+    for k in range(n_slices):
+        r0, c0 = (k // tiles) * rows, (k % tiles) * cols
+        data[:, :, k] = _layout(pixels[r0 : r0 + rows, c0 : c0 + cols])
+    orientation = _floats(ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", path)
+    spacing = _floats(ds.get("PixelSpacing"), 2, "PixelSpacing", path)
+    normal = csareader.get_slice_normal(csa)
+    normal = np.cross(orientation[:3], orientation[3:]) if normal is None else np.asarray(normal, float)
+    # A mosaic's ImagePositionPatient is the corner of the whole mosaic image, not of slice 0.
+    position = _floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", path)
+    position = (
+        position
+        + orientation[:3] * spacing[1] * (cols_m - cols) / 2
+        + orientation[3:] * spacing[0] * (rows_m - rows) / 2
+    )
+    affine = _affine(orientation, spacing, position, normal * _slice_spacing(ds), rows)
+    return _rescaled(ds, data), affine
+
+
+def _enhanced(
+    path: Path, ds: Dataset, frames: npt.NDArray[Any]
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64]]:
+    shared = ds.get("SharedFunctionalGroupsSequence", [Dataset()])[0]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame or len(per_frame) != len(frames):
+        raise VolumeReadError(f"{path}: enhanced DICOM without one functional group per frame")
+
+    def group(i: int, sequence: str) -> Dataset:
+        found = per_frame[i].get(sequence) or shared.get(sequence)
+        if not found:
+            raise VolumeReadError(f"{path}: frame {i} has no {sequence}")
+        item: Dataset = found[0]
+        return item
+
+    orientation = _floats(
+        group(0, "PlaneOrientationSequence").ImageOrientationPatient, 6, "ImageOrientationPatient", path
+    )
+    measures = group(0, "PixelMeasuresSequence")
+    spacing = _floats(measures.PixelSpacing, 2, "PixelSpacing", path)
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = np.array(
+        [
+            _floats(group(i, "PlanePositionSequence").ImagePositionPatient, 3, "ImagePositionPatient", path)
+            for i in range(len(frames))
+        ]
+    )
+    along = positions @ normal
+    if len(np.unique(np.round(along, 3))) != len(frames):
+        raise VolumeReadError(
+            f"{path} holds {len(frames)} frames at {len(np.unique(np.round(along, 3)))} slice positions: "
+            "more than one volume per file. Feed it with `cortexloop bridge replay`."
+        )
+    order = np.argsort(along, kind="stable")
+    scaled = []
+    for i in order:
+        transform = per_frame[i].get("PixelValueTransformationSequence") or shared.get(
+            "PixelValueTransformationSequence"
+        )
+        scaled.append(_rescaled(transform[0], frames[i]) if transform else _rescaled(ds, frames[i]))
+    data = np.stack([_layout(s) for s in scaled], axis=2)
+    step = (
+        (positions[order[-1]] - positions[order[0]]) / (len(frames) - 1)
+        if len(frames) > 1
+        else normal * float(measures.get("SpacingBetweenSlices") or measures.get("SliceThickness") or 1.0)
+    )
+    return data, _affine(orientation, spacing, positions[order[0]], step, frames.shape[1])
+
+
+class SliceAssembler:
+    """Puts single-slice DICOM files together into volumes.
+
+    ``add`` returns the whole volume as a :class:`FilePart` once its last slice
+    arrives, and None until then. A slice at a position already held is a
+    duplicate and raises :class:`VolumeReadError`.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, int], dict[float, FilePart]] = {}
+
+    def add(self, part: FilePart) -> FilePart | None:
+        key = (part.series, part.number)
+        slices = self._pending.setdefault(key, {})
+        position = round(part.slice_position_mm, 3)
+        if position in slices:
+            raise VolumeReadError(
+                f"{part.path} repeats the slice at {position} mm of acquisition {part.number} "
+                f"(first read from {slices[position].path}); kept the first"
+            )
+        slices[position] = part
+        if part.slices_per_volume is None or len(slices) < part.slices_per_volume:
+            return None
+        del self._pending[key]
+        return self._assemble([slices[p] for p in sorted(slices)])
+
+    def waiting(self) -> list[tuple[str, int, int, int]]:
+        """Volumes still short of slices: (series, number, slices held, slices needed)."""
+        return [
+            (series, number, len(s), next(iter(s.values())).slices_per_volume or 0)
+            for (series, number), s in self._pending.items()
+        ]
+
+    def discard(self, series: str, number: int) -> list[str]:
+        """Forget a volume's slices (given up on); return their paths."""
+        return [p.path for p in self._pending.pop((series, number), {}).values()]
+
+    @staticmethod
+    def _assemble(parts: Iterable[FilePart]) -> FilePart:
+        parts = list(parts)
+        first = parts[0]
+        affine = first.affine.copy()
+        if len(parts) > 1:
+            # Column 2 of the single-slice affine is normal * thickness; the real step is between slices.
+            step_ras = (parts[-1].affine[:3, 3] - first.affine[:3, 3]) / (len(parts) - 1)
+            affine[:3, 2] = step_ras
+        data = np.concatenate([p.data for p in parts], axis=2)
+        return dataclasses.replace(first, data=data, affine=affine, slices_per_volume=None)

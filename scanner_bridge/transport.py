@@ -1,0 +1,642 @@
+"""Delivery over ZeroMQ: the bridge's publisher (with its on-disk spool) and the consumer's receiver.
+
+The bridge binds a ROUTER socket; each receiver connects a DEALER and says
+hello (signed) with the next index it needs, then again every heartbeat with
+the indices it lacks. The bridge answers every hello with its status, sends a
+new subscriber every spooled volume from the index it asked for, sends each
+new volume to every subscriber, and resends what a subscriber lacks. So a
+receiver that restarts, or a bridge that restarts (the spool is on disk),
+loses nothing: the receiver asks, the bridge serves any index it holds.
+
+Messages to a receiver are addressed to the random nonce of its connection
+and numbered per bridge session: a recorded message replayed later, or to
+another receiver, is refused.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from db.models import VolumeStatus
+from scanner_bridge.clock import Clock, WallClock
+from scanner_bridge.config import PublisherConfig, ReceiverConfig
+from scanner_bridge.errors import BridgeError, ProtocolError, ReceiveTimeoutError, RejectReason
+from scanner_bridge.protocol import (
+    Message,
+    MessageType,
+    Signer,
+    buffer_digests,
+    decode,
+    encode,
+    volume_from_wire,
+    volume_to_wire,
+)
+from scanner_bridge.source import BridgeEvent, EventSink, log_event
+from scanner_bridge.volume import Volume
+
+__all__ = ["Arrival", "ReceiverStats", "Spool", "VolumePublisher", "VolumeReceiver"]
+
+logger = logging.getLogger(__name__)
+
+MAX_HELLO_BYTES = 64 * 1024
+MAX_WANTED = 256  # indices one hello may ask for
+
+
+# --- the spool -------------------------------------------------------------------------------------
+
+
+class Spool:
+    """The run's validated volumes on disk, one file per index, for serving any index later.
+
+    Each file holds a 4-byte big-endian length, the volume's wire content
+    (JSON) and its raw voxels. Files are written to a temporary name and
+    renamed into place, so a killed bridge leaves no partial entry.
+    """
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, index: int) -> Path:
+        return self.directory / f"{index:05d}.vol"
+
+    def put(self, volume: Volume) -> None:
+        content, buffers = volume_to_wire(volume)
+        content_b = json.dumps(content).encode()
+        path = self._path(volume.index)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(len(content_b).to_bytes(4, "big"))
+            f.write(content_b)
+            f.write(buffers[0])
+        os.replace(tmp, path)
+
+    def __contains__(self, index: object) -> bool:
+        return isinstance(index, int) and self._path(index).exists()
+
+    def indices(self) -> list[int]:
+        return sorted(int(p.stem) for p in self.directory.glob("*.vol") if p.stem.isdigit())
+
+    def get(self, index: int) -> Volume:
+        raw = self._path(index).read_bytes()
+        n = int.from_bytes(raw[:4], "big")
+        message = Message(MessageType.VOLUME, {}, json.loads(raw[4 : 4 + n]), [memoryview(raw)[4 + n :]])
+        return volume_from_wire(message)
+
+
+def default_spool_dir(export_dir: Path | str) -> Path:
+    """A per-export-directory spool under the system's temporary directory (survives a bridge restart)."""
+    import tempfile
+
+    key = hashlib.sha256(str(Path(export_dir).resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"cortexloop-spool-{key}"
+
+
+# --- the publisher (bridge side) -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Subscriber:
+    nonce: str
+    last_heard: float
+    last_seq: int
+    sent_at: dict[int, float] = dataclasses.field(default_factory=dict)
+
+
+class VolumePublisher:
+    """Serves volumes to receivers from a thread of its own.
+
+    Parameters
+    ----------
+    endpoint : str
+        Where to bind, e.g. ``tcp://*:5555``, ``tcp://127.0.0.1:0`` (any free port), ``ipc:///tmp/x``.
+    key : bytes
+        The shared signing key.
+    spool : Spool
+        Where validated volumes are kept for resending.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        key: bytes,
+        spool: Spool,
+        *,
+        config: PublisherConfig | None = None,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.config = config or PublisherConfig()
+        self._signer = Signer(key)
+        self.spool = spool
+        self.session = secrets.token_hex(8)
+        self._seq = 0
+        self._ctx = context or zmq.Context.instance()
+        self._router = self._ctx.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._router.setsockopt(zmq.SNDHWM, 10_000)
+        self._router.setsockopt(zmq.LINGER, 0)
+        self._router.setsockopt(zmq.MAXMSGSIZE, MAX_HELLO_BYTES)
+        try:
+            self._router.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self._router.close()
+            raise BridgeError(f"cannot bind {endpoint}: {exc}; is another bridge running there?") from exc
+        self.endpoint: str = self._router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        wake = f"inproc://cortexloop-publisher-{self.session}"
+        self._wake_pull = self._ctx.socket(zmq.PULL)
+        self._wake_pull.bind(wake)
+        self._wake_push = self._ctx.socket(zmq.PUSH)
+        self._wake_push.connect(wake)
+        self._push_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Volume | BridgeEvent | None] = queue.SimpleQueue()
+        self._subscribers: dict[bytes, _Subscriber] = {}
+        self._highest: int | None = max(spool.indices(), default=None)
+        self._series = ""
+        self._tr_s: float | None = None
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self._thread = threading.Thread(target=self._run, name="cortexloop-publisher", daemon=True)
+        self._thread.start()
+
+    # Called from the producer's thread.
+    def publish(self, item: Volume | BridgeEvent) -> None:
+        """Send a volume (stamped ``sent``) or an event to every subscriber; volumes are also spooled."""
+        self._queue.put(item)
+        with self._push_lock:
+            self._wake_push.send(b"")
+
+    def close(self) -> None:
+        """Stop serving; idempotent."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            with self._push_lock:
+                self._wake_push.send(b"")
+            self._thread.join(timeout=5)
+        for sock in (self._wake_push, self._wake_pull, self._router):
+            sock.close(linger=0)
+
+    def __enter__(self) -> VolumePublisher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    # Everything below runs in the publisher's thread, which alone touches the ROUTER socket.
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._wake_pull, zmq.POLLIN)
+        while True:
+            ready = dict(poller.poll(timeout=200))
+            if self._wake_pull in ready:
+                while self._wake_pull.poll(0):
+                    self._wake_pull.recv()
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        return
+                    try:
+                        self._handle_item(item)
+                    except OSError as exc:  # a full disk must not stop delivery
+                        logger.error("could not spool volume: %s", exc)
+            if self._router in ready:
+                self._drain_router()
+            self._expire_subscribers()
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _handle_item(self, item: Volume | BridgeEvent) -> None:
+        if isinstance(item, BridgeEvent):
+            for identity, sub in list(self._subscribers.items()):
+                frames = encode(
+                    self._signer,
+                    MessageType.EVENT,
+                    item.to_wire(),
+                    session=self.session,
+                    seq=self._next_seq(),
+                    to=sub.nonce,
+                )
+                self._send(identity, frames)
+            return
+        self._series, self._tr_s = item.series, item.tr_s
+        self._highest = item.index if self._highest is None else max(self._highest, item.index)
+        content, buffers = volume_to_wire(item)
+        digests = buffer_digests(buffers)
+        for identity in list(self._subscribers):
+            self._send_volume(identity, content, buffers, digests, item.index)
+        self.spool.put(item)
+
+    def _send_volume(
+        self,
+        identity: bytes,
+        content: dict[str, Any],
+        buffers: list[Any],
+        digests: list[bytes],
+        index: int,
+    ) -> None:
+        sub = self._subscribers.get(identity)
+        if sub is None:
+            return
+        now = time.time()
+        content = {**content, "stamps": {**content["stamps"], "sent": now}}
+        frames = encode(
+            self._signer,
+            MessageType.VOLUME,
+            content,
+            buffers,
+            session=self.session,
+            seq=self._next_seq(),
+            to=sub.nonce,
+            digests=digests,
+        )
+        if self._send(identity, frames):
+            sub.sent_at[index] = now
+
+    def _send(self, identity: bytes, frames: list[Any]) -> bool:
+        try:
+            self._router.send_multipart([identity, *frames], copy=False, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            logger.warning("subscriber %s is not keeping up; it will ask again for what it missed", identity)
+            return False
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: it went away
+            logger.info("subscriber %s is gone (%s)", identity.hex(), exc)
+            self._subscribers.pop(identity, None)
+            return False
+        return True
+
+    def _send_from_spool(self, identity: bytes, index: int) -> None:
+        try:
+            volume = self.spool.get(index)
+        except (OSError, ValueError) as exc:
+            logger.error("spooled volume %d cannot be read (%s); it cannot be resent", index, exc)
+            return
+        content, buffers = volume_to_wire(volume)
+        self._send_volume(identity, content, buffers, buffer_digests(buffers), index)
+
+    def _drain_router(self) -> None:
+        while True:
+            try:
+                identity, *frames = self._router.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            try:
+                message = decode(self._signer, frames, max_bytes=MAX_HELLO_BYTES)
+                if message.type is not MessageType.HELLO:
+                    raise ProtocolError(RejectReason.UNSUPPORTED, f"bridges take hellos, not {message.type}")
+                self._handle_hello(identity, message)
+            except ProtocolError as exc:
+                self.rejected[exc.reason.value] += 1
+                logger.warning("dropped a message from %s: %s", identity.hex(), exc)
+
+    def _handle_hello(self, identity: bytes, message: Message) -> None:
+        nonce, seq = str(message.header["session"]), int(message.header["seq"])
+        content = message.content
+        next_index = content.get("next_index", 0)
+        wanted = content.get("wanted", [])
+        if not (isinstance(next_index, int) and next_index >= 0 and isinstance(wanted, list)):
+            raise ProtocolError(RejectReason.MALFORMED, f"hello with next_index={next_index!r}")
+        sub = self._subscribers.get(identity)
+        if sub is not None and sub.nonce == nonce and seq <= sub.last_seq:
+            raise ProtocolError(RejectReason.REPLAYED, f"hello {seq} after {sub.last_seq}")
+        now = time.time()
+        joined = sub is None or sub.nonce != nonce
+        if joined:
+            if len(self._subscribers) >= self.config.max_subscribers:
+                logger.warning("refused a subscriber: already %d", len(self._subscribers))
+                return
+            sub = self._subscribers[identity] = _Subscriber(nonce=nonce, last_heard=now, last_seq=seq)
+            logger.info("subscriber joined, wants volumes from %d", next_index)
+        assert sub is not None
+        sub.last_heard, sub.last_seq = now, seq
+        status = {
+            "series": self._series,
+            "tr_s": self._tr_s,
+            "highest_index": self._highest,
+            "subscribers": len(self._subscribers),
+        }
+        frames = encode(
+            self._signer, MessageType.STATUS, status, session=self.session, seq=self._next_seq(), to=nonce
+        )
+        self._send(identity, frames)
+        held = self.spool.indices()
+        if joined:
+            todo = [i for i in held if i >= next_index]
+        else:
+            held_set = set(held)
+            todo = [
+                i
+                for i in wanted[:MAX_WANTED]
+                if isinstance(i, int)
+                and i in held_set
+                and now - sub.sent_at.get(i, 0.0) >= self.config.resend_interval_s
+            ]
+        for index in todo:
+            self._send_from_spool(identity, index)
+
+    def _expire_subscribers(self) -> None:
+        cutoff = time.time() - self.config.subscriber_timeout_s
+        for identity, sub in list(self._subscribers.items()):
+            if sub.last_heard < cutoff:
+                logger.info("subscriber %s silent for %.0f s; forgotten", identity.hex(), cutoff)
+                del self._subscribers[identity]
+
+
+# --- the receiver (consumer side) ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Arrival:
+    """One index of the run, delivered in order: a volume (``ok`` or ``late``) or a gap (``missing``)."""
+
+    index: int
+    status: VolumeStatus
+    volume: Volume | None = None
+
+
+@dataclasses.dataclass
+class ReceiverStats:
+    """What the receiver has seen so far."""
+
+    received: int = 0  # volumes delivered, late ones included
+    late: int = 0
+    missing: int = 0
+    duplicates: int = 0
+    rejected: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    events: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "late": self.late,
+            "missing": self.missing,
+            "duplicates": self.duplicates,
+            "rejected": sum(self.rejected.values()),
+            "rejected_by_reason": dict(self.rejected),
+            "events": self.events,
+        }
+
+
+class VolumeReceiver:
+    """Receives a run's volumes from a bridge and yields them in index order.
+
+    Parameters
+    ----------
+    endpoint : str
+        The bridge's endpoint, e.g. ``tcp://scanner-pc:5555``.
+    key : bytes
+        The shared signing key.
+    start_index : int
+        The first index wanted: 0 for a new run; after a restart, one past the
+        last index recorded.
+    clock : Clock
+        Decides when a volume is overdue (a scaled clock for fast replays).
+    on_event : callable
+        Called with each :class:`BridgeEvent` the bridge reports (default: log it).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        key: bytes,
+        *,
+        start_index: int = 0,
+        config: ReceiverConfig | None = None,
+        clock: Clock | None = None,
+        on_event: EventSink = log_event,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        self.config = config or ReceiverConfig()
+        self.clock = clock or WallClock()
+        self.stats = ReceiverStats()
+        self._signer = Signer(key)
+        self._on_event = on_event
+        self._nonce = secrets.token_hex(16)
+        self._hello_seq = 0
+        self._last_seq: dict[str, int] = {}
+        self._next = start_index
+        self._ahead: dict[int, Volume] = {}
+        self._delivered: set[int] = set()
+        self._declared_missing: set[int] = set()
+        self._ready: collections.deque[Arrival] = collections.deque()
+        self._ref: tuple[int, float] | None = None  # (index, clock time) of the last volume delivered on time
+        self._evidence_at: float | None = None  # when we first knew a later index than _next exists
+        self._bridge_highest: int | None = None
+        self._tr_s: float | None = None
+        self._next_hello = 0.0
+        self._last_heard = time.monotonic()
+        self._warned_silent = False
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.RCVHWM, 0)
+        self._sock.connect(endpoint)
+        self.endpoint = endpoint
+        self._send_hello()
+
+    @property
+    def tr_s(self) -> float:
+        return self._tr_s or self.config.default_tr_s
+
+    @property
+    def next_index(self) -> int:
+        """The index the receiver will deliver next."""
+        return self._next
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+    def __enter__(self) -> VolumeReceiver:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Arrival]:
+        while True:
+            yield self.get()
+
+    def get(self, timeout_s: float | None = None) -> Arrival:
+        """The next arrival in index order; :class:`ReceiveTimeoutError` after ``timeout_s`` real seconds."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self._ready:
+            now_wall = time.monotonic()
+            if deadline is not None and now_wall >= deadline:
+                raise ReceiveTimeoutError(
+                    f"no volume {self._next} from {self.endpoint} within {timeout_s:g} s "
+                    f"({self.stats.received} received so far)"
+                )
+            if now_wall >= self._next_hello:
+                self._send_hello()
+            self._check_bridge_alive(now_wall)
+            waits = [self._next_hello - now_wall]
+            if deadline is not None:
+                waits.append(deadline - now_wall)
+            overdue_at = self._overdue_at()
+            if overdue_at is not None:
+                waits.append(self.clock.seconds_to_wall(overdue_at - self.clock.now()))
+            if self._sock.poll(max(0, int(min(waits) * 1000) + 1)):
+                self._drain()
+            self._advance()
+        return self._ready.popleft()
+
+    # Receiving.
+    def _send_hello(self) -> None:
+        self._hello_seq += 1
+        wanted = self._wanted()
+        content = {"next_index": self._next, "wanted": wanted}
+        frames = encode(self._signer, MessageType.HELLO, content, session=self._nonce, seq=self._hello_seq)
+        with contextlib.suppress(zmq.Again):  # not connected yet; the next heartbeat tries again
+            self._sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        self._next_hello = time.monotonic() + self.config.heartbeat_s
+
+    def _wanted(self) -> list[int]:
+        top = max([self._bridge_highest or -1, *self._ahead], default=-1)
+        gaps = [i for i in range(self._next, top + 1) if i not in self._ahead]
+        late = sorted(self._declared_missing)
+        return (gaps + late)[:MAX_WANTED]
+
+    def _check_bridge_alive(self, now_wall: float) -> None:
+        silent = now_wall - self._last_heard
+        if silent > self.config.bridge_silent_s and not self._warned_silent:
+            logger.warning(
+                "no word from the bridge at %s for %.0f s; is `cortexloop bridge watch` running there?",
+                self.endpoint,
+                silent,
+            )
+            self._warned_silent = True
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                frames = self._sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            received = time.time()
+            try:
+                message = decode(
+                    self._signer, [f.buffer for f in frames], max_bytes=self.config.max_message_bytes
+                )
+                self._check_fresh(message)
+            except ProtocolError as exc:
+                self.stats.rejected[exc.reason.value] += 1
+                logger.warning("dropped a message from the bridge: %s", exc)
+                continue
+            self._last_heard, self._warned_silent = time.monotonic(), False
+            try:
+                self._dispatch(message, received)
+            except ProtocolError as exc:
+                self.stats.rejected[exc.reason.value] += 1
+                logger.warning("dropped a message from the bridge: %s", exc)
+
+    def _check_fresh(self, message: Message) -> None:
+        header = message.header
+        if header["to"] != self._nonce:
+            raise ProtocolError(RejectReason.REPLAYED, "addressed to another receiver or connection")
+        session, seq = str(header["session"]), header["seq"]
+        if seq <= self._last_seq.get(session, 0):
+            raise ProtocolError(RejectReason.REPLAYED, f"sequence {seq} from bridge {session} seen before")
+        self._last_seq[session] = seq
+
+    def _dispatch(self, message: Message, received: float) -> None:
+        if message.type is MessageType.STATUS:
+            highest = message.content.get("highest_index")
+            if isinstance(highest, int):
+                self._bridge_highest = max(highest, self._bridge_highest or -1)
+                if highest >= self._next and self._evidence_at is None:
+                    self._evidence_at = self.clock.now()
+            tr = message.content.get("tr_s")
+            if isinstance(tr, int | float) and tr > 0:
+                self._tr_s = float(tr)
+        elif message.type is MessageType.EVENT:
+            try:
+                event = BridgeEvent.from_wire(message.content)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ProtocolError(RejectReason.MALFORMED, f"event content ({exc!r})") from exc
+            self.stats.events += 1
+            self._on_event(event)
+        elif message.type is MessageType.VOLUME:
+            self._accept(volume_from_wire(message).stamped("received", received))
+        else:
+            raise ProtocolError(RejectReason.UNSUPPORTED, f"a receiver does not take {message.type} messages")
+
+    # Ordering.
+    def _accept(self, volume: Volume) -> None:
+        index = volume.index
+        if volume.tr_s:
+            self._tr_s = volume.tr_s
+        if index in self._delivered or index in self._ahead:
+            self.stats.duplicates += 1
+            return
+        if index in self._declared_missing:
+            self._declared_missing.discard(index)
+            self._delivered.add(index)
+            self.stats.received += 1
+            self.stats.late += 1
+            self._ready.append(Arrival(index, VolumeStatus.LATE, volume))
+            return
+        if index < self._next:
+            # Before where this receiver started: the consumer has it already.
+            self.stats.duplicates += 1
+            return
+        self._ahead[index] = volume
+        if index > self._next and self._evidence_at is None:
+            self._evidence_at = self.clock.now()
+
+    def _overdue_at(self) -> float | None:
+        """Clock time at which the volume awaited is declared missing (None: no sign it exists)."""
+        if self._evidence_at is None or self._next in self._ahead:
+            return None
+        tr = self.tr_s
+        if self._ref is None:
+            due = self._evidence_at
+        else:
+            ref_index, ref_time = self._ref
+            due = ref_time + (self._next - ref_index) * tr
+        return max(due + self.config.missing_after_trs * tr, self._evidence_at + 0.5 * tr)
+
+    def _advance(self) -> None:
+        while True:
+            volume = self._ahead.pop(self._next, None)
+            if volume is not None:
+                self._ref = (self._next, self.clock.now())
+                self._delivered.add(self._next)
+                self.stats.received += 1
+                self._ready.append(Arrival(self._next, VolumeStatus.OK, volume))
+            else:
+                overdue_at = self._overdue_at()
+                if overdue_at is None or self.clock.now() < overdue_at:
+                    break
+                logger.warning(
+                    "volume %d did not arrive within %.3g TRs; marked missing",
+                    self._next,
+                    self.config.missing_after_trs,
+                )
+                self._declared_missing.add(self._next)
+                self.stats.missing += 1
+                self._ready.append(Arrival(self._next, VolumeStatus.MISSING))
+            self._next += 1
+            later = self._bridge_highest is not None and self._bridge_highest >= self._next
+            self._evidence_at = (self._evidence_at or self.clock.now()) if (self._ahead or later) else None

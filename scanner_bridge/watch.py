@@ -1,0 +1,357 @@
+"""Watching the scanner's export directory: :class:`DirectoryWatcher`, a :class:`VolumeSource`.
+
+Files are picked up when they are complete: inotify's close-after-write and
+rename-into-place events (``on_created`` fires before the writer is done), a
+periodic rescan that catches anything an event missed, or, for network shares
+where no event ever comes, polling alone. Whatever the trigger, a file counts
+as ready only when it parses completely; one that does not is retried until
+``incomplete_timeout_s`` and then reported, never passed on half-read.
+
+The watcher follows one series: the one configured, or the first to appear
+after it starts. Files of other series (leftovers of an earlier run are the
+usual case) are ignored and reported once per series.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from watchdog.events import DirMovedEvent, FileClosedEvent, FileMovedEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from scanner_bridge.config import WatchConfig
+from scanner_bridge.errors import BridgeError, VolumeMismatchError, VolumeReadError
+from scanner_bridge.readers import NIFTI_SUFFIXES, FilePart, SliceAssembler, is_volume_file, read_part
+from scanner_bridge.source import BridgeEvent, EventCode, EventSink, log_event
+from scanner_bridge.volume import RunGeometry, Volume
+
+__all__ = ["DirectoryWatcher"]
+
+logger = logging.getLogger(__name__)
+
+
+def _fspath(p: str | bytes) -> str:
+    return os.fsdecode(p)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, inbox: queue.SimpleQueue[tuple[str, float] | None]) -> None:
+        self._inbox = inbox
+
+    def on_closed(self, event: FileClosedEvent) -> None:
+        self._inbox.put((_fspath(event.src_path), time.time()))
+
+    def on_moved(self, event: DirMovedEvent | FileMovedEvent) -> None:
+        if not event.is_directory:
+            self._inbox.put((_fspath(event.dest_path), time.time()))
+
+
+@dataclasses.dataclass
+class _Pending:
+    seen: float  # wall clock, when first noticed
+    first_try: float  # monotonic
+    next_try: float  # monotonic
+    error: str = ""
+
+
+class DirectoryWatcher:
+    """Yields each complete volume written into ``directory``, once.
+
+    Parameters
+    ----------
+    directory : path
+        The scanner's real-time export directory.
+    config : WatchConfig
+        Polling or events, deadlines, the series to follow, index numbering.
+    on_event : callable
+        Receives a :class:`BridgeEvent` for every file given up on, ignored or
+        inconsistent (default: log it).
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        config: WatchConfig | None = None,
+        on_event: EventSink = log_event,
+    ) -> None:
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise BridgeError(
+                f"export directory {self.directory} does not exist or is not a directory; "
+                "create it, or check the path (is the share mounted?)"
+            )
+        self.config = config or WatchConfig()
+        self._on_event = on_event
+        self._inbox: queue.SimpleQueue[tuple[str, float] | None] = queue.SimpleQueue()
+        self._closed = threading.Event()
+        self._done: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) when handled
+        self._pending: dict[str, _Pending] = {}
+        self._deferred: list[str] = []  # files present at start, read once the series is known
+        self._assembler = SliceAssembler()
+        self._series = self.config.series
+        self._series_locked = False
+        self._geometry: RunGeometry | None = None
+        self._published: dict[int, str] = {}  # index -> file it came from
+        self._other_series: collections.Counter[str] = collections.Counter()
+        self._ready: collections.deque[Volume] = collections.deque()
+        self._slices_since: dict[tuple[str, int], float] = {}  # first slice of an unfinished volume
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._deferred = sorted(str(p) for p in self._listing())
+        if self._series is not None:
+            self._undefer(time.time())
+        if not self.config.polling:
+            self._start_observer()
+        self._next_scan = time.monotonic() + self._scan_interval()
+
+    def _start_observer(self) -> None:
+        observer = Observer()
+        observer.schedule(_Handler(self._inbox), str(self.directory), recursive=False)
+        try:
+            observer.start()
+        except OSError as exc:  # e.g. the inotify watch limit
+            self._emit(
+                "warning",
+                EventCode.SOURCE_ERROR,
+                f"cannot watch {self.directory} for events ({exc}); polling every "
+                f"{self.config.poll_interval_s:g} s instead",
+            )
+            self.config = dataclasses.replace(self.config, polling=True)
+            return
+        self._observer = observer
+
+    def _scan_interval(self) -> float:
+        return self.config.poll_interval_s if self.config.polling else self.config.rescan_interval_s
+
+    # The VolumeSource interface.
+    def __iter__(self) -> Iterator[Volume]:
+        while True:
+            while self._ready:
+                yield self._ready.popleft()
+            if self._closed.is_set():
+                return
+            self._step()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._inbox.put(None)
+        if self._observer is not None:
+            self._observer.stop()
+            if self._observer.is_alive():
+                self._observer.join(timeout=5)
+            self._observer = None
+
+    def __enter__(self) -> DirectoryWatcher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # One turn: wait for an event or the next timer, then handle what is due.
+    def _step(self) -> None:
+        now = time.monotonic()
+        timers = [self._next_scan, *(p.next_try for p in self._pending.values())]
+        try:
+            item = self._inbox.get(timeout=max(0.0, min(timers) - now))
+        except queue.Empty:
+            item = None
+        while item is not None:
+            self._consider(*item)
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+        now = time.monotonic()
+        if now >= self._next_scan:
+            self._scan()
+            self._next_scan = time.monotonic() + self._scan_interval()
+        for path, pending in list(self._pending.items()):
+            if now >= pending.next_try:
+                self._consider(path, pending.seen)
+        self._give_up_on_slices(now)
+
+    def _give_up_on_slices(self, now: float) -> None:
+        for series, number, held, needed in self._assembler.waiting():
+            since = self._slices_since.get((series, number), now)
+            if now - since >= self.config.incomplete_timeout_s:
+                paths = self._assembler.discard(series, number)
+                self._slices_since.pop((series, number), None)
+                self._emit(
+                    "error",
+                    EventCode.UNREADABLE,
+                    f"gave up on acquisition {number} of series {series}: {held} of its {needed} slices "
+                    f"arrived in {self.config.incomplete_timeout_s:g} s (first: {min(paths)})",
+                    path=min(paths),
+                )
+
+    def _listing(self) -> list[Path]:
+        try:
+            entries = list(os.scandir(self.directory))
+            return [Path(e.path) for e in entries if e.is_file() and is_volume_file(e.name)]
+        except OSError as exc:
+            self._emit("error", EventCode.SOURCE_ERROR, f"cannot list {self.directory}: {exc}")
+            return []
+
+    def _scan(self) -> None:
+        seen = time.time()
+        deferred = set(self._deferred)
+        for path in sorted(self._listing()):
+            key = str(path)
+            if key not in self._pending and key not in deferred:
+                self._consider(key, seen)
+
+    def _undefer(self, seen: float) -> None:
+        deferred, self._deferred = self._deferred, []
+        for path in deferred:
+            self._consider(path, seen)
+
+    # One file.
+    def _consider(self, path: str, seen: float) -> None:
+        if not is_volume_file(path) or Path(path).parent != self.directory:
+            return
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            self._pending.pop(path, None)
+            return
+        signature = (st.st_size, st.st_mtime_ns)
+        if self._done.get(path) == signature:
+            return
+        now = time.monotonic()
+        pending = self._pending.get(path) or _Pending(seen=seen, first_try=now, next_try=now)
+        try:
+            part = read_part(path, slices_per_volume=self.config.slices_per_volume)
+        except VolumeReadError as exc:
+            pending.error = str(exc)
+            if now - pending.first_try >= self.config.incomplete_timeout_s:
+                del self._pending[path]
+                self._done[path] = signature
+                self._emit(
+                    "error",
+                    EventCode.UNREADABLE,
+                    f"gave up on {path} after {self.config.incomplete_timeout_s:g} s: {exc}",
+                    path=path,
+                )
+            else:
+                pending.next_try = now + self.config.retry_interval_s
+                self._pending[path] = pending
+            return
+        self._pending.pop(path, None)
+        self._done[path] = signature
+        self._handle(part, seen=pending.seen, written=st.st_mtime)
+
+    def _follows(self, series: str) -> bool:
+        wanted = self._series
+        return wanted is not None and (series == wanted or wanted in series.split("/"))
+
+    def _handle(self, part: FilePart, *, seen: float, written: float) -> None:
+        if self._series is None:
+            self._series = part.series
+        if not self._series_locked and self._follows(part.series):
+            self._series_locked = True
+            self._emit("info", EventCode.SERIES_LOCKED, f"following series {part.series} in {self.directory}")
+            self._undefer(seen)
+        if not self._follows(part.series):
+            self._other_series[part.series] += 1
+            if self._other_series[part.series] == 1:
+                self._emit(
+                    "warning",
+                    EventCode.OTHER_SERIES,
+                    f"ignoring {part.path}: it belongs to series {part.series}, this run follows "
+                    f"{self._series}. Other files of that series are ignored too; if it is the run you "
+                    "want, restart the bridge with --series.",
+                    path=part.path,
+                )
+            return
+        nifti = part.path.lower().endswith(NIFTI_SUFFIXES)
+        first = self.config.nifti_first_number if nifti else self.config.dicom_first_number
+        index = part.number - first
+        if part.is_slice:
+            if index in self._published:
+                self._emit(
+                    "warning",
+                    EventCode.DUPLICATE,
+                    f"{part.path} is a slice of volume {index}, which was complete already; ignored",
+                    path=part.path,
+                    index=index,
+                )
+                return
+            try:
+                whole = self._assembler.add(part)
+            except VolumeReadError as exc:
+                self._emit("warning", EventCode.DUPLICATE, str(exc), path=part.path)
+                return
+            if whole is None:
+                self._slices_since.setdefault((part.series, part.number), time.monotonic())
+                return
+            self._slices_since.pop((part.series, part.number), None)
+            part = whole
+        if index < 0:
+            self._emit(
+                "error",
+                EventCode.UNREADABLE,
+                f"{part.path} is volume number {part.number}, before the first ({first}); "
+                "check the first-number setting",
+                path=part.path,
+            )
+            return
+        volume = Volume(
+            index=index,
+            data=part.data,
+            affine=part.affine,
+            series=part.series,
+            tr_s=part.tr_s,
+            source=part.path,
+            acquisition_time=part.acquisition_time,
+            stamps={"written": written, "seen": seen, "read": time.time()},
+        )
+        if index in self._published:
+            self._duplicate(volume, self._published[index])
+            return
+        if self._geometry is None:
+            self._geometry = RunGeometry.of(volume)
+        try:
+            self._geometry.check(volume)
+        except VolumeMismatchError as exc:
+            self._emit("error", EventCode.MISMATCH, f"{exc}; not passed on", path=part.path, index=index)
+            return
+        self._published[index] = part.path
+        self._ready.append(volume)
+
+    def _duplicate(self, volume: Volume, first_path: str) -> None:
+        try:
+            same = np.array_equal(read_part(first_path).data, volume.data)
+        except VolumeReadError:
+            same = False
+        if same:
+            self._emit(
+                "warning",
+                EventCode.DUPLICATE,
+                f"volume {volume.index} arrived again in {volume.source} "
+                f"(same data as {first_path}); ignored",
+                path=volume.source,
+                index=volume.index,
+            )
+        else:
+            self._emit(
+                "error",
+                EventCode.DUPLICATE,
+                f"volume {volume.index} arrived again in {volume.source} with different data from "
+                f"{first_path}; kept the first",
+                path=volume.source,
+                index=volume.index,
+            )
+
+    def _emit(
+        self, level: str, code: EventCode, message: str, *, path: str = "", index: int | None = None
+    ) -> None:
+        self._on_event(BridgeEvent(level=level, code=code, message=message, path=path, index=index))
