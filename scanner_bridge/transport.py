@@ -24,6 +24,7 @@ import logging
 import os
 import queue
 import secrets
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -63,14 +64,26 @@ MAX_WANTED = 256  # indices one hello may ask for
 class Spool:
     """The run's validated volumes on disk, one file per index, for serving any index later.
 
-    Each file holds a 4-byte big-endian length, the volume's wire content
-    (JSON) and its raw voxels. Files are written to a temporary name and
-    renamed into place, so a killed bridge leaves no partial entry.
+    Each series gets a folder of its own under ``root`` (so a new run never
+    serves an old run's volumes). Each file holds a 4-byte big-endian length,
+    the volume's wire content (JSON) and its raw voxels; files are written
+    under a temporary name and renamed into place, so a killed bridge leaves
+    no partial entry.
     """
 
-    def __init__(self, directory: Path | str) -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.directory = self.root / "no-series-yet"
+        self.series: str | None = None
+
+    def select(self, series: str) -> None:
+        """Spool (and serve) the volumes of ``series`` from now on."""
+        if series != self.series:
+            self.series = series
+            self.directory = self.root / hashlib.sha256(series.encode()).hexdigest()[:16]
+            self.directory.mkdir(exist_ok=True)
+            (self.directory / "series.txt").write_text(series + "\n")
 
     def _path(self, index: int) -> Path:
         return self.directory / f"{index:05d}.vol"
@@ -90,6 +103,8 @@ class Spool:
         return isinstance(index, int) and self._path(index).exists()
 
     def indices(self) -> list[int]:
+        if not self.directory.is_dir():
+            return []
         return sorted(int(p.stem) for p in self.directory.glob("*.vol") if p.stem.isdigit())
 
     def get(self, index: int) -> Volume:
@@ -101,8 +116,6 @@ class Spool:
 
 def default_spool_dir(export_dir: Path | str) -> Path:
     """A per-export-directory spool under the system's temporary directory (survives a bridge restart)."""
-    import tempfile
-
     key = hashlib.sha256(str(Path(export_dir).resolve()).encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / f"cortexloop-spool-{key}"
 
@@ -241,6 +254,9 @@ class VolumePublisher:
                 )
                 self._send(identity, frames)
             return
+        if item.series != self._series:
+            self.spool.select(item.series)
+            self._highest = max(self.spool.indices(), default=None)
         self._series, self._tr_s = item.series, item.tr_s
         self._highest = item.index if self._highest is None else max(self._highest, item.index)
         content, buffers = volume_to_wire(item)
@@ -357,10 +373,12 @@ class VolumePublisher:
             self._send_from_spool(identity, index)
 
     def _expire_subscribers(self) -> None:
-        cutoff = time.time() - self.config.subscriber_timeout_s
+        now = time.time()
         for identity, sub in list(self._subscribers.items()):
-            if sub.last_heard < cutoff:
-                logger.info("subscriber %s silent for %.0f s; forgotten", identity.hex(), cutoff)
+            if now - sub.last_heard > self.config.subscriber_timeout_s:
+                logger.info(
+                    "subscriber %s silent for %.0f s; forgotten", identity.hex(), now - sub.last_heard
+                )
                 del self._subscribers[identity]
 
 
@@ -380,7 +398,7 @@ class Arrival:
 class ReceiverStats:
     """What the receiver has seen so far."""
 
-    received: int = 0  # volumes delivered, late ones included
+    received: int = 0  # volumes handed to the caller, late ones included
     late: int = 0
     missing: int = 0
     duplicates: int = 0
@@ -500,7 +518,13 @@ class VolumeReceiver:
             if self._sock.poll(max(0, int(min(waits) * 1000) + 1)):
                 self._drain()
             self._advance()
-        return self._ready.popleft()
+        arrival = self._ready.popleft()
+        if arrival.status is VolumeStatus.MISSING:
+            self.stats.missing += 1
+        else:
+            self.stats.received += 1
+            self.stats.late += arrival.status is VolumeStatus.LATE
+        return arrival
 
     # Receiving.
     def _send_hello(self) -> None:
@@ -593,8 +617,6 @@ class VolumeReceiver:
         if index in self._declared_missing:
             self._declared_missing.discard(index)
             self._delivered.add(index)
-            self.stats.received += 1
-            self.stats.late += 1
             self._ready.append(Arrival(index, VolumeStatus.LATE, volume))
             return
         if index < self._next:
@@ -623,7 +645,6 @@ class VolumeReceiver:
             if volume is not None:
                 self._ref = (self._next, self.clock.now())
                 self._delivered.add(self._next)
-                self.stats.received += 1
                 self._ready.append(Arrival(self._next, VolumeStatus.OK, volume))
             else:
                 overdue_at = self._overdue_at()
@@ -635,7 +656,6 @@ class VolumeReceiver:
                     self.config.missing_after_trs,
                 )
                 self._declared_missing.add(self._next)
-                self.stats.missing += 1
                 self._ready.append(Arrival(self._next, VolumeStatus.MISSING))
             self._next += 1
             later = self._bridge_highest is not None and self._bridge_highest >= self._next

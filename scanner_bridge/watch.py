@@ -29,7 +29,7 @@ from watchdog.events import DirMovedEvent, FileClosedEvent, FileMovedEvent, File
 from watchdog.observers import Observer
 
 from scanner_bridge.config import WatchConfig
-from scanner_bridge.errors import BridgeError, VolumeMismatchError, VolumeReadError
+from scanner_bridge.errors import BridgeError, IncompleteVolumeError, VolumeMismatchError, VolumeReadError
 from scanner_bridge.readers import NIFTI_SUFFIXES, FilePart, SliceAssembler, is_volume_file, read_part
 from scanner_bridge.source import BridgeEvent, EventCode, EventSink, log_event
 from scanner_bridge.volume import RunGeometry, Volume
@@ -219,21 +219,33 @@ class DirectoryWatcher:
         if not is_volume_file(path) or Path(path).parent != self.directory:
             return
         try:
-            st = os.stat(path)
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                signature = (st.st_size, st.st_mtime_ns)
+                if self._done.get(path) == signature:
+                    return
+                raw = f.read()
+                after = os.fstat(f.fileno())
         except FileNotFoundError:
             self._pending.pop(path, None)
             return
-        signature = (st.st_size, st.st_mtime_ns)
-        if self._done.get(path) == signature:
-            return
+        except OSError as exc:
+            raw, after, signature = b"", None, (-1, -1)
+            error: VolumeReadError | None = VolumeReadError(f"cannot read {path}: {exc}")
+        else:
+            error = None
+            if after is None or (after.st_size, after.st_mtime_ns) != signature or len(raw) != st.st_size:
+                error = IncompleteVolumeError(f"{path} changed while it was read (still being written)")
         now = time.monotonic()
         pending = self._pending.get(path) or _Pending(seen=seen, first_try=now, next_try=now)
         try:
-            part = read_part(path, slices_per_volume=self.config.slices_per_volume)
+            if error is not None:
+                raise error
+            part = read_part(path, raw, slices_per_volume=self.config.slices_per_volume)
         except VolumeReadError as exc:
             pending.error = str(exc)
             if now - pending.first_try >= self.config.incomplete_timeout_s:
-                del self._pending[path]
+                self._pending.pop(path, None)
                 self._done[path] = signature
                 self._emit(
                     "error",

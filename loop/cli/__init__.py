@@ -19,6 +19,7 @@ from rich.logging import RichHandler
 from sqlalchemy.exc import DBAPIError
 
 from db.errors import CortexloopError
+from loop.cli.bridge import app as bridge_app
 from loop.cli.db import app as db_app
 from loop.cli.demo import demo
 
@@ -31,6 +32,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(bridge_app, name="bridge")
 app.add_typer(db_app, name="db")
 app.command()(demo)
 

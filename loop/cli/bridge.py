@@ -1,0 +1,273 @@
+"""``cortexloop bridge``: watch an export directory, listen for volumes, replay a run, make a key.
+
+Other tools and the tests drive these commands exactly as documented in the
+README; keep their options and output stable.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from loop.cli._common import console
+from scanner_bridge import (
+    DirectoryWatcher,
+    ReceiverConfig,
+    ReceiveTimeoutError,
+    RecordedRun,
+    ReplayFaults,
+    ScaledClock,
+    Spool,
+    VolumePublisher,
+    VolumeReceiver,
+    WatchConfig,
+    generate_key_file,
+    load_key,
+    replay_to_directory,
+)
+from scanner_bridge.source import BridgeEvent, log_event
+from scanner_bridge.transport import default_spool_dir
+from scanner_bridge.volume import Volume
+from scanner_bridge.writers import nifti_bytes
+
+app = typer.Typer(help="The scanner bridge: watch, listen, replay, keygen.", no_args_is_help=True)
+logger = logging.getLogger(__name__)
+
+EndpointOption = Annotated[
+    str,
+    typer.Option(
+        "--endpoint",
+        help="ZeroMQ endpoint, e.g. tcp://*:5555 to bind, tcp://scanner-pc:5555 to connect, ipc:///tmp/b.",
+        show_default=False,
+    ),
+]
+KeyOption = Annotated[
+    Path,
+    typer.Option("--key-file", help="Shared key (cortexloop bridge keygen), mode 0600.", show_default=False),
+]
+
+
+def _stop_on_sigterm(stop: threading.Event, *closers: Callable[[], None]) -> None:
+    """SIGTERM (what process managers send) ends the command as Ctrl-C does."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+        for close in closers:
+            close()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@app.command()
+def keygen(path: Annotated[Path, typer.Argument(help="Where to write the key.", show_default=False)]) -> None:
+    """Write a new random shared key with mode 0600. Copy it to the controller's computer securely."""
+    generate_key_file(path)
+    console.print(f"wrote a new key to {path} (mode 0600); use the same file on both computers")
+
+
+@app.command()
+def watch(
+    export_dir: Annotated[
+        Path, typer.Argument(help="The scanner's real-time export directory.", show_default=False)
+    ],
+    endpoint: EndpointOption,
+    key_file: KeyOption,
+    polling: Annotated[bool, typer.Option(help="Poll instead of inotify events (network shares).")] = False,
+    series: Annotated[
+        str | None, typer.Option(help="Follow this series (number or UID); default: the first to appear.")
+    ] = None,
+    spool: Annotated[
+        Path | None, typer.Option(help="Where validated volumes are kept for resending.")
+    ] = None,
+    slices_per_volume: Annotated[
+        int | None, typer.Option(help="For single-slice DICOM that does not say.")
+    ] = None,
+    incomplete_timeout: Annotated[
+        float, typer.Option(help="Seconds to retry a file that does not parse.")
+    ] = 5.0,
+) -> None:
+    """Publish every complete volume written into EXPORT_DIR on ENDPOINT, until interrupted.
+
+    The run follows --series, or else the first series whose files appear after the start.
+    Volumes are kept in --spool (default: a folder per export directory under the system's
+    temporary directory) so that any of them can be sent again.
+    """
+    key = load_key(key_file)
+    config = WatchConfig(
+        polling=polling,
+        series=series,
+        slices_per_volume=slices_per_volume,
+        incomplete_timeout_s=incomplete_timeout,
+    )
+    spool_root = spool or default_spool_dir(export_dir)
+    with VolumePublisher(endpoint, key, Spool(spool_root)) as publisher:
+
+        def on_event(event: BridgeEvent) -> None:
+            log_event(event)
+            publisher.publish(event)
+
+        with DirectoryWatcher(export_dir, config=config, on_event=on_event) as watcher:
+            stop = threading.Event()
+            _stop_on_sigterm(stop, watcher.close)
+            logger.info(
+                "watching %s (%s), publishing on %s, spool %s",
+                export_dir,
+                "polling" if config.polling else "inotify",
+                publisher.endpoint,
+                spool_root,
+            )
+            try:
+                for volume in watcher:
+                    publisher.publish(volume)
+                    logger.debug("volume %d from %s", volume.index, volume.source)
+            except KeyboardInterrupt:
+                pass
+    logger.info("bridge stopped")
+
+
+def _save(volume: Volume, out: Path) -> Path:
+    path = out / f"vol_{volume.index:05d}.nii.gz"
+    tmp = out / f".{path.name}.tmp"
+    tmp.write_bytes(gzip.compress(nifti_bytes(volume.data, volume.affine, tr_s=volume.tr_s), compresslevel=1))
+    os.replace(tmp, path)
+    return path
+
+
+@app.command()
+def listen(
+    endpoint: EndpointOption,
+    key_file: KeyOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the received volumes.", show_default=False)],
+    count: Annotated[int | None, typer.Option(help="Stop after this many volumes; exit 0.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None,
+    start_index: Annotated[
+        int, typer.Option(help="First index wanted (after a restart: one past the last one kept).")
+    ] = 0,
+    missing_after_trs: Annotated[
+        float, typer.Option(help="Declare a volume missing this many TRs after it was due.")
+    ] = 2.0,
+) -> None:
+    """Receive volumes from a bridge, write each as DIR/vol_NNNNN.nii.gz and print one JSON line per index.
+
+    Lines: {"index", "status" (ok, late or missing), "shape", "latency_ms"}, then
+    {"summary": {...}} with the counts of received, missing, duplicate and rejected messages.
+    """
+    key = load_key(key_file)
+    out.mkdir(parents=True, exist_ok=True)
+    config = ReceiverConfig(missing_after_trs=missing_after_trs)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    timed_out = False
+    with VolumeReceiver(endpoint, key, start_index=start_index, config=config) as receiver:
+        stop = threading.Event()
+        _stop_on_sigterm(stop)
+        try:
+            while not stop.is_set() and (count is None or receiver.stats.received < count):
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    arrival = receiver.get(timeout_s=wait if wait is not None else 0.5)
+                except ReceiveTimeoutError:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        timed_out = True
+                        break
+                    continue
+                line: dict[str, object] = {"index": arrival.index, "status": arrival.status.value}
+                if arrival.volume is not None:
+                    _save(arrival.volume, out)
+                    line["shape"] = list(arrival.volume.shape)
+                    latency = arrival.volume.latency_ms("seen", "received")
+                    line["latency_ms"] = None if latency is None else round(latency, 3)
+                else:
+                    line["shape"], line["latency_ms"] = None, None
+                typer.echo(json.dumps(line))
+        except KeyboardInterrupt:
+            pass
+        stats = receiver.stats.as_dict()
+    typer.echo(json.dumps({"summary": stats}))
+    if count is not None and stats["received"] < count:
+        reason = f"timed out after {timeout:g} s" if timed_out else "stopped"
+        logger.error("%s with %d of %d volumes", reason, stats["received"], count)
+        raise typer.Exit(1)
+
+
+def _indices(text: str | None) -> frozenset[int]:
+    if not text:
+        return frozenset()
+    try:
+        return frozenset(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of volume indices") from None
+
+
+@app.command()
+def replay(
+    source: Annotated[
+        Path, typer.Argument(help="A 4D NIfTI, or a folder of 3D NIfTI or DICOM files.", show_default=False)
+    ],
+    export_dir: Annotated[
+        Path, typer.Argument(help="Where to write, as the scanner would.", show_default=False)
+    ],
+    tr: Annotated[float, typer.Option("--tr", help="Seconds between volumes.", show_default=False)],
+    speed: Annotated[float, typer.Option(help="Replay this many times faster than real time.")] = 1.0,
+    format: Annotated[
+        str, typer.Option("--format", help="nifti (one file per volume) or dicom (slices).")
+    ] = "nifti",
+    count: Annotated[int | None, typer.Option(help="Only the first N volumes.")] = None,
+    drop: Annotated[str | None, typer.Option(help="Indices never written, e.g. 3,7.")] = None,
+    duplicate: Annotated[str | None, typer.Option(help="Indices written twice.")] = None,
+    corrupt: Annotated[str | None, typer.Option(help="Indices written cut in half, never completed.")] = None,
+    shuffle_window: Annotated[int, typer.Option(help="Shuffle the order within blocks of N volumes.")] = 0,
+    chunks: Annotated[int, typer.Option(help="Write each file in N pieces (a slow exporter).")] = 1,
+    chunk_delay: Annotated[float, typer.Option(help="Seconds between pieces.")] = 0.0,
+    atomic: Annotated[bool, typer.Option(help="Write under a hidden name and rename into place.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the shuffle.")] = 0,
+) -> None:
+    """Write a recorded run into EXPORT_DIR one volume per TR, optionally with the faults of real exports."""
+    run = RecordedRun.load(source)
+    faults = ReplayFaults(
+        drop=_indices(drop),
+        duplicate=_indices(duplicate),
+        corrupt=_indices(corrupt),
+        shuffle_window=shuffle_window,
+        chunks=chunks,
+        chunk_delay_s=chunk_delay,
+    )
+    if not speed > 0:
+        raise typer.BadParameter(f"--speed must be positive, got {speed}")
+    stop = threading.Event()
+    _stop_on_sigterm(stop)
+    n = run.n_volumes if count is None else min(count, run.n_volumes)
+    logger.info("replaying %d volumes of %s into %s every %g s (x%g)", n, source, export_dir, tr, speed)
+    try:
+        report = replay_to_directory(
+            run,
+            export_dir,
+            tr_s=tr,
+            clock=ScaledClock(speed),
+            fmt=format,
+            faults=faults,
+            atomic=atomic,
+            count=count,
+            seed=seed,
+            stop=stop,
+        )
+    except KeyboardInterrupt:
+        logger.info("replay interrupted")
+        return
+    complete = len(set(report.written) - set(report.corrupted))
+    console.print(
+        f"wrote {complete} volumes to {export_dir}"
+        + (f"; dropped {sorted(report.dropped)}" if report.dropped else "")
+        + (f"; corrupted {sorted(report.corrupted)}" if report.corrupted else "")
+        + (f"; duplicated {sorted(report.duplicated)}" if report.duplicated else "")
+    )
