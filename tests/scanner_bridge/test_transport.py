@@ -1,0 +1,245 @@
+"""Delivery: index order, duplicates, missing and late volumes, restarts on either side, bad messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from db.models import VolumeStatus
+from scanner_bridge import (
+    ReceiverConfig,
+    ReceiveTimeoutError,
+    ScaledClock,
+    Spool,
+    Volume,
+    VolumePublisher,
+    VolumeReceiver,
+)
+from scanner_bridge.protocol import MessageType, Signer, decode, encode, volume_to_wire
+
+ANY_PORT = "tcp://127.0.0.1:*"
+TR_S = 0.1
+FAST = ReceiverConfig(missing_after_trs=2.0, default_tr_s=TR_S, heartbeat_s=0.05)
+
+
+def make_volume(index: int) -> Volume:
+    data = np.full((4, 5, 3), index, dtype=np.int16)
+    return Volume(index=index, data=data, affine=np.eye(4), series="s", tr_s=TR_S).stamped("seen")
+
+
+@pytest.fixture
+def publisher(tmp_path: Path, key: bytes) -> Iterator[VolumePublisher]:
+    with VolumePublisher(ANY_PORT, key, Spool(tmp_path / "spool")) as pub:
+        yield pub
+
+
+def take(receiver: VolumeReceiver, n: int) -> list[tuple[int, str]]:
+    return [(a.index, a.status.value) for a in (receiver.get(timeout_s=5) for _ in range(n))]
+
+
+def test_volumes_come_out_in_index_order_whatever_the_sending_order(
+    publisher: VolumePublisher, key: bytes
+) -> None:
+    with VolumeReceiver(publisher.endpoint, key, config=FAST) as receiver:
+        for i in (1, 0, 3, 2, 4):
+            publisher.publish(make_volume(i))
+        arrivals = [receiver.get(timeout_s=5) for _ in range(5)]
+    assert [a.index for a in arrivals] == [0, 1, 2, 3, 4]
+    assert all(a.status is VolumeStatus.OK for a in arrivals)
+    assert [int(a.volume.data[0, 0, 0]) for a in arrivals if a.volume] == [0, 1, 2, 3, 4]
+    assert all(a.volume and a.volume.latency_ms("seen", "received") is not None for a in arrivals)
+
+
+def test_duplicates_are_dropped_and_counted(publisher: VolumePublisher, key: bytes) -> None:
+    with VolumeReceiver(publisher.endpoint, key, config=FAST) as receiver:
+        publisher.publish(make_volume(0))
+        assert take(receiver, 1) == [(0, "ok")]
+        for i in (0, 1, 1, 2):
+            publisher.publish(make_volume(i))
+        assert take(receiver, 2) == [(1, "ok"), (2, "ok")]
+        with pytest.raises(ReceiveTimeoutError):
+            receiver.get(timeout_s=0.3)
+        assert receiver.stats.duplicates == 2
+
+
+def test_a_gap_is_declared_missing_then_a_late_arrival_is_still_delivered(
+    publisher: VolumePublisher, key: bytes
+) -> None:
+    with VolumeReceiver(publisher.endpoint, key, config=FAST) as receiver:
+        for i in (0, 1, 3, 4):
+            publisher.publish(make_volume(i))
+        assert take(receiver, 5) == [(0, "ok"), (1, "ok"), (2, "missing"), (3, "ok"), (4, "ok")]
+        publisher.publish(make_volume(2))
+        late = receiver.get(timeout_s=5)
+        assert (late.index, late.status) == (2, VolumeStatus.LATE)
+        assert late.volume is not None
+        assert int(late.volume.data[0, 0, 0]) == 2
+        assert receiver.stats.as_dict() | {"rejected_by_reason": {}} == {
+            "received": 5,
+            "late": 1,
+            "missing": 1,
+            "duplicates": 0,
+            "rejected": 0,
+            "rejected_by_reason": {},
+            "events": 0,
+        }
+
+
+def test_a_missing_volume_waits_for_its_deadline_on_the_session_clock(
+    publisher: VolumePublisher, key: bytes
+) -> None:
+    # 2 TRs of 10 s at 100x speed: 0.2 s of real time, not 20 s.
+    config = ReceiverConfig(missing_after_trs=2.0, default_tr_s=10.0, heartbeat_s=0.05)
+    with VolumeReceiver(publisher.endpoint, key, config=config, clock=ScaledClock(100)) as receiver:
+        publisher.publish(make_volume(0))
+        publisher.publish(make_volume(2))
+        assert take(receiver, 3) == [(0, "ok"), (1, "missing"), (2, "ok")]
+
+
+def test_nothing_is_declared_missing_without_a_sign_the_run_went_on(
+    publisher: VolumePublisher, key: bytes
+) -> None:
+    with VolumeReceiver(publisher.endpoint, key, config=FAST) as receiver:
+        publisher.publish(make_volume(0))
+        assert take(receiver, 1) == [(0, "ok")]
+        with pytest.raises(ReceiveTimeoutError, match="no volume 1"):
+            receiver.get(timeout_s=10 * TR_S)
+        assert receiver.stats.missing == 0
+
+
+def test_a_restarted_receiver_gets_what_it_missed(publisher: VolumePublisher, key: bytes) -> None:
+    with VolumeReceiver(publisher.endpoint, key, config=FAST) as receiver:
+        publisher.publish(make_volume(0))
+        assert take(receiver, 1) == [(0, "ok")]
+    for i in (1, 2, 3):  # sent while no receiver runs
+        publisher.publish(make_volume(i))
+    with VolumeReceiver(publisher.endpoint, key, start_index=1, config=FAST) as receiver:
+        assert take(receiver, 3) == [(1, "ok"), (2, "ok"), (3, "ok")]
+        assert receiver.stats.duplicates == 0
+
+
+def test_a_restarted_bridge_serves_its_spool(tmp_path: Path, key: bytes) -> None:
+    with VolumePublisher(ANY_PORT, key, Spool(tmp_path / "spool")) as first:
+        for i in range(3):
+            first.publish(make_volume(i))
+        endpoint = first.endpoint
+        with VolumeReceiver(endpoint, key, config=FAST) as receiver:
+            assert take(receiver, 3) == [(0, "ok"), (1, "ok"), (2, "ok")]
+    # Same spool and endpoint, new process state: it knows the series once the next volume comes.
+    with VolumePublisher(endpoint, key, Spool(tmp_path / "spool")) as second:
+        second.publish(make_volume(3))
+        with VolumeReceiver(endpoint, key, start_index=1, config=FAST) as receiver:
+            assert take(receiver, 3) == [(1, "ok"), (2, "ok"), (3, "ok")]
+
+
+def test_a_volume_lost_on_the_way_is_asked_for_again(publisher: VolumePublisher, key: bytes) -> None:
+    with VolumeReceiver(publisher.endpoint, key, config=FAST) as receiver:
+        publisher.publish(make_volume(0))
+        assert take(receiver, 1) == [(0, "ok")]
+        publisher.spool.put(make_volume(1))  # in the spool, never sent: as if dropped in transit
+        publisher.publish(make_volume(2))
+        assert take(receiver, 2) == [(1, "ok"), (2, "ok")]
+
+
+class FakeBridge:
+    """A ROUTER socket speaking the protocol by hand, to send what a real bridge never would."""
+
+    def __init__(self, key: bytes) -> None:
+        self.signer = Signer(key)
+        self.sock = zmq.Context.instance().socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(ANY_PORT)
+        self.endpoint = self.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.seq = 0
+
+    def wait_for_hello(self) -> tuple[bytes, str]:
+        assert self.sock.poll(5000)
+        identity, *frames = self.sock.recv_multipart()
+        hello = decode(self.signer, frames, max_bytes=1 << 16)
+        return identity, hello.header["session"]
+
+    def volume_frames(self, index: int, to: str, signer: Signer | None = None) -> list[bytes]:
+        self.seq += 1
+        content, buffers = volume_to_wire(make_volume(index))
+        frames = encode(
+            signer or self.signer, MessageType.VOLUME, content, buffers, session="fake", seq=self.seq, to=to
+        )
+        return [bytes(f) for f in frames]
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+def test_bad_messages_are_dropped_with_their_reason_and_the_receiver_goes_on(key: bytes) -> None:
+    bridge = FakeBridge(key)
+    try:
+        with VolumeReceiver(bridge.endpoint, key, config=FAST) as receiver:
+            identity, nonce = bridge.wait_for_hello()
+            good = bridge.volume_frames(0, nonce)
+            bridge.sock.send_multipart([identity, *good])
+            assert take(receiver, 1) == [(0, "ok")]
+            forged = bridge.volume_frames(1, nonce, signer=Signer(b"x" * 32))
+            unsigned = bridge.volume_frames(1, nonce)
+            unsigned[1] = b""
+            truncated = bridge.volume_frames(1, nonce)[:3]
+            # Without its voxels a message no longer matches its signature, which covers their hash.
+            no_voxels = bridge.volume_frames(1, nonce)[:4]
+            other_receiver = bridge.volume_frames(1, "somebody-else")
+            garbage_content = bridge.volume_frames(1, nonce)
+            garbage_content[3] = b"{not json"
+            for frames in (good, forged, unsigned, truncated, no_voxels, other_receiver, garbage_content):
+                bridge.sock.send_multipart([identity, *frames])
+            bridge.sock.send_multipart([identity, *bridge.volume_frames(1, nonce)])
+            assert take(receiver, 1) == [(1, "ok")]
+            assert dict(receiver.stats.rejected) == {
+                "replayed": 2,
+                "forged": 3,
+                "unsigned": 1,
+                "truncated": 1,
+            }
+    finally:
+        bridge.close()
+
+
+def test_oversized_messages_are_dropped(key: bytes) -> None:
+    bridge = FakeBridge(key)
+    try:
+        config = ReceiverConfig(default_tr_s=TR_S, heartbeat_s=0.05, max_message_bytes=200)
+        with VolumeReceiver(bridge.endpoint, key, config=config) as receiver:
+            identity, nonce = bridge.wait_for_hello()
+            bridge.sock.send_multipart([identity, *bridge.volume_frames(0, nonce)])
+            with pytest.raises(ReceiveTimeoutError):
+                receiver.get(timeout_s=0.3)
+            assert dict(receiver.stats.rejected) == {"oversized": 1}
+    finally:
+        bridge.close()
+
+
+def test_the_bridge_drops_forged_hellos(publisher: VolumePublisher, key: bytes) -> None:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(publisher.endpoint)
+    try:
+        content = {"next_index": 0, "wanted": []}
+        sock.send_multipart(encode(Signer(b"y" * 32), MessageType.HELLO, content, session="n", seq=1))
+        publisher.publish(make_volume(0))
+        assert not sock.poll(300), "a forged hello must not subscribe"
+        assert publisher.subscriber_count == 0
+    finally:
+        sock.close(linger=0)
+
+
+def test_spool_files_are_whole_or_absent(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.select("s")
+    spool.put(make_volume(5))
+    assert spool.indices() == [5]
+    assert not list(spool.directory.glob("*.tmp"))
+    np.testing.assert_array_equal(spool.get(5).data, make_volume(5).data)
+    content_length = int.from_bytes((spool.directory / "00005.vol").read_bytes()[:4], "big")
+    assert json.loads((spool.directory / "00005.vol").read_bytes()[4 : 4 + content_length])["index"] == 5
