@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 MAX_HELLO_BYTES = 64 * 1024
 MAX_WANTED = 256  # indices one hello may ask for
+BIND_RETRY_S = 2.0
 
 
 # --- the spool -------------------------------------------------------------------------------------
@@ -164,11 +165,7 @@ class VolumePublisher:
         self._router.setsockopt(zmq.SNDHWM, 10_000)
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.MAXMSGSIZE, MAX_HELLO_BYTES)
-        try:
-            self._router.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self._router.close()
-            raise BridgeError(f"cannot bind {endpoint}: {exc}; is another bridge running there?") from exc
+        self._bind(endpoint)
         self.endpoint: str = self._router.getsockopt(zmq.LAST_ENDPOINT).decode()
         wake = f"inproc://cortexloop-publisher-{self.session}"
         self._wake_pull = self._ctx.socket(zmq.PULL)
@@ -184,6 +181,20 @@ class VolumePublisher:
         self.rejected: collections.Counter[str] = collections.Counter()
         self._thread = threading.Thread(target=self._run, name="cortexloop-publisher", daemon=True)
         self._thread.start()
+
+    def _bind(self, endpoint: str) -> None:
+        # A bridge restarted right after the old one stopped may find the port not yet released.
+        give_up = time.monotonic() + BIND_RETRY_S
+        while True:
+            try:
+                self._router.bind(endpoint)
+                return
+            except zmq.ZMQError as exc:
+                if exc.errno == zmq.EADDRINUSE and time.monotonic() < give_up:
+                    time.sleep(0.05)
+                    continue
+                self._router.close()
+                raise BridgeError(f"cannot bind {endpoint}: {exc}; is another bridge running there?") from exc
 
     # Called from the producer's thread.
     def publish(self, item: Volume | BridgeEvent) -> None:
