@@ -94,6 +94,7 @@ class DirectoryWatcher:
         self._on_event = on_event
         self._inbox: queue.SimpleQueue[tuple[str, float] | None] = queue.SimpleQueue()
         self._closed = threading.Event()
+        self._close_lock = threading.Lock()
         self._done: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) when handled
         self._pending: dict[str, _Pending] = {}
         self._deferred: list[str] = []  # files present at start, read once the series is known
@@ -144,11 +145,12 @@ class DirectoryWatcher:
     def close(self) -> None:
         self._closed.set()
         self._inbox.put(None)
-        if self._observer is not None:
-            self._observer.stop()
-            if self._observer.is_alive():
-                self._observer.join(timeout=5)
-            self._observer = None
+        with self._close_lock:  # close() may come from a signal handler and a finally at once
+            observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            if observer.is_alive():
+                observer.join(timeout=5)
 
     def __enter__(self) -> DirectoryWatcher:
         return self
