@@ -1,0 +1,229 @@
+"""``cortexloop bridge`` end to end, as an operator runs it: separate processes, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+CORTEXLOOP = str(Path(sys.executable).with_name("cortexloop"))
+FUNCTIONAL = Path(nib.__file__).parent / "tests" / "data" / "functional.nii"
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CORTEXLOOP, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "bridge.key"
+    result = run("bridge", "keygen", str(path))
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+@pytest.fixture
+def bridge(tmp_path: Path, key_file: Path) -> Iterator[tuple[str, Path]]:
+    """A running `cortexloop bridge watch` on an ipc endpoint in tmp_path (no fixed port)."""
+    export = tmp_path / "export"
+    export.mkdir()
+    endpoint = f"ipc://{tmp_path}/bridge.sock"
+    process = subprocess.Popen(
+        [
+            CORTEXLOOP,
+            "bridge",
+            "watch",
+            str(export),
+            "--endpoint",
+            endpoint,
+            "--key-file",
+            str(key_file),
+            "--spool",
+            str(tmp_path / "spool"),
+            "--incomplete-timeout",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield endpoint, export
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+        assert process.returncode == 0, err
+        assert "Traceback" not in err
+
+
+def listen(endpoint: str, key_file: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            CORTEXLOOP,
+            "bridge",
+            "listen",
+            "--endpoint",
+            endpoint,
+            "--key-file",
+            str(key_file),
+            "--out",
+            str(out),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["nifti", "dicom"])
+def test_a_real_bold_run_arrives_complete_in_order_and_identical(
+    tmp_path: Path, key_file: Path, bridge: tuple[str, Path], fmt: str
+) -> None:
+    endpoint, export = bridge
+    out = tmp_path / "received"
+    listener = listen(endpoint, key_file, out, "--count", "20", "--timeout", "60")
+    replay = run(
+        "bridge", "replay", str(FUNCTIONAL), str(export), "--tr", "2", "--speed", "20", "--format", fmt
+    )
+    assert replay.returncode == 0, replay.stderr
+    stdout, stderr = listener.communicate(timeout=90)
+    assert listener.returncode == 0, stderr
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert [line["index"] for line in lines[:-1]] == list(range(20))
+    assert {line["status"] for line in lines[:-1]} == {"ok"}
+    assert all(line["shape"] == [17, 21, 3] and line["latency_ms"] >= 0 for line in lines[:-1])
+    summary = lines[-1]["summary"]
+    counts = {k: summary[k] for k in ("received", "late", "missing", "duplicates", "rejected")}
+    assert counts == {"received": 20, "late": 0, "missing": 0, "duplicates": 0, "rejected": 0}
+    source = nib.load(FUNCTIONAL)
+    values = np.asanyarray(source.dataobj)
+    for i in range(20):
+        got = nib.load(out / f"vol_{i:05d}.nii.gz")
+        if fmt == "nifti":
+            np.testing.assert_array_equal(got.get_fdata(), values[..., i])
+        else:  # DICOM stores 16-bit integers and a decimal-string rescale
+            np.testing.assert_allclose(got.get_fdata(), values[..., i], rtol=1e-9)
+        np.testing.assert_allclose(got.affine, source.affine, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_faults_end_as_missing_volumes_and_a_listener_restart_loses_nothing(
+    tmp_path: Path, key_file: Path, bridge: tuple[str, Path]
+) -> None:
+    endpoint, export = bridge
+    first = listen(endpoint, key_file, tmp_path / "a", "--count", "5", "--timeout", "60")
+    replay = run(
+        "bridge",
+        "replay",
+        str(FUNCTIONAL),
+        str(export),
+        "--tr",
+        "2",
+        "--speed",
+        "20",
+        "--drop",
+        "7",
+        "--corrupt",
+        "12",
+        "--duplicate",
+        "3",
+        "--shuffle-window",
+        "3",
+        "--chunks",
+        "3",
+        "--chunk-delay",
+        "0.05",
+    )
+    assert replay.returncode == 0, replay.stderr
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    first_lines = [json.loads(line) for line in out.splitlines()][:-1]
+    assert [line["index"] for line in first_lines] == [0, 1, 2, 3, 4]
+    # A second listener starts where the first stopped, after the run is over: the bridge serves it all.
+    second = listen(
+        endpoint,
+        key_file,
+        tmp_path / "b",
+        "--start-index",
+        "5",
+        "--count",
+        "13",
+        "--timeout",
+        "60",
+        "--missing-after-trs",
+        "1",
+    )
+    out, err = second.communicate(timeout=90)
+    assert second.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    statuses = {line["index"]: line["status"] for line in lines[:-1]}
+    assert statuses == {i: ("missing" if i in (7, 12) else "ok") for i in range(5, 20)}
+    assert lines[-1]["summary"]["received"] == 13
+    assert lines[-1]["summary"]["missing"] == 2
+
+
+def test_an_insecure_key_file_is_refused_in_one_line(tmp_path: Path, key_file: Path) -> None:
+    key_file.chmod(0o644)
+    result = run(
+        "bridge",
+        "listen",
+        "--endpoint",
+        "ipc:///nowhere",
+        "--key-file",
+        str(key_file),
+        "--out",
+        str(tmp_path),
+        "--count",
+        "1",
+        "--timeout",
+        "1",
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"cortexloop: error: key file {key_file} is readable by others (mode 0644); "
+        f"run `chmod 600 {key_file}`"
+    )
+
+
+def test_keygen_makes_a_private_file_and_will_not_overwrite_it(tmp_path: Path, key_file: Path) -> None:
+    assert os.stat(key_file).st_mode & 0o777 == 0o600
+    again = run("bridge", "keygen", str(key_file))
+    assert again.returncode == 1
+    assert "exists" in again.stderr
+
+
+def test_listen_exits_nonzero_when_the_volumes_do_not_come(tmp_path: Path, key_file: Path) -> None:
+    result = run(
+        "bridge",
+        "listen",
+        "--endpoint",
+        f"ipc://{tmp_path}/nobody",
+        "--key-file",
+        str(key_file),
+        "--out",
+        str(tmp_path / "out"),
+        "--count",
+        "3",
+        "--timeout",
+        "1",
+    )
+    assert result.returncode == 1
+    summary = json.loads(result.stdout.splitlines()[-1])["summary"]
+    assert summary["received"] == 0
+    assert "timed out after 1 s with 0 of 3 volumes" in result.stderr
+
+
+def test_replay_refuses_a_source_that_is_not_a_run(tmp_path: Path) -> None:
+    result = run("bridge", "replay", str(tmp_path / "none.nii"), str(tmp_path / "x"), "--tr", "2")
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr
