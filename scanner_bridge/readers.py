@@ -29,6 +29,7 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 import pydicom
+from nibabel.volumeutils import apply_read_scaling
 from pydicom.dataset import Dataset
 
 from scanner_bridge.errors import IncompleteVolumeError, VolumeReadError
@@ -172,7 +173,6 @@ def _read_nifti(path: Path, raw: bytes) -> FilePart:
     needed = int(header["vox_offset"]) + math.prod(shape) * header.get_data_dtype().itemsize
     if len(raw) < needed:
         raise IncompleteVolumeError(f"{path} has {len(raw)} of its {needed} bytes")
-    image = image_class.from_bytes(raw)
     if len(shape) > 3 and math.prod(shape[3:]) != 1:
         raise VolumeReadError(
             f"{path} holds {math.prod(shape[3:])} volumes {shape}; the export directory takes one volume "
@@ -180,13 +180,18 @@ def _read_nifti(path: Path, raw: bytes) -> FilePart:
         )
     if len(shape) < 3:
         shape = (*shape, *([1] * (3 - len(shape))))
-    data = np.asanyarray(image.dataobj).reshape(shape[:3], order="F")
+    # Straight from the bytes (nibabel's image classes would parse the header again);
+    # scaling exactly as nibabel's array proxy applies it.
+    dtype = header.get_data_dtype()
+    raw_data = np.frombuffer(raw, dtype=dtype, count=math.prod(shape[:3]), offset=int(header["vox_offset"]))
+    slope, inter = header.get_slope_inter()
+    data = apply_read_scaling(raw_data.reshape(shape[:3], order="F"), slope, inter)
     return FilePart(
         path=str(path),
         series=series,
         number=number,
         data=data,
-        affine=np.asarray(image.affine, dtype=np.float64),
+        affine=np.asarray(header.get_best_affine(), dtype=np.float64),
         tr_s=_nifti_tr_s(header),
     )
 
