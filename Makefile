@@ -31,6 +31,7 @@ pytest: $(STAMP) xvfb
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/db_write.py
+	$(BIN)/python benchmarks/bridge_latency.py
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

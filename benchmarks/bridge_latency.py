@@ -16,7 +16,7 @@ Latency is this process's receive time minus the writer's time just after
 ``close()``, both ``time.time()`` on one machine. Prints median, p99 and max per
 pipeline and size, and the ratio cortexloop / floor.
 
-    .venv/bin/python benchmarks/bridge_latency.py [--count 500] [--interval-ms 20]
+    .venv/bin/python benchmarks/bridge_latency.py [--count 500] [--interval-ms 50]
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--count", type=int, default=500, help="volumes per size and pipeline (default 500)")
-    parser.add_argument("--interval-ms", type=float, default=20.0, help="time between volumes (default 20)")
+    parser.add_argument("--interval-ms", type=float, default=50.0, help="time between volumes (default 50)")
     args = parser.parse_args()
     interval_s = args.interval_ms / 1000
     sys.stdout.write(

@@ -180,6 +180,11 @@ class VolumePublisher:
         self._tr_s: float | None = None
         self.rejected: collections.Counter[str] = collections.Counter()
         self._thread = threading.Thread(target=self._run, name="cortexloop-publisher", daemon=True)
+        # Disk writes go through a thread of their own: a stalled disk must not delay delivery.
+        self._unspooled: dict[int, Volume] = {}
+        self._spool_queue: queue.SimpleQueue[Volume | None] = queue.SimpleQueue()
+        self._spooler = threading.Thread(target=self._spool_forever, name="cortexloop-spooler", daemon=True)
+        self._spooler.start()
         self._thread.start()
 
     def _bind(self, endpoint: str) -> None:
@@ -210,6 +215,9 @@ class VolumePublisher:
             with self._push_lock:
                 self._wake_push.send(b"")
             self._thread.join(timeout=5)
+        if self._spooler.is_alive():
+            self._spool_queue.put(None)
+            self._spooler.join(timeout=30)
         for sock in (self._wake_push, self._wake_pull, self._router):
             sock.close(linger=0)
 
@@ -243,7 +251,7 @@ class VolumePublisher:
                     try:
                         self._handle_item(item)
                     except OSError as exc:  # a full disk must not stop delivery
-                        logger.error("could not spool volume: %s", exc)
+                        logger.error("could not prepare the spool: %s", exc)
             if self._router in ready:
                 self._drain_router()
             self._expire_subscribers()
@@ -266,7 +274,8 @@ class VolumePublisher:
                 self._send(identity, frames)
             return
         if item.series != self._series:
-            self.spool.select(item.series)
+            if item.series != self.spool.series:
+                self.spool.select(item.series)  # only this thread selects; the spooler only writes
             self._highest = max(self.spool.indices(), default=None)
         self._series, self._tr_s = item.series, item.tr_s
         self._highest = item.index if self._highest is None else max(self._highest, item.index)
@@ -274,7 +283,17 @@ class VolumePublisher:
         digests = buffer_digests(buffers)
         for identity in list(self._subscribers):
             self._send_volume(identity, content, buffers, digests, item.index)
-        self.spool.put(item)
+        self._unspooled[item.index] = item
+        self._spool_queue.put(item)
+
+    def _spool_forever(self) -> None:
+        while (volume := self._spool_queue.get()) is not None:
+            try:
+                self.spool.put(volume)
+            except OSError as exc:  # a full disk must not stop delivery; the volume stays in memory
+                logger.error("could not spool volume %d: %s; it is kept in memory", volume.index, exc)
+                continue
+            self._unspooled.pop(volume.index, None)
 
     def _send_volume(
         self,
@@ -316,7 +335,7 @@ class VolumePublisher:
 
     def _send_from_spool(self, identity: bytes, index: int) -> None:
         try:
-            volume = self.spool.get(index)
+            volume = self._unspooled.get(index) or self.spool.get(index)
         except (OSError, ValueError) as exc:
             logger.error("spooled volume %d cannot be read (%s); it cannot be resent", index, exc)
             return
@@ -368,7 +387,7 @@ class VolumePublisher:
             self._signer, MessageType.STATUS, status, session=self.session, seq=self._next_seq(), to=nonce
         )
         self._send(identity, frames)
-        held = self.spool.indices()
+        held = sorted(set(self.spool.indices()) | set(self._unspooled))
         if joined:
             todo = [i for i in held if i >= next_index]
         else:
