@@ -107,7 +107,7 @@ class DirectoryWatcher:
         self._ready: collections.deque[Volume] = collections.deque()
         self._slices_since: dict[tuple[str, int], float] = {}  # first slice of an unfinished volume
         self._observer: Observer | None = None  # type: ignore[valid-type]
-        self._deferred = sorted(str(p) for p in self._listing())
+        self._deferred = sorted(self._listing())
         if self._series is not None:
             self._undefer(time.time())
         if not self.config.polling:
@@ -195,21 +195,26 @@ class DirectoryWatcher:
                     path=min(paths),
                 )
 
-    def _listing(self) -> list[Path]:
+    def _listing(self) -> dict[str, tuple[int, int]]:
+        """Volume files in the directory and their (size, mtime_ns)."""
         try:
-            entries = list(os.scandir(self.directory))
-            return [Path(e.path) for e in entries if e.is_file() and is_volume_file(e.name)]
+            listing = {}
+            for entry in os.scandir(self.directory):
+                if is_volume_file(entry.name) and entry.is_file():
+                    st = entry.stat()
+                    listing[entry.path] = (st.st_size, st.st_mtime_ns)
+            return listing
         except OSError as exc:
             self._emit("error", EventCode.SOURCE_ERROR, f"cannot list {self.directory}: {exc}")
-            return []
+            return {}
 
     def _scan(self) -> None:
+        # A run leaves hundreds of files behind; only new or changed ones are opened.
         seen = time.time()
         deferred = set(self._deferred)
-        for path in sorted(self._listing()):
-            key = str(path)
-            if key not in self._pending and key not in deferred:
-                self._consider(key, seen)
+        for path, signature in sorted(self._listing().items()):
+            if path not in self._pending and path not in deferred and self._done.get(path) != signature:
+                self._consider(path, seen)
 
     def _undefer(self, seen: float) -> None:
         deferred, self._deferred = self._deferred, []
