@@ -272,3 +272,16 @@ def test_a_restarted_watcher_reads_the_runs_files_already_there(
         threading.Timer(1.0, watcher.close).start()
         got = list(watcher)
     assert sorted(v.index for v in got) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("fmt", ["nifti", "dicom"])
+def test_a_folder_written_by_replay_replays_again_as_the_same_run(
+    tmp_path: Path, functional_run: RecordedRun, fmt: str
+) -> None:
+    replay_to_directory(functional_run, tmp_path / fmt, tr_s=2.0, clock=ScaledClock(1000), fmt=fmt, count=5)
+    again = RecordedRun.load(tmp_path / fmt)
+    assert again.n_volumes == 5
+    assert again.tr_s == pytest.approx(2.0)
+    for i in range(5):
+        np.testing.assert_allclose(again.values(i), functional_run.values(i), rtol=1e-9)
+    np.testing.assert_allclose(again.affine, functional_run.affine, atol=1e-6)
