@@ -22,6 +22,7 @@ import typer
 
 from loop.cli._common import console
 from scanner_bridge import (
+    BridgeError,
     DirectoryWatcher,
     ReceiverConfig,
     ReceiveTimeoutError,
@@ -139,8 +140,17 @@ def watch(
 def _save(volume: Volume, out: Path) -> Path:
     path = out / f"vol_{volume.index:05d}.nii.gz"
     tmp = out / f".{path.name}.tmp"
-    tmp.write_bytes(gzip.compress(nifti_bytes(volume.data, volume.affine, tr_s=volume.tr_s), compresslevel=1))
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(
+            gzip.compress(nifti_bytes(volume.data, volume.affine, tr_s=volume.tr_s), compresslevel=1)
+        )
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise BridgeError(
+            f"cannot write volume {volume.index} to {out}: {exc}. Volumes before it are saved; the bridge "
+            f"keeps this one: free space, then run listen again with --start-index {volume.index}"
+        ) from exc
     return path
 
 

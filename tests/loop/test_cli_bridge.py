@@ -227,3 +227,17 @@ def test_replay_refuses_a_source_that_is_not_a_run(tmp_path: Path) -> None:
     result = run("bridge", "replay", str(tmp_path / "none.nii"), str(tmp_path / "x"), "--tr", "2")
     assert result.returncode == 1
     assert "does not exist" in result.stderr
+
+
+def test_listen_cannot_write_names_the_volume_to_start_from_next(
+    tmp_path: Path, key_file: Path, bridge: tuple[str, Path]
+) -> None:
+    endpoint, export = bridge
+    out = tmp_path / "out"
+    (out / "vol_00000.nii.gz").mkdir(parents=True)  # a write that fails even for root, as a full disk would
+    listener = listen(endpoint, key_file, out, "--count", "2", "--timeout", "30")
+    run("bridge", "replay", str(FUNCTIONAL), str(export), "--tr", "2", "--speed", "20", "--count", "2")
+    _, err = listener.communicate(timeout=60)
+    assert listener.returncode == 1
+    assert "cannot write volume 0" in err
+    assert "--start-index 0" in err
