@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -56,12 +57,23 @@ def bridge(tmp_path: Path, key_file: Path) -> Iterator[tuple[str, Path]]:
         text=True,
     )
     try:
+        _wait_until_watching(process)
         yield endpoint, export
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=20)
         assert process.returncode == 0, err
         assert "Traceback" not in err
+
+
+def _wait_until_watching(process: subprocess.Popen[str], timeout_s: float = 30) -> None:
+    # Files written before the bridge watches count as leftovers of an earlier run (until the run
+    # goes on), so a test must not start writing before the bridge says it is watching.
+    assert process.stderr is not None
+    ready, _, _ = select.select([process.stderr], [], [], timeout_s)
+    assert ready, "cortexloop bridge watch did not start"
+    line = process.stderr.readline()
+    assert "watching" in line, line
 
 
 def listen(endpoint: str, key_file: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
