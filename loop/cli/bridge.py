@@ -167,6 +167,9 @@ def listen(
     missing_after_trs: Annotated[
         float, typer.Option(help="Declare a volume missing this many TRs after it was due.")
     ] = 2.0,
+    speed: Annotated[
+        float, typer.Option(help="The replay's speed factor, so that TRs are counted on its clock.")
+    ] = 1.0,
 ) -> None:
     """Receive volumes from a bridge, write each as DIR/vol_NNNNN.nii.gz and print one JSON line per index.
 
@@ -178,7 +181,10 @@ def listen(
     config = ReceiverConfig(missing_after_trs=missing_after_trs)
     deadline = None if timeout is None else time.monotonic() + timeout
     timed_out = False
-    with VolumeReceiver(endpoint, key, start_index=start_index, config=config) as receiver:
+    if not speed > 0:
+        raise typer.BadParameter(f"--speed must be positive, got {speed}")
+    clock = ScaledClock(speed)
+    with VolumeReceiver(endpoint, key, start_index=start_index, config=config, clock=clock) as receiver:
         stop = threading.Event()
         _stop_on_sigterm(stop)
         try:

@@ -174,6 +174,8 @@ def test_faults_end_as_missing_volumes_and_a_listener_restart_loses_nothing(
         "60",
         "--missing-after-trs",
         "1",
+        "--speed",
+        "4",  # TRs of the replay's clock: a gap is declared after 0.5 s, not 2 s
     )
     out, err = second.communicate(timeout=90)
     assert second.returncode == 0, err
