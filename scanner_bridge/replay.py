@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +234,6 @@ def replay_to_directory(
     count: int | None = None,
     seed: int = 0,
     stop: threading.Event | None = None,
-    on_volume: Callable[[int, list[str]], None] | None = None,
 ) -> ReplayReport:
     """Write ``run`` into ``export_dir``, volume ``i`` at ``i * tr_s`` on ``clock``.
 
@@ -263,16 +262,15 @@ def replay_to_directory(
     rng = np.random.default_rng(seed)
     series_uid = generate_uid()
     report = ReplayReport()
-    redo: list[tuple[float, int]] = []
+    rewrite: list[int] = []  # duplicates, written again one TR later
     start = clock.now()
     for slot, index in enumerate(faults.order(n, rng)):
         if stop is not None and stop.is_set():
             break
         clock.sleep_until(start + slot * tr_s)
-        for due, again in list(redo):
-            if due <= slot:
-                redo.remove((due, again))
-                _write_volume(run, again, export_dir, fmt, tr_s, series_uid, faults, atomic, clock, report)
+        for again in rewrite:
+            _write_volume(run, again, export_dir, fmt, tr_s, series_uid, faults, atomic, clock, report)
+        rewrite = []
         if index in faults.drop:
             report.dropped.append(index)
             logger.info("replay: dropped volume %d", index)
@@ -285,11 +283,9 @@ def replay_to_directory(
             logger.info("replay: wrote volume %d cut in half (%s)", index, name)
             continue
         _write_volume(run, index, export_dir, fmt, tr_s, series_uid, faults, atomic, clock, report)
-        if on_volume is not None:
-            on_volume(index, report.written[index])
         if index in faults.duplicate:
-            redo.append((slot + 1, index))
-    for _, again in redo:
+            rewrite.append(index)
+    for again in rewrite:
         _write_volume(run, again, export_dir, fmt, tr_s, series_uid, faults, atomic, clock, report)
     return report
 

@@ -175,10 +175,10 @@ class VolumePublisher:
         self._push_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Volume | BridgeEvent | None] = queue.SimpleQueue()
         self._subscribers: dict[bytes, _Subscriber] = {}
-        self._highest: int | None = max(spool.indices(), default=None)
+        self._held: set[int] = set()  # indices of the current series that can be served
         self._series = ""
         self._tr_s: float | None = None
-        self.rejected: collections.Counter[str] = collections.Counter()
+        self.rejected: collections.Counter[str] = collections.Counter()  # hellos dropped, by reason
         self._thread = threading.Thread(target=self._run, name="cortexloop-publisher", daemon=True)
         # Disk writes go through a thread of their own: a stalled disk must not delay delivery.
         self._unspooled: dict[int, Volume] = {}
@@ -276,9 +276,9 @@ class VolumePublisher:
         if item.series != self._series:
             if item.series != self.spool.series:
                 self.spool.select(item.series)  # only this thread selects; the spooler only writes
-            self._highest = max(self.spool.indices(), default=None)
+            self._held = set(self.spool.indices())  # a restarted bridge serves what it spooled before
         self._series, self._tr_s = item.series, item.tr_s
-        self._highest = item.index if self._highest is None else max(self._highest, item.index)
+        self._held.add(item.index)
         content, buffers = volume_to_wire(item)
         digests = buffer_digests(buffers)
         for identity in list(self._subscribers):
@@ -380,23 +380,21 @@ class VolumePublisher:
         status = {
             "series": self._series,
             "tr_s": self._tr_s,
-            "highest_index": self._highest,
+            "highest_index": max(self._held, default=None),
             "subscribers": len(self._subscribers),
         }
         frames = encode(
             self._signer, MessageType.STATUS, status, session=self.session, seq=self._next_seq(), to=nonce
         )
         self._send(identity, frames)
-        held = sorted(set(self.spool.indices()) | set(self._unspooled))
         if joined:
-            todo = [i for i in held if i >= next_index]
+            todo = sorted(i for i in self._held if i >= next_index)
         else:
-            held_set = set(held)
             todo = [
                 i
                 for i in wanted[:MAX_WANTED]
                 if isinstance(i, int)
-                and i in held_set
+                and i in self._held
                 and now - sub.sent_at.get(i, 0.0) >= self.config.resend_interval_s
             ]
         for index in todo:
@@ -594,12 +592,7 @@ class VolumeReceiver:
                     self._signer, [f.buffer for f in frames], max_bytes=self.config.max_message_bytes
                 )
                 self._check_fresh(message)
-            except ProtocolError as exc:
-                self.stats.rejected[exc.reason.value] += 1
-                logger.warning("dropped a message from the bridge: %s", exc)
-                continue
-            self._last_heard, self._warned_silent = time.monotonic(), False
-            try:
+                self._last_heard, self._warned_silent = time.monotonic(), False
                 self._dispatch(message, received)
             except ProtocolError as exc:
                 self.stats.rejected[exc.reason.value] += 1

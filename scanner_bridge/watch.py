@@ -39,20 +39,16 @@ __all__ = ["DirectoryWatcher"]
 logger = logging.getLogger(__name__)
 
 
-def _fspath(p: str | bytes) -> str:
-    return os.fsdecode(p)
-
-
 class _Handler(FileSystemEventHandler):
     def __init__(self, inbox: queue.SimpleQueue[tuple[str, float] | None]) -> None:
         self._inbox = inbox
 
     def on_closed(self, event: FileClosedEvent) -> None:
-        self._inbox.put((_fspath(event.src_path), time.time()))
+        self._inbox.put((os.fsdecode(event.src_path), time.time()))
 
     def on_moved(self, event: DirMovedEvent | FileMovedEvent) -> None:
         if not event.is_directory:
-            self._inbox.put((_fspath(event.dest_path), time.time()))
+            self._inbox.put((os.fsdecode(event.dest_path), time.time()))
 
 
 @dataclasses.dataclass
@@ -97,7 +93,6 @@ class DirectoryWatcher:
         self._close_lock = threading.Lock()
         self._done: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) when handled
         self._pending: dict[str, _Pending] = {}
-        self._deferred: list[str] = []  # files present at start, read once the series is known
         self._assembler = SliceAssembler()
         self._series = self.config.series
         self._series_locked = False
@@ -107,7 +102,7 @@ class DirectoryWatcher:
         self._ready: collections.deque[Volume] = collections.deque()
         self._slices_since: dict[tuple[str, int], float] = {}  # first slice of an unfinished volume
         self._observer: Observer | None = None  # type: ignore[valid-type]
-        self._deferred = sorted(self._listing())
+        self._deferred = sorted(self._listing())  # files present at start, read once the series is known
         if self._series is not None:
             self._undefer(time.time())
         if not self.config.polling:

@@ -138,13 +138,26 @@ def test_a_restarted_bridge_serves_its_spool(tmp_path: Path, key: bytes) -> None
             assert take(receiver, 3) == [(1, "ok"), (2, "ok"), (3, "ok")]
 
 
-def test_a_volume_lost_on_the_way_is_asked_for_again(publisher: VolumePublisher, key: bytes) -> None:
+def test_a_volume_lost_on_the_way_is_asked_for_again(
+    publisher: VolumePublisher, key: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send = publisher._send_volume
+    lost: list[int] = []
+
+    def lossy(identity: bytes, content, buffers, digests, index: int) -> None:
+        if index == 1 and not lost:  # the first send of volume 1 never arrives
+            lost.append(index)
+            return
+        send(identity, content, buffers, digests, index)
+
+    monkeypatch.setattr(publisher, "_send_volume", lossy)
     with VolumeReceiver(publisher.endpoint, key, config=FAST) as receiver:
         publisher.publish(make_volume(0))
         assert take(receiver, 1) == [(0, "ok")]
-        publisher.spool.put(make_volume(1))  # in the spool, never sent: as if dropped in transit
+        publisher.publish(make_volume(1))
         publisher.publish(make_volume(2))
         assert take(receiver, 2) == [(1, "ok"), (2, "ok")]
+    assert lost == [1]
 
 
 class FakeBridge:
@@ -231,6 +244,7 @@ def test_the_bridge_drops_forged_hellos(publisher: VolumePublisher, key: bytes) 
         publisher.publish(make_volume(0))
         assert not sock.poll(300), "a forged hello must not subscribe"
         assert publisher.subscriber_count == 0
+        assert dict(publisher.rejected) == {"forged": 1}
     finally:
         sock.close(linger=0)
 
