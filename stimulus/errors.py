@@ -1,0 +1,49 @@
+"""The exceptions the stimulus package raises::
+
+    CortexloopError                          (db.errors)
+    └── StimulusError
+        ├── BackboneError(ValueError)        unknown backbone, unreadable weights, a layer that is not there
+        ├── EncodingInputError(ValueError)   images and responses the fit cannot use as given
+        ├── ImageReadError(OSError)          an image file that is missing or does not decode
+        └── ModelFileError(ValueError)       a model file that is truncated, forged or from elsewhere
+            └── BackboneMismatchError        the model was fitted on a backbone that is not the installed one
+
+Messages name the thing, what was expected, what came, and what to do.
+"""
+
+from __future__ import annotations
+
+from db.errors import CortexloopError
+
+__all__ = [
+    "BackboneError",
+    "BackboneMismatchError",
+    "EncodingInputError",
+    "ImageReadError",
+    "ModelFileError",
+    "StimulusError",
+]
+
+
+class StimulusError(CortexloopError):
+    """Root of the errors raised by ``stimulus``."""
+
+
+class BackboneError(StimulusError, ValueError):
+    """A backbone or one of its layers cannot be used as asked."""
+
+
+class EncodingInputError(StimulusError, ValueError):
+    """Images, responses, groups or settings that a fit or a score cannot use."""
+
+
+class ImageReadError(StimulusError, OSError):
+    """An image file is missing or cannot be decoded."""
+
+
+class ModelFileError(StimulusError, ValueError):
+    """A model file cannot be loaded: truncated, altered, or not a cortexloop model."""
+
+
+class BackboneMismatchError(ModelFileError):
+    """The model file was fitted on a backbone that differs from the one installed here."""
