@@ -1,10 +1,63 @@
 """Images in, predictions out; and images out.
 
-Backbones and feature extraction, the encoding model, synthesis by
-activation maximization, decoding by encoder inversion, and presentation
-with PsychoPy. Imports ``db`` at most, never ``loop``.
+Backbones and feature extraction (:mod:`stimulus.backbones`,
+:mod:`stimulus.features`), ridge per voxel (:mod:`stimulus.ridge`), the
+encoding model (:class:`EncodingModel`: fit, predict, score, save, load),
+scores (:mod:`stimulus.scores`) and natural stimuli cut from bundled
+photographs (:func:`natural_crops`). Synthesis, decoding and presentation
+arrive with their issues. Imports ``db`` at most, never ``loop``.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from stimulus.backbones import (
+    BACKBONES,
+    Backbone,
+    BackboneSpec,
+    backbone_from_factory,
+    load_backbone,
+    register_backbone,
+)
+from stimulus.encoding import EncodingConfig, EncodingModel, EncodingModule, EncodingScores, TimeSeriesRun
+from stimulus.errors import (
+    BackboneError,
+    BackboneMismatchError,
+    EncodingInputError,
+    ImageReadError,
+    ModelFileError,
+    ModelWriteError,
+    StimulusError,
+)
+from stimulus.features import FeatureExtractor, ReductionConfig, extract_features
+from stimulus.images import load_image, load_images
+from stimulus.natural import natural_crops
+from stimulus.ridge import RidgeCV, group_folds
+
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "BackboneError",
+    "BackboneMismatchError",
+    "BackboneSpec",
+    "EncodingConfig",
+    "EncodingInputError",
+    "EncodingModel",
+    "EncodingModule",
+    "EncodingScores",
+    "FeatureExtractor",
+    "ImageReadError",
+    "ModelFileError",
+    "ModelWriteError",
+    "ReductionConfig",
+    "RidgeCV",
+    "StimulusError",
+    "TimeSeriesRun",
+    "backbone_from_factory",
+    "extract_features",
+    "group_folds",
+    "load_backbone",
+    "load_image",
+    "load_images",
+    "natural_crops",
+    "register_backbone",
+]

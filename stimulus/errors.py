@@ -5,8 +5,9 @@
         ├── BackboneError(ValueError)        unknown backbone, unreadable weights, a layer that is not there
         ├── EncodingInputError(ValueError)   images and responses the fit cannot use as given
         ├── ImageReadError(OSError)          an image file that is missing or does not decode
-        └── ModelFileError(ValueError)       a model file that is truncated, forged or from elsewhere
-            └── BackboneMismatchError        the model was fitted on a backbone that is not the installed one
+        ├── ModelFileError(ValueError)       a model file that is truncated, forged or from elsewhere
+        │   └── BackboneMismatchError        the model was fitted on a backbone that is not the installed one
+        └── ModelWriteError(OSError)         a model file could not be written (the previous one is kept)
 
 Messages name the thing, what was expected, what came, and what to do.
 """
@@ -21,6 +22,7 @@ __all__ = [
     "EncodingInputError",
     "ImageReadError",
     "ModelFileError",
+    "ModelWriteError",
     "StimulusError",
 ]
 
@@ -47,3 +49,7 @@ class ModelFileError(StimulusError, ValueError):
 
 class BackboneMismatchError(ModelFileError):
     """The model file was fitted on a backbone that differs from the one installed here."""
+
+
+class ModelWriteError(StimulusError, OSError):
+    """A model file could not be written; any previous file at that path is untouched."""

@@ -287,7 +287,9 @@ class RidgeCV:
             )
         alphas = np.asarray(self.alphas, dtype=np.float64)
         if alphas.ndim != 1 or len(alphas) == 0 or not np.all(alphas > 0):
-            raise EncodingInputError(f"alphas must be a non-empty list of positive numbers, not {self.alphas}")
+            raise EncodingInputError(
+                f"alphas must be a non-empty list of positive numbers, not {self.alphas}"
+            )
         if self.scoring not in ("r2", "neg_mse"):
             raise EncodingInputError(f"scoring {self.scoring!r} is unknown; use 'r2' or 'neg_mse'")
         if self.voxel_batch < 1:
@@ -313,7 +315,9 @@ class RidgeCV:
         x_mean = x.mean(dim=0) if self.fit_intercept else torch.zeros(p, dtype=dtype, device=device)
         y_mean = y.mean(dim=0) if self.fit_intercept else torch.zeros(y.shape[1], dtype=dtype, device=device)
         full = _Eigenbasis.of(x - x_mean)
-        batches = [slice(s, min(s + self.voxel_batch, y.shape[1])) for s in range(0, y.shape[1], self.voxel_batch)]
+        batches = [
+            slice(s, min(s + self.voxel_batch, y.shape[1])) for s in range(0, y.shape[1], self.voxel_batch)
+        ]
         steps = (max(len(folds), 1) * (2 if self.keep_cv_predictions else 1) + 1) * len(batches)
         done = 0
 
@@ -346,10 +350,16 @@ class RidgeCV:
         self.n_features_in_ = p
         self.cv_predictions_: npt.NDArray[np.floating] | None = None
         if self.keep_cv_predictions:
-            self.cv_predictions_ = self._cv_predictions(x, y, full, folds, alpha_v, batches, tick).cpu().numpy()
+            self.cv_predictions_ = (
+                self._cv_predictions(x, y, full, folds, alpha_v, batches, tick).cpu().numpy()
+            )
         log.debug(
             "ridge: %d samples x %d features -> %d voxels, %s solver, %d folds",
-            n, p, y.shape[1], self.solver_, len(folds),
+            n,
+            p,
+            y.shape[1],
+            self.solver_,
+            len(folds),
         )
         return self
 
