@@ -41,7 +41,13 @@ from torch import nn
 from db.errors import ConfigError
 from stimulus._torch import DtypeName, resolve_device
 from stimulus.backbones import BACKBONES, Backbone, BackboneSpec, backbone_from_factory, load_backbone
-from stimulus.errors import BackboneMismatchError, EncodingInputError, ModelFileError, ModelWriteError
+from stimulus.errors import (
+    BackboneError,
+    BackboneMismatchError,
+    EncodingInputError,
+    ModelFileError,
+    ModelWriteError,
+)
 from stimulus.features import FeatureExtractor, ReductionConfig, extract_features
 from stimulus.images import load_images
 from stimulus.ridge import DEFAULT_ALPHAS, RidgeCV
@@ -208,7 +214,8 @@ def _responses(values: npt.ArrayLike, n_rows: int, what: str) -> npt.NDArray[np.
         raise EncodingInputError(f"responses have {responses.ndim} dimension(s); expected ({what}, voxels)")
     if responses.shape[0] != n_rows:
         raise EncodingInputError(
-            f"there are {n_rows} {what} but {responses.shape[0]} rows of responses; give one row per {what[:-1]}"
+            f"there are {n_rows} {what} but {responses.shape[0]} rows of responses; "
+            f"give one row per {what[:-1]}"
         )
     bad = ~np.isfinite(responses)
     if bad.any():
@@ -218,6 +225,13 @@ def _responses(values: npt.ArrayLike, n_rows: int, what: str) -> npt.NDArray[np.
             f"(first: column {voxels[0]}); drop those voxels or impute them before fitting"
         )
     return responses.astype(np.float32)
+
+
+def _stage(progress: Progress | None, name: str) -> Callable[[int, int], None] | None:
+    """A (done, total) callback that reports under one stage name."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(name, done, total)
 
 
 def _package_version(package: str | None) -> str | None:
@@ -323,9 +337,12 @@ class EncodingModel:
 
     def _raw_layer_features(self, images: Images, progress: Progress | None) -> list[npt.NDArray[np.float32]]:
         pixels = _as_pixels(images, self.config.image_size)
-        report = (lambda done, total: progress("features", done, total)) if progress else None
         return extract_features(
-            self.extractor, pixels, batch_size=self.config.batch_size, standardized=False, progress=report
+            self.extractor,
+            pixels,
+            batch_size=self.config.batch_size,
+            standardized=False,
+            progress=_stage(progress, "features"),
         )
 
     def _standardize_from(self, raw: list[npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float32]]:
@@ -458,17 +475,13 @@ class EncodingModel:
         layer_scores = []
         if self.config.layerwise and n_layers > 1:
             for j, (name, values) in enumerate(zip(self.layers, layers, strict=True)):
-                report = (
-                    (lambda d, t, j=j, name=name: progress(f"layer {j + 1}/{n_layers} {name}", d, t))
-                    if progress
-                    else None
-                )
-                ridge = self._ridge(keep_predictions=True).fit(values, y, groups, progress=report)
+                stage = _stage(progress, f"layer {j + 1}/{n_layers} {name}")
+                ridge = self._ridge(keep_predictions=True).fit(values, y, groups, progress=stage)
                 assert ridge.cv_predictions_ is not None
                 layer_scores.append(r2_score(y, ridge.cv_predictions_))
-        report = (lambda d, t: progress("all layers", d, t)) if progress else None
+        stage = _stage(progress, "all layers")
         ridge = self._ridge(keep_predictions=True).fit(
-            np.concatenate(layers, axis=1), y, groups, progress=report
+            np.concatenate(layers, axis=1), y, groups, progress=stage
         )
         assert ridge.cv_predictions_ is not None
         self.coef_ = ridge.coef_.astype(np.float32)
@@ -523,7 +536,8 @@ class EncodingModel:
             block = self.coef_[start : start + width * n_lags]
             blocks.append(block.reshape(n_lags, width, -1).sum(axis=0))
             start += width * n_lags
-        return np.concatenate(blocks).astype(np.float32)
+        result: npt.NDArray[np.float32] = np.concatenate(blocks).astype(np.float32)
+        return result
 
     def features(self, images: Images) -> npt.NDArray[np.float32]:
         """Standardized features of all layers side by side, shape (n_images, n_features)."""
@@ -614,7 +628,7 @@ class EncodingModel:
     def _metadata(self) -> dict[str, Any]:
         backbone = self.backbone
         return {
-            "config": self.config.to_dict(),
+            "config": {**self.config.to_dict(), "layers": list(self.layers)},
             "backbone": {
                 "name": backbone.name,
                 "weights_sha256": backbone.weights_sha256,
@@ -736,7 +750,7 @@ class EncodingModel:
         expected_layers = {name: tuple(shape) for name, shape in meta["layers"].items()}
         try:
             extractor = model.extractor
-        except Exception as exc:
+        except BackboneError as exc:
             raise BackboneMismatchError(
                 f"model file {path}: its layers do not exist in the installed backbone: {exc}"
             ) from None
@@ -776,7 +790,8 @@ class EncodingModel:
         expected_rows = sum(extractor.out_features) * max(1, len(meta["lags_s"]))
         if model.coef_.shape[0] != expected_rows:
             raise ModelFileError(
-                f"model file {path} has {model.coef_.shape[0]} coefficient rows; its layers give {expected_rows}"
+                f"model file {path} has {model.coef_.shape[0]} coefficient rows; "
+                f"its layers give {expected_rows}"
             )
         model.lags_s_ = tuple(meta["lags_s"])
         model.tr_s_ = meta["tr_s"]
@@ -845,8 +860,8 @@ def _spec_for(recorded: dict[str, Any], weights: str | Path | None, path: str | 
             recorded["factory"],
             weights or recorded["weights_path"],
             name=name,
-            mean=tuple(recorded["mean"]),  # type: ignore[arg-type]
-            std=tuple(recorded["std"]),  # type: ignore[arg-type]
+            mean=tuple(recorded["mean"]),
+            std=tuple(recorded["std"]),
         )
     if name in BACKBONES:
         return BACKBONES[name]

@@ -24,12 +24,12 @@ import difflib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import numpy.typing as npt
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 (torch's own idiom)
 from torch import nn
 
 from db.errors import ConfigError
@@ -154,7 +154,7 @@ class LayerReduction(nn.Module):
         self.scale.copy_(std_t)
 
 
-class _Stop(Exception):
+class _Stop(Exception):  # noqa: N818 (a signal, not an error)
     """Raised from the last hook: the layers after it are not needed."""
 
 
@@ -200,7 +200,9 @@ class FeatureExtractor(nn.Module):
         shapes, order = self._probe()
         self.layer_shapes = shapes
         self._last = order[-1]
-        self.reductions = nn.ModuleList([LayerReduction(shapes[name], reduction) for name in self.layers])
+        self.reduction_modules = nn.ModuleList(
+            [LayerReduction(shapes[name], reduction) for name in self.layers]
+        )
 
     def _hook(self, name: str) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: object, output: object) -> None:
@@ -247,6 +249,11 @@ class FeatureExtractor(nn.Module):
         if missing:
             raise BackboneError(f"layer(s) {missing} of {self.backbone.name} did not run on the image")
         return captured
+
+    @property
+    def reductions(self) -> list[LayerReduction]:
+        """One reduction per layer, in layer order."""
+        return [cast(LayerReduction, module) for module in self.reduction_modules]
 
     @property
     def out_features(self) -> tuple[int, ...]:

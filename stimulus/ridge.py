@@ -262,8 +262,8 @@ class RidgeCV:
 
     def fit(
         self,
-        X: npt.ArrayLike | torch.Tensor,
-        Y: npt.ArrayLike | torch.Tensor,
+        x: npt.ArrayLike | torch.Tensor,
+        y: npt.ArrayLike | torch.Tensor,
         groups: npt.ArrayLike | None = None,
         *,
         progress: Progress | None = None,
@@ -272,14 +272,14 @@ class RidgeCV:
 
         Parameters
         ----------
-        X : array of shape (n_samples, n_features)
-        Y : array of shape (n_samples, n_voxels)
+        x : array of shape (n_samples, n_features)
+        y : array of shape (n_samples, n_voxels)
         groups : array of shape (n_samples,), optional
             Run or session of each sample, for ``cv="kfold"``.
         progress : callable(done, total), optional
         """
-        x_np = _check_matrix("features X", X)
-        y_np = _check_matrix("responses Y", Y)
+        x_np = _check_matrix("features X", x)
+        y_np = _check_matrix("responses Y", y)
         if x_np.shape[0] != y_np.shape[0]:
             raise EncodingInputError(
                 f"features X have {x_np.shape[0]} rows but responses Y have {y_np.shape[0]}; "
@@ -460,11 +460,11 @@ class RidgeCV:
 
     # -- using the fit ----------------------------------------------------------------------------
 
-    def predict(self, X: npt.ArrayLike) -> npt.NDArray[np.floating]:
+    def predict(self, x: npt.ArrayLike) -> npt.NDArray[np.floating]:
         """Predicted responses, an array of shape (n_samples, n_voxels)."""
         if not hasattr(self, "coef_"):
-            raise EncodingInputError("this RidgeCV is not fitted yet; call fit(X, Y) first")
-        x = _check_matrix("features X", X)
+            raise EncodingInputError("this RidgeCV is not fitted yet; call fit(x, y) first")
+        x = _check_matrix("features X", x)
         if x.shape[1] != self.n_features_in_:
             raise EncodingInputError(
                 f"features X have {x.shape[1]} columns; the model was fitted on {self.n_features_in_}"

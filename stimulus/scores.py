@@ -171,7 +171,7 @@ def permutation_p_values(
     null = np.concatenate([pearson_r(t[rng.permutation(len(t))], p) for _ in range(n_permutations)])
     null.sort()
     exceed = len(null) - np.searchsorted(null, observed, side="left")
-    return (1.0 + exceed) / (1.0 + len(null))
+    return np.asarray((1.0 + exceed) / (1.0 + len(null)), dtype=np.float64)
 
 
 def fdr_select(p_values: npt.ArrayLike, q: float = 0.05) -> npt.NDArray[np.bool_]:

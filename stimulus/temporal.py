@@ -54,7 +54,8 @@ def features_per_tr(
     sums = np.zeros((n_trs, features.shape[1]))
     np.add.at(sums, index[inside], features[inside])
     counts = np.bincount(index[inside], minlength=n_trs)
-    return sums / np.maximum(counts, 1)[:, None]
+    result: npt.NDArray[np.float64] = sums / np.maximum(counts, 1)[:, None]
+    return result
 
 
 def lag_features(
@@ -89,9 +90,10 @@ def lag_features(
     for lag in lags_s:
         steps = lag / tr_s
         if lag < 0 or abs(steps - round(steps)) > 1e-6:
+            examples = ", ".join(str(round(tr_s * k, 3)) for k in (2, 3, 4))
             raise EncodingInputError(
                 f"lag {lag} s is not a non-negative whole number of TRs of {tr_s} s; "
-                f"use multiples of the TR, for example {', '.join(str(round(tr_s * k, 3)) for k in (2, 3, 4))}"
+                f"use multiples of the TR, for example {examples}"
             )
         shifts.append(round(steps))
     run_labels = np.zeros(len(values)) if runs is None else np.asarray(runs)
