@@ -50,7 +50,7 @@ from stimulus.errors import (
 )
 from stimulus.features import FeatureExtractor, ReductionConfig, extract_features
 from stimulus.images import load_images
-from stimulus.ridge import DEFAULT_ALPHAS, RidgeCV
+from stimulus.ridge import DEFAULT_ALPHAS, RidgeCV, group_folds
 from stimulus.scores import (
     NoiseCeiling,
     fdr_select,
@@ -385,8 +385,11 @@ class EncodingModel:
         progress : callable(stage, done, total), optional
         """
         started = time.perf_counter()
+        n_images = len(images)  # type: ignore[arg-type]
+        y = _responses(responses, n_images, "images")
+        if self.config.cv == "kfold":  # refuse impossible folds before the slow feature pass
+            group_folds(n_images, self.config.n_splits, groups)
         pixels = _as_pixels(images, self.config.image_size)
-        y = _responses(responses, len(pixels), "images")
         self._set_voxels(y.shape[1], roi_labels, voxel_indices)
         layers = self._standardize_from(self._raw_layer_features(pixels, progress))
         self._fit_design(layers, y, groups, progress)
@@ -639,7 +642,8 @@ class EncodingModel:
                 "mean": list(backbone.spec.mean),
                 "std": list(backbone.spec.std),
             },
-            "layers": {name: list(self.extractor.layer_shapes[name]) for name in self.layers},
+            # A list, not a dict: the metadata is written with sorted keys and layer order matters.
+            "layers": [[name, list(self.extractor.layer_shapes[name])] for name in self.layers],
             "out_features": list(self.extractor.out_features),
             "lags_s": list(self.lags_s_),
             "tr_s": self.tr_s_,
@@ -711,7 +715,7 @@ class EncodingModel:
                 "(any earlier file at that path is untouched)"
             ) from exc
         digest = hashlib.sha256(data).hexdigest()
-        log.info("saved encoding model %s (sha256 %s)", path, digest)
+        log.debug("saved encoding model %s (sha256 %s)", path, digest)
         return digest
 
     @classmethod
@@ -747,7 +751,7 @@ class EncodingModel:
                 f"{' ' + version if version else ''}); the installed weights {installed.weights_path} have "
                 f"{installed.weights_sha256[:16]}...; install the weights the model was fitted on, or refit"
             )
-        expected_layers = {name: tuple(shape) for name, shape in meta["layers"].items()}
+        expected_layers = {name: tuple(shape) for name, shape in meta["layers"]}
         try:
             extractor = model.extractor
         except BackboneError as exc:

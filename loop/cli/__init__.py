@@ -22,6 +22,7 @@ from db.errors import CortexloopError
 from loop.cli.bridge import app as bridge_app
 from loop.cli.db import app as db_app
 from loop.cli.demo import demo
+from loop.cli.model import app as model_app
 
 __all__ = ["app", "main"]
 
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(db_app, name="db")
+app.add_typer(model_app, name="model")
 app.command()(demo)
 
 EXIT_ERROR = 1

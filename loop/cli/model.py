@@ -1,0 +1,408 @@
+"""``cortexloop model``: fit, score and inspect encoding models.
+
+Inputs are a stimulus table and a response file:
+
+- the table is a TSV with a header and an ``image`` column (paths relative to
+  the table), optionally ``group`` (the run or session, for cross-validation)
+  and ``stimulus`` (an id; rows that share it are repeats, averaged for the
+  fit and used for the noise ceiling when scoring);
+- the responses are a ``.npy`` array (rows x voxels, one row per table row),
+  or a ``.npz`` with ``responses`` and optionally ``roi_labels`` and
+  ``voxel_indices`` (one per voxel).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import numpy.typing as npt
+import typer
+from rich import box
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from loop.cli._common import JsonOption, console, print_json
+from stimulus import (
+    BACKBONES,
+    BackboneError,
+    EncodingConfig,
+    EncodingInputError,
+    EncodingModel,
+    FeatureExtractor,
+    ReductionConfig,
+    backbone_from_factory,
+    load_backbone,
+)
+from stimulus.encoding import read_model_file
+from stimulus.images import file_sha256
+
+app = typer.Typer(help="Encoding models: fit, score, inspect.", no_args_is_help=True)
+
+TableArg = Annotated[
+    Path, typer.Argument(help="Stimulus table (TSV with an 'image' column).", show_default=False)
+]
+ResponsesArg = Annotated[
+    Path, typer.Argument(help="Responses: .npy (rows x voxels) or .npz with 'responses'.", show_default=False)
+]
+ModelArg = Annotated[Path, typer.Argument(help="Model file.", show_default=False)]
+
+
+@dataclass(frozen=True)
+class _Stimuli:
+    paths: list[Path]
+    groups: list[str] | None
+    ids: list[str]
+
+
+@dataclass(frozen=True)
+class _Responses:
+    values: npt.NDArray[np.float64]
+    roi_labels: list[str] | None
+    voxel_indices: npt.NDArray[np.int64] | None
+
+
+def _read_table(path: Path) -> _Stimuli:
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+    except FileNotFoundError:
+        raise EncodingInputError(f"stimulus table {path} does not exist") from None
+    if not rows or "image" not in rows[0]:
+        raise EncodingInputError(
+            f"stimulus table {path} needs a header line with an 'image' column (tab-separated) and one row "
+            "per presentation"
+        )
+    base = path.parent
+    paths = [base / row["image"] for row in rows]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise EncodingInputError(
+            f"{len(missing)} image(s) listed in {path} do not exist (first: {missing[0]}); "
+            "paths are relative to the table"
+        )
+    groups = [row["group"] for row in rows] if "group" in rows[0] else None
+    ids = [row.get("stimulus") or row["image"] for row in rows]
+    return _Stimuli(paths=paths, groups=groups, ids=ids)
+
+
+def _read_responses(path: Path, n_rows: int) -> _Responses:
+    try:
+        loaded: Any = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise EncodingInputError(f"response file {path} does not exist") from None
+    except (ValueError, OSError) as exc:
+        raise EncodingInputError(f"response file {path} is not a readable .npy or .npz ({exc})") from None
+    roi_labels, voxel_indices = None, None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            if "responses" not in loaded.files:
+                raise EncodingInputError(
+                    f"{path} has no 'responses' array (it has {', '.join(loaded.files)})"
+                )
+            values = loaded["responses"]
+            if "roi_labels" in loaded.files:
+                roi_labels = [str(x) for x in loaded["roi_labels"]]
+            if "voxel_indices" in loaded.files:
+                voxel_indices = np.asarray(loaded["voxel_indices"], dtype=np.int64)
+    else:
+        values = loaded
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2:
+        raise EncodingInputError(f"responses in {path} have shape {values.shape}; expected (rows, voxels)")
+    if values.shape[0] != n_rows:
+        raise EncodingInputError(
+            f"responses in {path} have {values.shape[0]} rows but the stimulus table has {n_rows}; "
+            "give one row of responses per table row, in the same order"
+        )
+    return _Responses(values=values, roi_labels=roi_labels, voxel_indices=voxel_indices)
+
+
+def _average_repeats(
+    stimuli: _Stimuli, responses: npt.NDArray[np.float64]
+) -> tuple[list[Path], list[str] | None, npt.NDArray[np.float64]]:
+    """One row per stimulus: repeats averaged, the first showing's image and group kept."""
+    _, first, inverse = np.unique(np.asarray(stimuli.ids), return_index=True, return_inverse=True)
+    order = np.argsort(first)  # keep the table's order
+    averaged = np.stack([responses[inverse == k].mean(axis=0) for k in order])
+    paths = [stimuli.paths[first[k]] for k in order]
+    groups = [stimuli.groups[first[k]] for k in order] if stimuli.groups else None
+    return paths, groups, averaged
+
+
+class _Bar:
+    """Drives one rich progress bar per stage of a fit."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total)
+        self.progress.update(self.tasks[stage], completed=done, total=total)
+
+
+def _parse_alphas(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--alphas {text!r}: give comma-separated numbers, e.g. 1,10,100") from None
+    return values
+
+
+@app.command()
+def fit(
+    table: TableArg,
+    responses: ResponsesArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model file.")],
+    backbone: Annotated[str, typer.Option(help=f"One of: {', '.join(BACKBONES)}.")] = "efficientnet-lite0",
+    backbone_factory: Annotated[
+        str | None, typer.Option(help="Your own network: 'module:function' returning a torch module.")
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Weights file (a state dict) for --backbone-factory.")
+    ] = None,
+    layer: Annotated[
+        list[str] | None, typer.Option(help="A layer to read; repeat. Default: the backbone's.")
+    ] = None,
+    image_size: Annotated[int, typer.Option(help="Images are cropped square and resized to this.")] = 128,
+    budget: Annotated[int, typer.Option(help="Features per layer, about.")] = 1000,
+    reduction: Annotated[
+        str, typer.Option(help="pool (adaptive pooling) or smooth (Gaussian + subsampling).")
+    ] = "pool",
+    log_features: Annotated[bool, typer.Option("--log", help="Compress features with log(1 + x).")] = False,
+    cv: Annotated[
+        str, typer.Option(help="kfold (over the 'group' column) or loo (leave-one-out).")
+    ] = "kfold",
+    folds: Annotated[int, typer.Option(help="Folds for kfold.")] = 5,
+    alphas: Annotated[
+        str | None, typer.Option(help="Penalty grid, comma-separated. Default 1e-2..1e7.")
+    ] = None,
+    permutations: Annotated[int, typer.Option(help="Permutations for the voxel selection test.")] = 1000,
+    layerwise: Annotated[bool, typer.Option(help="Also fit one model per layer (fingerprints).")] = True,
+    device: Annotated[
+        str | None, typer.Option(help="cpu or cuda. Default: the GPU when there is one.")
+    ] = None,
+    json: JsonOption = False,
+) -> None:
+    """Fit an encoding model on images and their measured responses, and save it."""
+    stimuli = _read_table(table)
+    measured = _read_responses(responses, len(stimuli.paths))
+    paths, groups, averaged = _average_repeats(stimuli, measured.values)
+    if cv == "kfold" and groups is None:
+        console.print(
+            f"[yellow]{table} has no 'group' column: folds are contiguous blocks of rows. "
+            "Add the run of each row so that no run is split.[/]"
+        )
+    spec = None
+    if backbone_factory is not None:
+        if weights is None:
+            raise typer.BadParameter("--backbone-factory needs --weights FILE")
+        spec = backbone_from_factory(backbone_factory, weights)
+    elif weights is not None:
+        raise typer.BadParameter("--weights goes with --backbone-factory")
+    parsed = _parse_alphas(alphas)
+    config = EncodingConfig(
+        alphas=parsed or EncodingConfig().alphas,
+        backbone=spec.name if spec else backbone,
+        layers=tuple(layer or ()),
+        image_size=image_size,
+        reduction=ReductionConfig(method=reduction, budget=budget, log=log_features),  # type: ignore[arg-type]
+        cv=cv,  # type: ignore[arg-type]
+        n_splits=folds,
+        n_permutations=permutations,
+        layerwise=layerwise,
+    )
+    model = EncodingModel(config, device=device, backbone=spec)
+    with Progress(
+        TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), console=console, transient=json,
+    ) as progress:  # fmt: skip
+        model.fit(
+            paths,
+            averaged,
+            groups=groups,
+            roi_labels=measured.roi_labels,
+            voxel_indices=measured.voxel_indices,
+            progress=_Bar(progress),
+        )
+    digest = model.save(out)
+    summary = _summary(model, out, digest)
+    summary["training_table_sha256"] = file_sha256(table)
+    if json:
+        print_json(summary)
+        return
+    console.print(
+        f"fitted {summary['n_voxels']} voxels on {summary['n_training_images']} images in "
+        f"{summary['fit_seconds']} s; {summary['n_selected']} predicted above chance (FDR {config.fdr_q})"
+    )
+    _print_rois(model)
+    console.print(f"wrote {out} (sha256 {digest})")
+
+
+def _summary(model: EncodingModel, path: Path, digest: str) -> dict[str, Any]:
+    return {
+        "path": str(path),
+        "sha256": digest,
+        "backbone": model.backbone.name,
+        "weights_sha256": model.backbone.weights_sha256,
+        "layers": list(model.layers),
+        "features_per_layer": list(model.extractor.out_features),
+        "image_size": model.config.image_size,
+        "lags_s": list(model.lags_s_),
+        "n_voxels": model.n_voxels,
+        "n_selected": int(model.selected_.sum()),
+        "median_cv_r": float(np.median(model.cv_r_)),
+        "rois": _roi_rows(model),
+        **model.fit_info_,
+    }
+
+
+def _roi_rows(model: EncodingModel) -> list[dict[str, Any]]:
+    rows = []
+    for roi in dict.fromkeys(model.roi_labels_.tolist()):
+        members = model.roi_labels_ == roi
+        row: dict[str, Any] = {
+            "roi": roi,
+            "n_voxels": int(members.sum()),
+            "n_selected": int(model.selected_[members].sum()),
+            "median_cv_r": float(np.median(model.cv_r_[members])),
+            "median_alpha": float(np.median(model.alpha_[members])),
+        }
+        if len(model.layer_scores_):
+            chosen = members & model.selected_
+            best = (
+                np.bincount(model.best_layer_[chosen], minlength=len(model.layers)) if chosen.any() else None
+            )
+            row["best_layer"] = model.layers[int(best.argmax())] if best is not None else None
+        rows.append(row)
+    return rows
+
+
+def _print_rois(model: EncodingModel) -> None:
+    table = Table(box=box.SIMPLE_HEAD)
+    for column in ("ROI", "voxels", "selected", "median CV r", "median alpha", "most common best layer"):
+        table.add_column(column, justify="left" if column in {"ROI", "most common best layer"} else "right")
+    for row in _roi_rows(model):
+        table.add_row(
+            row["roi"], str(row["n_voxels"]), str(row["n_selected"]), f"{row['median_cv_r']:.3f}",
+            f"{row['median_alpha']:.3g}", row.get("best_layer") or "-",
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def score(
+    model_path: ModelArg,
+    table: TableArg,
+    responses: ResponsesArg,
+    device: Annotated[
+        str | None, typer.Option(help="cpu or cuda. Default: the GPU when there is one.")
+    ] = None,
+    json: JsonOption = False,
+) -> None:
+    """Score a model on held-out images: r and R^2 per ROI, and the noise ceiling when stimuli repeat."""
+    model = EncodingModel.load(model_path, device=device)
+    stimuli = _read_table(table)
+    measured = _read_responses(responses, len(stimuli.paths))
+    result = model.score(stimuli.paths, measured.values, stimulus_ids=stimuli.ids)
+    if json:
+        print_json(
+            {
+                "model": str(model_path),
+                "n_stimuli": result.n_stimuli,
+                "median_r": float(np.median(result.r)),
+                "median_r2": float(np.median(result.r2)),
+                "noise_ceiling_percent_median": (
+                    float(np.median(result.ceiling.percent)) if result.ceiling is not None else None
+                ),
+                "rois": result.by_roi,
+            }
+        )
+        return
+    table_out = Table(box=box.SIMPLE_HEAD, title=f"{model_path.name} on {result.n_stimuli} stimuli")
+    columns = ["ROI", "voxels", "median r", "median R2"]
+    if result.normalized is not None:
+        columns.append("median r2/NC (%)")
+    for column in columns:
+        table_out.add_column(column, justify="left" if column == "ROI" else "right")
+    for roi, values in result.by_roi.items():
+        cells = [roi, str(int(values["n_voxels"])), f"{values['median_r']:.3f}", f"{values['median_r2']:.3f}"]
+        if result.normalized is not None:
+            cells.append(f"{values['median_normalized_accuracy']:.1f}")
+        table_out.add_row(*cells)
+    console.print(table_out)
+    if result.ceiling is None:
+        console.print("no stimulus repeats, so no noise ceiling: repeat some stimuli to get one")
+
+
+@app.command()
+def info(model_path: ModelArg, json: JsonOption = False) -> None:
+    """What a model file holds, checked against its hash (the backbone is not loaded)."""
+    meta, tensors = read_model_file(model_path)
+    digest = file_sha256(model_path)
+    coef = tensors["coef"]
+    selected = tensors["selected"].numpy()
+    summary = {
+        "path": str(model_path),
+        "sha256": digest,
+        "backbone": meta["backbone"]["name"],
+        "weights_sha256": meta["backbone"]["weights_sha256"],
+        "layers": {name: shape for name, shape in meta["layers"]},
+        "features_per_layer": meta["out_features"],
+        "n_features": int(coef.shape[0]),
+        "n_voxels": int(coef.shape[1]),
+        "n_selected": int(selected.sum()),
+        "rois": meta["roi_names"],
+        "lags_s": meta["lags_s"],
+        "config": meta["config"],
+        "fit": meta["fit"],
+        "versions": meta["versions"],
+    }
+    if json:
+        print_json(summary)
+        return
+    console.print(f"[bold]{model_path}[/]  sha256 {digest}")
+    console.print(f"backbone {summary['backbone']} (weights sha256 {summary['weights_sha256'][:16]}...)")
+    for (name, shape), width in zip(meta["layers"], meta["out_features"], strict=True):
+        console.print(f"  {name:<16} {tuple(shape)} -> {width} features")
+    rois = ", ".join(meta["roi_names"])
+    console.print(
+        f"{summary['n_voxels']} voxels ({summary['n_selected']} selected) in ROIs {rois}; "
+        f"fitted {meta['fit'].get('fitted_at', '?')} on {meta['fit'].get('n_training_images', '?')} images"
+    )
+    if meta["lags_s"]:
+        console.print(f"time-series model, lags {meta['lags_s']} s at TR {meta['tr_s']} s")
+
+
+@app.command()
+def layers(
+    backbone: Annotated[str, typer.Option(help=f"One of: {', '.join(BACKBONES)}.")] = "efficientnet-lite0",
+    image_size: Annotated[int, typer.Option(help="Input size the shapes are given for.")] = 128,
+    json: JsonOption = False,
+) -> None:
+    """The layers of a backbone that a model can read, with their output shapes."""
+    loaded = load_backbone(backbone)
+    candidates = [n for n in loaded.layer_names if n.count(".") <= 1]
+    shapes: dict[str, Any] = {}
+    for name in candidates:
+        try:
+            extractor = FeatureExtractor(loaded, [name], image_size, ReductionConfig())
+        except BackboneError:  # modules that run twice or return no tensor are not offered
+            continue
+        shapes[name] = list(extractor.layer_shapes[name])
+    if json:
+        print_json(
+            {"backbone": backbone, "default_layers": list(loaded.spec.default_layers), "layers": shapes}
+        )
+        return
+    for name, shape in shapes.items():
+        mark = "*" if name in loaded.spec.default_layers else " "
+        console.print(f"{mark} {name:<24} {tuple(shape)}")
+    console.print("* read by default")

@@ -1,0 +1,154 @@
+"""`cortexloop model ...` as an operator uses it: fit from files, inspect, score, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from stimulus import EncodingModel, natural_crops
+
+CORTEXLOOP = Path(sys.executable).with_name("cortexloop")
+N_IMAGES, N_VOXELS = 60, 12
+
+
+def cortexloop(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CORTEXLOOP), "--log-level", "warning", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def training(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stimulus table of 60 PNGs in 5 runs and responses that follow the images' brightness."""
+    folder = tmp_path_factory.mktemp("training")
+    images = natural_crops(N_IMAGES, size=64, seed=11)
+    (folder / "images").mkdir()
+    lines = ["image\tgroup\tstimulus"]
+    for i, image in enumerate(images):
+        Image.fromarray((image.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(
+            folder / "images" / f"{i:03d}.png"
+        )
+        lines.append(f"images/{i:03d}.png\trun-{i // 12 + 1}\tnat{i:03d}")
+    (folder / "train.tsv").write_text("\n".join(lines) + "\n")
+    rng = np.random.default_rng(2)
+    brightness = images.mean(axis=(1, 2, 3))
+    responses = brightness[:, None] * rng.uniform(2, 4, N_VOXELS) + 0.05 * rng.standard_normal(
+        (N_IMAGES, N_VOXELS)
+    )
+    np.savez(
+        folder / "responses.npz",
+        responses=responses,
+        roi_labels=np.array(["V1"] * 6 + ["V4"] * 6),
+        voxel_indices=np.arange(N_VOXELS) * 7,
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fitted(training: Path) -> tuple[Path, dict[str, object]]:
+    out = training / "model.cortexloop"
+    result = cortexloop(
+        "model", "fit", training / "train.tsv", training / "responses.npz", "--out", out,
+        "--image-size", "64", "--permutations", "200", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return out, json.loads(result.stdout)
+
+
+def test_fit_writes_a_model_that_predicts_and_says_so(fitted: tuple[Path, dict[str, object]]) -> None:
+    path, summary = fitted
+    assert summary["n_voxels"] == N_VOXELS
+    assert summary["n_training_images"] == N_IMAGES
+    assert summary["median_cv_r"] > 0.8  # type: ignore[operator]
+    assert summary["n_selected"] == N_VOXELS
+    model = EncodingModel.load(path, expected_sha256=str(summary["sha256"]))
+    assert model.roi_labels_.tolist() == ["V1"] * 6 + ["V4"] * 6
+    assert model.voxel_indices_.tolist() == [7 * i for i in range(N_VOXELS)]
+
+
+def test_info_reads_the_file_without_the_backbone(fitted: tuple[Path, dict[str, object]]) -> None:
+    path, summary = fitted
+    result = cortexloop("model", "info", path, "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["sha256"] == summary["sha256"]
+    assert list(info["layers"]) == ["_blocks.2", "_blocks.4", "_blocks.10", "_blocks.15", "_fc"]
+    assert info["n_features"] == sum(info["features_per_layer"])
+    text = cortexloop("model", "info", path).stdout
+    assert "_blocks.2" in text
+    assert "864 features" in text
+
+
+def test_score_on_repeats_reports_the_noise_ceiling(
+    training: Path, fitted: tuple[Path, dict[str, object]]
+) -> None:
+    path, _ = fitted
+    table = (training / "train.tsv").read_text().splitlines()
+    rows = table[1:25]
+    (training / "repeats.tsv").write_text("\n".join([table[0], *rows, *rows]) + "\n")
+    measured = np.load(training / "responses.npz")["responses"][:24]
+    rng = np.random.default_rng(4)
+    np.save(
+        training / "repeats.npy", np.concatenate([measured, measured]) + 0.01 * rng.standard_normal((48, 12))
+    )
+    result = cortexloop("model", "score", path, training / "repeats.tsv", training / "repeats.npy", "--json")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert scores["n_stimuli"] == 24
+    assert scores["noise_ceiling_percent_median"] > 90
+    assert scores["rois"]["V1"]["median_r"] > 0.8
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("short", r"responses in .* have 59 rows but the stimulus table has 60"),
+        ("nan", r"NaN .*first: column 3"),
+        ("layer", r"no layer named '_block.4'; did you mean _blocks.4"),
+        ("folds", r"5 groups .* too few for 8 folds"),
+        ("missing", r"1 image\(s\) listed in .* do not exist"),
+    ],
+)
+def test_unusable_input_is_one_line_saying_what_to_change(
+    training: Path, tmp_path: Path, change: str, message: str
+) -> None:
+    import re
+
+    table, responses = training / "train.tsv", training / "responses.npz"
+    extra: list[str] = []
+    values = np.load(responses)["responses"]
+    if change == "short":
+        np.save(tmp_path / "r.npy", values[:59])
+        responses = tmp_path / "r.npy"
+    elif change == "nan":
+        values = values.copy()
+        values[10, 3] = np.nan
+        np.save(tmp_path / "r.npy", values)
+        responses = tmp_path / "r.npy"
+    elif change == "layer":
+        extra = ["--layer", "_block.4"]
+    elif change == "folds":
+        extra = ["--folds", "8"]
+    elif change == "missing":
+        lines = table.read_text().splitlines()
+        lines[5] = lines[5].replace(".png", ".jpg")
+        table = training / "broken.tsv"
+        table.write_text("\n".join(lines) + "\n")
+    result = cortexloop(
+        "model", "fit", table, responses, "--out", tmp_path / "m", "--image-size", "64", *extra
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cortexloop: error: "), result.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "m").exists()
