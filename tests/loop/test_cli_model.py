@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,8 +123,6 @@ def test_score_on_repeats_reports_the_noise_ceiling(
 def test_unusable_input_is_one_line_saying_what_to_change(
     training: Path, tmp_path: Path, change: str, message: str
 ) -> None:
-    import re
-
     table, responses = training / "train.tsv", training / "responses.npz"
     extra: list[str] = []
     values = np.load(responses)["responses"]
@@ -149,6 +148,7 @@ def test_unusable_input_is_one_line_saying_what_to_change(
     )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cortexloop: error: "), result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("cortexloop: error: ")
     assert re.search(message, lines[0]), lines[0]
     assert not (tmp_path / "m").exists()
