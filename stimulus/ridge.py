@@ -130,9 +130,9 @@ class _Eigenbasis:
         dual = n <= p
         gram = xc @ xc.T if dual else xc.T @ xc
         d, vectors = torch.linalg.eigh(gram)
-        # Directions at round-off level are noise; dropping them changes a prediction by at most
-        # sqrt(tol) / alpha, while keeping them can multiply noise by 1/alpha.
-        tol = float(d.max().clamp(min=0)) * max(n, p) * torch.finfo(d.dtype).eps
+        # Eigenvalues at round-off level (the centred data's null space, or rank deficiency) carry
+        # no signal; dropping them keeps 1/sqrt(d) finite in leave-one-out and changes nothing else.
+        tol = float(d.max().clamp(min=0)) * 16 * torch.finfo(d.dtype).eps
         keep = d > tol
         d, vectors = d[keep], vectors[:, keep]
         if dual:

@@ -22,9 +22,11 @@ SHAPES = {"dual": (60, 150), "primal": (150, 30)}
 def _data(
     rng: np.random.Generator, n: int, p: int, n_voxels: int = 12
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Correlated features with an offset, voxels from barely to strongly predictable."""
+    """Features with a few dominant directions (as CNN features have) and an offset; voxels from
+    barely to strongly predictable. The spread of the spectrum is what single precision finds hard."""
     mixing = rng.standard_normal((p, p)) / np.sqrt(p)
-    x = rng.standard_normal((n, p)) @ (np.eye(p) + mixing) + 2.0
+    dominant = rng.standard_normal((n, 3)) @ rng.standard_normal((3, p)) * 10
+    x = rng.standard_normal((n, p)) @ (np.eye(p) + mixing) + dominant + 2.0
     w = rng.standard_normal((p, n_voxels)) / np.sqrt(p)
     noise = rng.standard_normal((n, n_voxels)) * np.geomspace(0.1, 10, n_voxels)
     return x, x @ w + noise + 5.0
