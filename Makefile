@@ -32,6 +32,7 @@ pytest: $(STAMP) xvfb
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/db_write.py
 	$(BIN)/python benchmarks/bridge_latency.py
+	$(BIN)/python benchmarks/ridge_fit.py
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

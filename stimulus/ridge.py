@@ -237,7 +237,7 @@ class RidgeCV:
 
     def __init__(
         self,
-        alphas: Sequence[float] = DEFAULT_ALPHAS,
+        alphas: Sequence[float] | npt.NDArray[np.floating] = DEFAULT_ALPHAS,
         *,
         cv: Literal["kfold", "loo"] | Sequence[Fold] = "kfold",
         n_splits: int = 5,
