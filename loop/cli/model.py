@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,19 +26,13 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from loop.cli._common import JsonOption, console, print_json
-from stimulus import (
-    BACKBONES,
-    BackboneError,
-    EncodingConfig,
-    EncodingInputError,
-    EncodingModel,
-    FeatureExtractor,
-    ReductionConfig,
-    backbone_from_factory,
-    load_backbone,
-)
-from stimulus.encoding import read_model_file
-from stimulus.images import file_sha256
+
+# `stimulus` brings torch, about two seconds to import: the model commands import it when they run, so
+# that every other `cortexloop` command starts quickly.
+if TYPE_CHECKING:
+    from stimulus import EncodingModel
+
+BACKBONE_NAMES = "efficientnet-lite0, efficientnet-lite1, efficientnet-lite2 (docs/encoding.md for others)"
 
 app = typer.Typer(help="Encoding models: fit, score, inspect.", no_args_is_help=True)
 
@@ -66,6 +60,8 @@ class _Responses:
 
 
 def _read_table(path: Path) -> _Stimuli:
+    from stimulus import EncodingInputError
+
     try:
         with path.open(newline="") as handle:
             rows = list(csv.DictReader(handle, delimiter="\t"))
@@ -90,6 +86,8 @@ def _read_table(path: Path) -> _Stimuli:
 
 
 def _read_responses(path: Path, n_rows: int) -> _Responses:
+    from stimulus import EncodingInputError
+
     try:
         loaded: Any = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -161,7 +159,7 @@ def fit(
     table: TableArg,
     responses: ResponsesArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model file.")],
-    backbone: Annotated[str, typer.Option(help=f"One of: {', '.join(BACKBONES)}.")] = "efficientnet-lite0",
+    backbone: Annotated[str, typer.Option(help=f"One of: {BACKBONE_NAMES}.")] = "efficientnet-lite0",
     backbone_factory: Annotated[
         str | None, typer.Option(help="Your own network: 'module:function' returning a torch module.")
     ] = None,
@@ -192,6 +190,9 @@ def fit(
     json: JsonOption = False,
 ) -> None:
     """Fit an encoding model on images and their measured responses, and save it."""
+    from stimulus import EncodingConfig, EncodingModel, ReductionConfig, backbone_from_factory
+    from stimulus.images import file_sha256
+
     stimuli = _read_table(table)
     measured = _read_responses(responses, len(stimuli.paths))
     paths, groups, averaged = _average_repeats(stimuli, measured.values)
@@ -308,6 +309,8 @@ def score(
     json: JsonOption = False,
 ) -> None:
     """Score a model on held-out images: r and R^2 per ROI, and the noise ceiling when stimuli repeat."""
+    from stimulus import EncodingModel
+
     model = EncodingModel.load(model_path, device=device)
     stimuli = _read_table(table)
     measured = _read_responses(responses, len(stimuli.paths))
@@ -345,6 +348,9 @@ def score(
 @app.command()
 def info(model_path: ModelArg, json: JsonOption = False) -> None:
     """What a model file holds, checked against its hash (the backbone is not loaded)."""
+    from stimulus.encoding import read_model_file
+    from stimulus.images import file_sha256
+
     meta, tensors = read_model_file(model_path)
     digest = file_sha256(model_path)
     coef = tensors["coef"]
@@ -383,11 +389,13 @@ def info(model_path: ModelArg, json: JsonOption = False) -> None:
 
 @app.command()
 def layers(
-    backbone: Annotated[str, typer.Option(help=f"One of: {', '.join(BACKBONES)}.")] = "efficientnet-lite0",
+    backbone: Annotated[str, typer.Option(help=f"One of: {BACKBONE_NAMES}.")] = "efficientnet-lite0",
     image_size: Annotated[int, typer.Option(help="Input size the shapes are given for.")] = 128,
     json: JsonOption = False,
 ) -> None:
     """The layers of a backbone that a model can read, with their output shapes."""
+    from stimulus import BackboneError, FeatureExtractor, ReductionConfig, load_backbone
+
     loaded = load_backbone(backbone)
     candidates = [n for n in loaded.layer_names if n.count(".") <= 1]
     shapes: dict[str, Any] = {}
