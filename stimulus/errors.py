@@ -7,7 +7,9 @@
         ├── ImageReadError(OSError)          an image file that is missing or does not decode
         ├── ModelFileError(ValueError)       a model file that is truncated, forged or from elsewhere
         │   └── BackboneMismatchError        the model was fitted on a backbone that is not the installed one
-        └── ModelWriteError(OSError)         a model file could not be written (the previous one is kept)
+        ├── ModelWriteError(OSError)         a model file could not be written (the previous one is kept)
+        ├── TargetError(LookupError)         a synthesis target (ROI, voxel) the model does not have
+        └── SynthesisError(RuntimeError)     an optimization that diverged (non-finite objective)
 
 Messages name the thing, what was expected, what came, and what to do.
 """
@@ -24,6 +26,8 @@ __all__ = [
     "ModelFileError",
     "ModelWriteError",
     "StimulusError",
+    "SynthesisError",
+    "TargetError",
 ]
 
 
@@ -53,3 +57,11 @@ class BackboneMismatchError(ModelFileError):
 
 class ModelWriteError(StimulusError, OSError):
     """A model file could not be written; any previous file at that path is untouched."""
+
+
+class TargetError(StimulusError, LookupError):
+    """A synthesis or decoding target that the model cannot serve: unknown or empty ROI, bad voxel."""
+
+
+class SynthesisError(StimulusError, RuntimeError):
+    """An optimization that cannot go on, such as an objective that became NaN or infinite."""

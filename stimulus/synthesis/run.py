@@ -1,0 +1,323 @@
+"""Activation maximization: images the model predicts will drive a target ROI or voxel.
+
+All images of all targets are optimized together, in batches, with Adam on
+their parametrization; each step warps them at random
+(:mod:`~stimulus.synthesis.transforms`), reads the folded objective columns
+(:mod:`~stimulus.synthesis.objectives`) and, when asked, pushes the images of
+one target apart (a diversity term on their features). A batch stops early
+when its smoothed objective has not improved for ``patience`` steps. Each
+finished image is handed to ``on_image`` as soon as its batch is done, so
+that a caller writing files keeps everything finished before a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image, PngImagePlugin
+
+from db.errors import ConfigError
+from stimulus.encoding import EncodingModel
+from stimulus.errors import SynthesisError
+from stimulus.synthesis.objectives import ObjectiveKind, Readout, Target, build_readout, objective_values
+from stimulus.synthesis.parametrizations import Init, make_parametrization
+from stimulus.synthesis.transforms import TransformConfig, random_affine
+
+__all__ = ["SynthesisConfig", "SynthesizedImage", "synthesize", "write_png"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SynthesisConfig:
+    """How images are synthesized. The same config and seed give the same images."""
+
+    objective: ObjectiveKind = "roi-mean"
+    images_per_target: int = 4
+    steps: int = 256
+    lr: float = 0.05
+    parametrization: Literal["fourier", "pixel"] = "fourier"
+    init: Init = "noise"
+    transforms: TransformConfig = field(default_factory=TransformConfig)
+    diversity: float = 0.0
+    batch_size: int = 32
+    patience: int = 64
+    min_improvement: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.images_per_target < 1 or self.steps < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ConfigError("images_per_target, steps, batch_size and patience must be at least 1")
+        if not self.lr > 0 or self.diversity < 0:
+            raise ConfigError(
+                f"lr must be positive and diversity non-negative, not {self.lr}, {self.diversity}"
+            )
+        if self.parametrization not in ("fourier", "pixel"):
+            raise ConfigError(
+                f"parametrization {self.parametrization!r} is unknown; use 'fourier' or 'pixel'"
+            )
+        if self.init not in ("grey", "noise"):
+            raise ConfigError(f"init {self.init!r} is unknown; use 'grey', 'noise' or give init images")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SynthesizedImage:
+    """One finished image and what produced it.
+
+    Attributes
+    ----------
+    pixels : ndarray of shape (3, size, size) on 0..1
+    target : Target
+    index : int
+        Its number among the images of its target.
+    objective : float
+        The objective on the final image, untransformed.
+    predicted : dict of ROI name to float
+        Every ROI's mean predicted response to the final image.
+    steps : int
+        Steps run (fewer than asked when it stopped early).
+    seed : int
+    """
+
+    pixels: npt.NDArray[np.float32]
+    target: Target
+    index: int
+    objective: float
+    predicted: dict[str, float]
+    steps: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.target.label}_{self.index:02d}"
+
+
+def _diversity_penalty(features: torch.Tensor, target_of_image: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity between the features of images made for the same target."""
+    unit = features / features.norm(dim=1, keepdim=True).clamp(min=1e-8)
+    similarity = unit @ unit.T
+    same = (target_of_image[:, None] == target_of_image[None, :]) & ~torch.eye(
+        len(features), dtype=torch.bool, device=features.device
+    )
+    if not bool(same.any()):
+        return features.new_zeros(())
+    penalty: torch.Tensor = (similarity * same).sum() / same.sum()
+    return penalty
+
+
+def synthesize(
+    models: EncodingModel | Sequence[EncodingModel],
+    targets: Sequence[Target],
+    config: SynthesisConfig | None = None,
+    *,
+    init_images: npt.ArrayLike | torch.Tensor | None = None,
+    progress: Progress | None = None,
+    on_image: Callable[[SynthesizedImage], None] | None = None,
+) -> list[SynthesizedImage]:
+    """Synthesize ``config.images_per_target`` images for each target.
+
+    Parameters
+    ----------
+    models : EncodingModel or sequence of them
+        Several (one per subject, same feature space) are averaged.
+    targets : sequence of Target
+    init_images : array of shape (n, 3, H, W) on 0..1, optional
+        Start from these images instead of ``config.init``: one per image to
+        make (targets x images per target, in that order) or one for all.
+    progress : callable(done_steps, total_steps), optional
+    on_image : callable(SynthesizedImage), optional
+        Called for each image as soon as its batch is done.
+    """
+    config = config or SynthesisConfig()
+    model_list = [models] if isinstance(models, EncodingModel) else list(models)
+    if not targets:
+        raise ConfigError("give at least one target")
+    readout = build_readout(model_list, targets, config.objective)
+    extractor = model_list[0].extractor
+    device = extractor.backbone.device
+    readout = readout.to(device)
+    size = model_list[0].config.image_size
+    jobs = [(t, k) for t in range(len(targets)) for k in range(config.images_per_target)]
+    starts = _initial_images(init_images, len(jobs), size)
+    roi_index = {name: j for j, name in enumerate(readout.roi_names)}
+    total = len(jobs) * config.steps
+    done = 0
+    results: list[SynthesizedImage] = []
+    for chunk, first in enumerate(range(0, len(jobs), config.batch_size)):
+        batch = jobs[first : first + config.batch_size]
+        seed = config.seed * 1_000_003 + chunk
+        generator = torch.Generator(device=device).manual_seed(seed)
+        init: Init | torch.Tensor = config.init if starts is None else starts[first : first + len(batch)]
+        image = make_parametrization(
+            config.parametrization, len(batch), size, init=init, generator=generator, device=device
+        )
+        optimizer = torch.optim.Adam(image.parameters(), lr=config.lr)
+        target_of = torch.tensor([t for t, _ in batch], device=device)
+        roi_of = torch.tensor([roi_index.get(targets[t].roi or "", -1) for t, _ in batch], device=device)
+        best, smoothed, stale, steps_run = -float("inf"), None, 0, 0
+        for step in range(config.steps):
+            warped = random_affine(image(), config.transforms, generator)
+            features = torch.cat(extractor.raw(warped), dim=1)
+            outputs = features @ readout.coef + readout.intercept
+            objective = objective_values(outputs, target_of, roi_of, readout, config.objective)
+            loss = -objective.sum()
+            if config.diversity > 0:
+                loss = loss + config.diversity * len(batch) * _diversity_penalty(features, target_of)
+            if not bool(torch.isfinite(loss)):
+                labels = sorted({targets[t].label for t, _ in batch})
+                raise SynthesisError(
+                    f"the objective became {float(loss.detach()):.3g} at step {step + 1} "
+                    f"for target(s) {', '.join(labels)}; "
+                    "lower the learning rate (--lr) or use the fourier parametrization; "
+                    f"{len(results)} image(s) finished before this batch are kept"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            steps_run = step + 1
+            done += 1 * len(batch)
+            if progress is not None:
+                progress(done, total)
+            value = float(objective.detach().mean())
+            smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+            if smoothed > best + config.min_improvement * max(abs(best), 1e-6):
+                best, stale = smoothed, 0
+            else:
+                stale += 1
+                if stale >= config.patience:
+                    log.info(
+                        "batch %d stopped early at step %d: no improvement in %d steps",
+                        chunk,
+                        step + 1,
+                        stale,
+                    )
+                    break
+        done += (config.steps - steps_run) * len(batch)
+        if progress is not None:
+            progress(done, total)
+        results.extend(
+            _finish(
+                image,
+                extractor,
+                readout,
+                config,
+                targets,
+                batch,
+                target_of,
+                roi_of,
+                steps_run,
+                seed,
+                on_image,
+            )
+        )
+    return results
+
+
+def _initial_images(
+    init_images: npt.ArrayLike | torch.Tensor | None, n: int, size: int
+) -> torch.Tensor | None:
+    if init_images is None:
+        return None
+    starts = torch.as_tensor(np.asarray(init_images, dtype=np.float32))
+    if starts.dim() != 4 or starts.shape[1] != 3 or len(starts) not in (1, n):
+        raise ConfigError(
+            f"init images have shape {tuple(starts.shape)}; expected (1 or {n}, 3, height, width) on 0..1"
+        )
+    if starts.shape[-2:] != (size, size):
+        starts = torch.nn.functional.interpolate(starts, size=(size, size), mode="bilinear", antialias=True)
+    return starts.expand(n, -1, -1, -1).clamp(0, 1)
+
+
+def _finish(
+    image: torch.nn.Module,
+    extractor: Any,
+    readout: Readout,
+    config: SynthesisConfig,
+    targets: Sequence[Target],
+    batch: list[tuple[int, int]],
+    target_of: torch.Tensor,
+    roi_of: torch.Tensor,
+    steps_run: int,
+    seed: int,
+    on_image: Callable[[SynthesizedImage], None] | None,
+) -> list[SynthesizedImage]:
+    with torch.no_grad():
+        pixels = image()
+        outputs = torch.cat(extractor.raw(pixels), dim=1) @ readout.coef + readout.intercept
+        objective = objective_values(outputs, target_of, roi_of, readout, config.objective)
+    finished = []
+    n_rois = len(readout.roi_names)
+    for row, (t, k) in enumerate(batch):
+        item = SynthesizedImage(
+            pixels=pixels[row].cpu().numpy(),
+            target=targets[t],
+            index=k,
+            objective=float(objective[row]),
+            predicted={name: float(outputs[row, j]) for j, name in enumerate(readout.roi_names[:n_rois])},
+            steps=steps_run,
+            seed=seed,
+        )
+        finished.append(item)
+        if on_image is not None:
+            on_image(item)
+    return finished
+
+
+def write_png(
+    item: SynthesizedImage,
+    folder: Path,
+    *,
+    display_size: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write one image as PNG (resized to ``display_size`` with Lanczos), atomically, metadata inside.
+
+    The metadata (target, index, objective, every ROI's predicted response,
+    steps, seed, and ``extra`` such as the configuration and the model's
+    hash) is stored as JSON in the PNG's ``cortexloop`` text chunk.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    array = (item.pixels.transpose(1, 2, 0) * 255).round().clip(0, 255).astype(np.uint8)
+    picture = Image.fromarray(array)
+    if display_size is not None and display_size != picture.width:
+        picture = picture.resize((display_size, display_size), Image.Resampling.LANCZOS)
+    metadata = {
+        "target": item.target.label,
+        "target_roi": item.target.roi,
+        "target_voxel": item.target.voxel,
+        "index": item.index,
+        "objective": item.objective,
+        "predicted": item.predicted,
+        "steps": item.steps,
+        "seed": item.seed,
+        **(extra or {}),
+    }
+    info = PngImagePlugin.PngInfo()
+    info.add_text("cortexloop", json.dumps(metadata, sort_keys=True))
+    path = folder / f"{item.name}.png"
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            picture.save(out, format="PNG", pnginfo=info)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
