@@ -3,9 +3,10 @@
 Backbones and feature extraction (:mod:`stimulus.backbones`,
 :mod:`stimulus.features`), ridge per voxel (:mod:`stimulus.ridge`), the
 encoding model (:class:`EncodingModel`: fit, predict, score, save, load),
-scores (:mod:`stimulus.scores`) and natural stimuli cut from bundled
-photographs (:func:`natural_crops`). Synthesis, decoding and presentation
-arrive with their issues. Imports ``db`` at most, never ``loop``.
+scores (:mod:`stimulus.scores`), natural stimuli cut from bundled
+photographs (:func:`natural_crops`), synthesis by activation maximization
+(:mod:`stimulus.synthesis`) and decoding by encoder inversion
+(:mod:`stimulus.decoding`). Presentation arrives with its issue. Imports ``db`` at most, never ``loop``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from stimulus.errors import (
     ModelFileError,
     ModelWriteError,
     StimulusError,
+    SynthesisError,
+    TargetError,
 )
 from stimulus.features import FeatureExtractor, ReductionConfig, extract_features
 from stimulus.images import load_image, load_images
@@ -51,6 +54,8 @@ __all__ = [
     "ReductionConfig",
     "RidgeCV",
     "StimulusError",
+    "SynthesisError",
+    "TargetError",
     "TimeSeriesRun",
     "backbone_from_factory",
     "extract_features",

@@ -186,9 +186,17 @@ def build_readout(
         parts = [_target_column(m, target, objective, which, len(models)) for which, m in enumerate(models)]
         columns.append(np.mean([c for c, _ in parts], axis=0))
         intercepts.append(float(np.mean([b for _, b in parts])))
+    stacked = np.stack(columns, axis=1)
+    bad = ~np.isfinite(stacked).all(axis=0) | ~np.isfinite(intercepts)
+    if bad.any():
+        names = [*roi_names, *(t.label for t in targets)]
+        raise TargetError(
+            f"the readout of ROI {names[int(np.flatnonzero(bad)[0])]!r} is not finite: the model's coefficients "
+            "hold NaN or infinite values; refit the model or load it again from its file"
+        )
     base = np.array(baselines).reshape(len(roi_names), len(models)).mean(axis=1)
     return Readout(
-        coef=torch.tensor(np.stack(columns, axis=1), dtype=torch.float32),
+        coef=torch.tensor(stacked, dtype=torch.float32),
         intercept=torch.tensor(intercepts, dtype=torch.float32),
         roi_names=roi_names,
         baselines=torch.tensor(base, dtype=torch.float32),

@@ -1,0 +1,189 @@
+"""Synthesis on the default backbone: images that drive their ROI beyond natural images, reproducibly."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import torch
+from PIL import Image
+
+from stimulus import EncodingModel, SynthesisError, TargetError
+from stimulus.synthesis import (
+    FourierImage,
+    SynthesisConfig,
+    SynthesizedImage,
+    Target,
+    build_readout,
+    synthesize,
+    write_png,
+)
+
+STEPS = 48
+
+
+def _roi_means(model: EncodingModel, images: npt.NDArray[np.float32]) -> dict[str, npt.NDArray[np.float32]]:
+    predicted = model.predict(images)
+    return {roi: predicted[:, model.roi_labels_ == roi].mean(axis=1) for roi in ("A", "B", "C")}
+
+
+def _config(**changes: object) -> SynthesisConfig:
+    settings: dict[str, object] = {"images_per_target": 2, "steps": STEPS, "seed": 1, **changes}
+    return SynthesisConfig(**settings)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def roi_mean_images(roi_model: EncodingModel) -> list[SynthesizedImage]:
+    return synthesize(roi_model, [Target(roi="A"), Target(roi="B")], _config())
+
+
+def test_images_for_an_roi_beat_the_best_natural_image(
+    roi_model: EncodingModel, crops: npt.NDArray[np.float32], roi_mean_images: list[SynthesizedImage]
+) -> None:
+    natural = _roi_means(roi_model, crops[:300])  # the model's training images
+    for item in roi_mean_images:
+        roi = item.target.roi
+        assert roi is not None
+        assert item.predicted[roi] > natural[roi].max()
+        # The reported prediction is the model's own prediction for the image written.
+        again = _roi_means(roi_model, item.pixels[None])[roi][0]
+        assert again == pytest.approx(item.predicted[roi], rel=1e-3)
+
+
+def test_contrast_raises_target_minus_others(
+    roi_model: EncodingModel, crops: npt.NDArray[np.float32], roi_mean_images: list[SynthesizedImage]
+) -> None:
+    contrast = synthesize(roi_model, [Target(roi="A")], _config(objective="contrast"))
+    natural = _roi_means(roi_model, crops[:300])
+    natural_best = (natural["A"] - (natural["B"] + natural["C"]) / 2).max()
+
+    def others(item: SynthesizedImage) -> float:
+        return float(np.mean([item.predicted[r] for r in ("B", "C", "D")]))
+
+    for item in contrast:
+        assert item.predicted["A"] - others(item) > natural_best
+    # Against images made for A alone, the contrast pushes the other ROIs down.
+    plain = [others(i) for i in roi_mean_images if i.target.roi == "A"]
+    assert max(others(i) for i in contrast) < min(plain)
+
+
+def test_contrast_baseline_keeps_the_other_rois_near_baseline(
+    roi_model: EncodingModel, roi_mean_images: list[SynthesizedImage]
+) -> None:
+    readout = build_readout([roi_model], [Target(roi="A")], "contrast-baseline")
+    baseline = dict(zip(readout.roi_names, readout.baselines.tolist(), strict=True))
+    held = synthesize(roi_model, [Target(roi="A")], _config(objective="contrast-baseline"))
+
+    def drift(item: SynthesizedImage) -> float:
+        return float(np.mean([abs(item.predicted[r] - baseline[r]) for r in ("B", "C")]))
+
+    plain = [drift(i) for i in roi_mean_images if i.target.roi == "A"]
+    assert max(drift(i) for i in held) < min(plain)
+    assert min(i.predicted["A"] for i in held) > baseline["A"]
+
+
+def test_the_same_seed_gives_the_same_images_and_targets_differ(
+    roi_model: EncodingModel, roi_mean_images: list[SynthesizedImage]
+) -> None:
+    again = synthesize(roi_model, [Target(roi="A"), Target(roi="B")], _config())
+    for first, second in zip(roi_mean_images, again, strict=True):
+        np.testing.assert_array_equal(first.pixels, second.pixels)
+    a = np.stack([i.pixels for i in roi_mean_images if i.target.roi == "A"])
+    b = np.stack([i.pixels for i in roi_mean_images if i.target.roi == "B"])
+    assert np.abs(a.mean(axis=0) - b.mean(axis=0)).mean() > 0.05
+    other_seed = synthesize(roi_model, [Target(roi="A")], _config(seed=2))
+    assert not np.array_equal(other_seed[0].pixels, a[0])
+
+
+def test_diversity_pushes_images_of_one_target_apart(roi_model: EncodingModel) -> None:
+    def similarity(items: list[SynthesizedImage]) -> float:
+        flat = np.stack([i.pixels.ravel() - i.pixels.mean() for i in items])
+        unit = flat / np.linalg.norm(flat, axis=1, keepdims=True)
+        return float((unit @ unit.T)[np.triu_indices(len(items), 1)].mean())
+
+    plain = synthesize(roi_model, [Target(roi="C")], _config(images_per_target=4))
+    diverse = synthesize(roi_model, [Target(roi="C")], _config(images_per_target=4, diversity=50.0))
+    assert similarity(diverse) < similarity(plain)
+
+
+def test_a_single_voxel_and_an_average_of_models(roi_model: EncodingModel) -> None:
+    voxel = synthesize(roi_model, [Target(voxel=3)], _config(objective="voxel", images_per_target=1))
+    assert voxel[0].objective > roi_model.predict(voxel[0].pixels[None] * 0 + 0.5)[0, 3]
+    twin = copy.copy(roi_model)
+    twin.coef_ = roi_model.coef_ * 3
+    single = build_readout([roi_model], [Target(roi="A")], "roi-mean")
+    averaged = build_readout([roi_model, twin], [Target(roi="A")], "roi-mean")
+    torch.testing.assert_close(averaged.coef, 2 * single.coef)
+
+
+def test_starting_from_a_natural_image_reproduces_it_first(crops: npt.NDArray[np.float32]) -> None:
+    start = torch.from_numpy(crops[:2].copy())
+    image = FourierImage(2, 64, init=start)
+    torch.testing.assert_close(image().detach(), start.clamp(1e-3, 1 - 1e-3), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("target", "objective", "message"),
+    [
+        (Target(roi="FFA"), "roi-mean", r"no ROI named 'FFA'; its ROIs are A, B, C, D"),
+        (Target(voxel=10_000), "voxel", r"voxel 10000 does not exist; the model has 180 voxels"),
+        (Target(voxel=1), "contrast", r"contrasts ROIs; give an ROI target"),
+    ],
+)
+def test_targets_the_model_cannot_serve_are_named(
+    roi_model: EncodingModel, target: Target, objective: str, message: str
+) -> None:
+    with pytest.raises(TargetError, match=message):
+        synthesize(roi_model, [target], _config(objective=objective))
+
+
+def test_a_diverging_objective_stops_with_finished_images_kept(
+    roi_model: EncodingModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stimulus.synthesis import run
+
+    honest = run.objective_values
+
+    def exploding(outputs: torch.Tensor, target_of: torch.Tensor, *args: object) -> torch.Tensor:
+        values = honest(outputs, target_of, *args)  # type: ignore[arg-type]
+        return values * torch.where(target_of == 1, torch.inf, 1.0)  # target B overflows
+
+    monkeypatch.setattr(run, "objective_values", exploding)
+    written: list[Path] = []
+    with pytest.raises(
+        SynthesisError, match=r"became -?inf at step 1 for target\(s\) B.*2 image\(s\) finished"
+    ):
+        synthesize(
+            roi_model,
+            [Target(roi="A"), Target(roi="B")],
+            _config(batch_size=2),
+            on_image=lambda item: written.append(write_png(item, tmp_path)),
+        )
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["A_00.png", "A_01.png"]
+    assert len(written) == 2
+
+
+def test_a_model_with_non_finite_coefficients_is_refused(roi_model: EncodingModel) -> None:
+    broken = copy.copy(roi_model)
+    broken.coef_ = roi_model.coef_.copy()
+    broken.coef_[5, roi_model.roi_labels_ == "B"] = np.nan
+    with pytest.raises(TargetError, match=r"ROI 'B'.* not finite"):
+        synthesize(broken, [Target(roi="A")], _config())
+
+
+def test_pngs_carry_their_metadata_at_display_size(
+    roi_mean_images: list[SynthesizedImage], tmp_path: Path
+) -> None:
+    path = write_png(roi_mean_images[0], tmp_path, display_size=256, extra={"model_sha256": "abc"})
+    with Image.open(path) as image:
+        assert image.size == (256, 256)
+        metadata = json.loads(image.text["cortexloop"])  # type: ignore[attr-defined]
+    assert metadata["target"] == "A"
+    assert metadata["model_sha256"] == "abc"
+    assert set(metadata["predicted"]) == {"A", "B", "C", "D"}
+    assert metadata["steps"] == roi_mean_images[0].steps
+    assert not list(tmp_path.glob("*.partial"))
