@@ -189,10 +189,10 @@ def build_readout(
     stacked = np.stack(columns, axis=1)
     bad = ~np.isfinite(stacked).all(axis=0) | ~np.isfinite(intercepts)
     if bad.any():
-        names = [*roi_names, *(t.label for t in targets)]
+        name = [*roi_names, *(t.label for t in targets)][int(np.flatnonzero(bad)[0])]
         raise TargetError(
-            f"the readout of ROI {names[int(np.flatnonzero(bad)[0])]!r} is not finite: the model's coefficients "
-            "hold NaN or infinite values; refit the model or load it again from its file"
+            f"the readout of ROI {name!r} is not finite: the model's coefficients hold NaN or infinite "
+            "values; refit the model or load it again from its file"
         )
     base = np.array(baselines).reshape(len(roi_names), len(models)).mean(axis=1)
     return Readout(
