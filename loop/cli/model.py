@@ -13,8 +13,6 @@ Inputs are a stimulus table and a response file:
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,6 +24,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from loop.cli._common import JsonOption, console, print_json
+from loop.cli._inputs import Stimuli, read_responses, read_stimulus_table
 
 # `stimulus` brings torch, about two seconds to import: the model commands import it when they run, so
 # that every other `cortexloop` command starts quickly.
@@ -45,82 +44,8 @@ ResponsesArg = Annotated[
 ModelArg = Annotated[Path, typer.Argument(help="Model file.", show_default=False)]
 
 
-@dataclass(frozen=True)
-class _Stimuli:
-    paths: list[Path]
-    groups: list[str] | None
-    ids: list[str]
-
-
-@dataclass(frozen=True)
-class _Responses:
-    values: npt.NDArray[np.float64]
-    roi_labels: list[str] | None
-    voxel_indices: npt.NDArray[np.int64] | None
-
-
-def _read_table(path: Path) -> _Stimuli:
-    from stimulus import EncodingInputError
-
-    try:
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
-    except FileNotFoundError:
-        raise EncodingInputError(f"stimulus table {path} does not exist") from None
-    if not rows or "image" not in rows[0]:
-        raise EncodingInputError(
-            f"stimulus table {path} needs a header line with an 'image' column (tab-separated) and one row "
-            "per presentation"
-        )
-    base = path.parent
-    paths = [base / row["image"] for row in rows]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise EncodingInputError(
-            f"{len(missing)} image(s) listed in {path} do not exist (first: {missing[0]}); "
-            "paths are relative to the table"
-        )
-    groups = [row["group"] for row in rows] if "group" in rows[0] else None
-    ids = [row.get("stimulus") or row["image"] for row in rows]
-    return _Stimuli(paths=paths, groups=groups, ids=ids)
-
-
-def _read_responses(path: Path, n_rows: int) -> _Responses:
-    from stimulus import EncodingInputError
-
-    try:
-        loaded: Any = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise EncodingInputError(f"response file {path} does not exist") from None
-    except (ValueError, OSError) as exc:
-        raise EncodingInputError(f"response file {path} is not a readable .npy or .npz ({exc})") from None
-    roi_labels, voxel_indices = None, None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            if "responses" not in loaded.files:
-                raise EncodingInputError(
-                    f"{path} has no 'responses' array (it has {', '.join(loaded.files)})"
-                )
-            values = loaded["responses"]
-            if "roi_labels" in loaded.files:
-                roi_labels = [str(x) for x in loaded["roi_labels"]]
-            if "voxel_indices" in loaded.files:
-                voxel_indices = np.asarray(loaded["voxel_indices"], dtype=np.int64)
-    else:
-        values = loaded
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 2:
-        raise EncodingInputError(f"responses in {path} have shape {values.shape}; expected (rows, voxels)")
-    if values.shape[0] != n_rows:
-        raise EncodingInputError(
-            f"responses in {path} have {values.shape[0]} rows but the stimulus table has {n_rows}; "
-            "give one row of responses per table row, in the same order"
-        )
-    return _Responses(values=values, roi_labels=roi_labels, voxel_indices=voxel_indices)
-
-
 def _average_repeats(
-    stimuli: _Stimuli, responses: npt.NDArray[np.float64]
+    stimuli: Stimuli, responses: npt.NDArray[np.float64]
 ) -> tuple[list[Path], list[str] | None, npt.NDArray[np.float64]]:
     """One row per stimulus: repeats averaged, the first showing's image and group kept."""
     _, first, inverse = np.unique(np.asarray(stimuli.ids), return_index=True, return_inverse=True)
@@ -193,8 +118,8 @@ def fit(
     from stimulus import EncodingConfig, EncodingModel, ReductionConfig, backbone_from_factory
     from stimulus.images import file_sha256
 
-    stimuli = _read_table(table)
-    measured = _read_responses(responses, len(stimuli.paths))
+    stimuli = read_stimulus_table(table)
+    measured = read_responses(responses, len(stimuli.paths))
     paths, groups, averaged = _average_repeats(stimuli, measured.values)
     if cv == "kfold" and groups is None:
         console.print(
@@ -312,8 +237,8 @@ def score(
     from stimulus import EncodingModel
 
     model = EncodingModel.load(model_path, device=device)
-    stimuli = _read_table(table)
-    measured = _read_responses(responses, len(stimuli.paths))
+    stimuli = read_stimulus_table(table)
+    measured = read_responses(responses, len(stimuli.paths))
     result = model.score(stimuli.paths, measured.values, stimulus_ids=stimuli.ids)
     if json:
         print_json(
