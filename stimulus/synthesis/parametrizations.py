@@ -110,9 +110,12 @@ class FourierImage(nn.Module):
         return torch.view_as_real(spectrum) / self.scale
 
     def forward(self) -> torch.Tensor:
-        spectrum = torch.view_as_complex((self.scale * self.spectrum).contiguous())
-        decorrelated = torch.fft.irfftn(spectrum, s=(self.size, self.size), norm="ortho") / _MAGIC
-        return torch.sigmoid(torch.einsum("ndhw,cd->nchw", decorrelated, self.color))
+        spectrum = torch.view_as_complex(self.spectrum) * self.scale[..., 0]
+        decorrelated = torch.fft.irfftn(spectrum, s=(self.size, self.size), norm="ortho")
+        n = decorrelated.shape[0]
+        # (3 x 3) @ (n, 3, H*W): the colour mix as one batched product.
+        mixed = (self.color / _MAGIC) @ decorrelated.reshape(n, 3, -1)
+        return torch.sigmoid(mixed.reshape(n, 3, self.size, self.size))
 
 
 def make_parametrization(
