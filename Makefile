@@ -33,6 +33,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/db_write.py
 	$(BIN)/python benchmarks/bridge_latency.py
 	$(BIN)/python benchmarks/ridge_fit.py
+	$(BIN)/python benchmarks/synthesis.py
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

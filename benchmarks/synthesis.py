@@ -13,9 +13,14 @@ For each image size and batch size, in one process on the same model:
   backbone, feature reductions and readout, on a pixel tensor of the same
   batch, with nothing else (median step time).
 
-The ratio is the overhead of everything synthesis adds (parametrization,
+Each is measured ``--repeats`` times, alternating, and the medians are
+compared. The ratio is the overhead of everything synthesis adds (parametrization,
 transforms, objective, optimizer, bookkeeping). Target: under 15 %. Then the
 time of a full round, 5 ROIs x 4 images x 256 steps at 224 pixels.
+
+The process keeps freed memory for reuse (``reuse_freed_memory``), as the
+``synth`` command does; without it, large CPU batches spend much of each step
+in page faults, and vary from run to run.
 
 The models are fitted here on 48 natural crops and random responses (speed
 does not depend on what the voxels mean).
@@ -31,6 +36,7 @@ import numpy as np
 import torch
 
 from stimulus import EncodingConfig, EncodingModel, natural_crops
+from stimulus._torch import reuse_freed_memory
 from stimulus.synthesis import SynthesisConfig, Target, build_readout, synthesize
 
 ROIS = ("V1", "V2", "V4", "FFA", "PPA")
@@ -77,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per measurement")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating measurements of each, median")
     parser.add_argument("--warm", type=int, default=2, help="untimed steps first")
     parser.add_argument("--sizes", default="128,224")
     parser.add_argument("--batches", default="1,8,32")
@@ -86,7 +93,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = sys.stdout
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"synthesis on efficientnet-lite0, device {device}, {torch.get_num_threads()} threads", file=out)
+    kept = reuse_freed_memory()  # as the synth command does
+    print(
+        f"synthesis on efficientnet-lite0, device {device}, {torch.get_num_threads()} threads, "
+        f"glibc keeps freed memory: {kept}",
+        file=out,
+    )
     print(
         f"{'size':>5} {'batch':>5} {'synthesis steps/s':>18} {'bare steps/s':>13} {'overhead':>9}  images/s",
         file=out,
@@ -95,8 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         models[size] = model = _model(size, device)
         for batch in (int(b) for b in args.batches.split(",")):
-            rate = 1 / _synthesis_step_s(model, batch, args.warm, args.steps)
-            floor = 1 / _bare_step_s(model, batch, args.warm, args.steps, device)
+            # Alternate the two, several times: large batches on a CPU vary with the allocator's mood.
+            synthesis_s, bare_s = [], []
+            for _ in range(args.repeats):
+                synthesis_s.append(_synthesis_step_s(model, batch, args.warm, args.steps))
+                bare_s.append(_bare_step_s(model, batch, args.warm, args.steps, device))
+            rate, floor = 1 / float(np.median(synthesis_s)), 1 / float(np.median(bare_s))
             print(
                 f"{size:>5} {batch:>5} {rate:>18.2f} {floor:>13.2f} {100 * (floor / rate - 1):>8.1f}%  "
                 f"{rate * batch:.1f}",

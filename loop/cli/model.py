@@ -116,7 +116,10 @@ def fit(
 ) -> None:
     """Fit an encoding model on images and their measured responses, and save it."""
     from stimulus import EncodingConfig, EncodingModel, ReductionConfig, backbone_from_factory
+    from stimulus._torch import reuse_freed_memory
     from stimulus.images import file_sha256
+
+    reuse_freed_memory()
 
     stimuli = read_stimulus_table(table)
     measured = read_responses(responses, len(stimuli.paths))

@@ -72,8 +72,11 @@ def synth(
 ) -> None:
     """Synthesize images that the model predicts will drive the target ROIs or voxels."""
     from stimulus import EncodingModel
+    from stimulus._torch import reuse_freed_memory
     from stimulus.images import file_sha256, load_image
     from stimulus.synthesis import SynthesisConfig, Target, build_readout, synthesize, write_png
+
+    reuse_freed_memory()
 
     targets = [Target(roi=name) for name in roi or []] + [Target(voxel=v) for v in voxel or []]
     if not targets:
@@ -165,8 +168,11 @@ def decode(
 
     from loop.cli._inputs import read_responses, read_stimulus_table
     from stimulus import EncodingModel, load_images
+    from stimulus._torch import reuse_freed_memory
     from stimulus.decoding import DecodingConfig
     from stimulus.decoding import decode as decode_images
+
+    reuse_freed_memory()
 
     model = EncodingModel.load(model_path, device=device)
     table = read_stimulus_table(shown) if shown is not None else None
