@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per measurement")
+    parser.add_argument(
+        "--steps", type=int, default=6, help="timed steps per measurement (48 / batch at least)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="alternating measurements of each, median")
     parser.add_argument("--warm", type=int, default=2, help="untimed steps first")
     parser.add_argument("--sizes", default="128,224")
@@ -109,9 +111,10 @@ def main(argv: list[str] | None = None) -> None:
         for batch in (int(b) for b in args.batches.split(",")):
             # Alternate the two, several times: large batches on a CPU vary with the allocator's mood.
             synthesis_s, bare_s = [], []
+            steps = max(args.steps, 48 // batch)  # small batches: more steps, the timings are short
             for _ in range(args.repeats):
-                synthesis_s.append(_synthesis_step_s(model, batch, args.warm, args.steps))
-                bare_s.append(_bare_step_s(model, batch, args.warm, args.steps, device))
+                synthesis_s.append(_synthesis_step_s(model, batch, args.warm, steps))
+                bare_s.append(_bare_step_s(model, batch, args.warm, steps, device))
             rate, floor = 1 / float(np.median(synthesis_s)), 1 / float(np.median(bare_s))
             print(
                 f"{size:>5} {batch:>5} {rate:>18.2f} {floor:>13.2f} {100 * (floor / rate - 1):>8.1f}%  "
