@@ -25,13 +25,13 @@ from db.queries import (
     session_stimuli,
 )
 
-__all__ = ["export_session"]
+__all__ = ["EVENTS_SIDECAR", "export_session", "write_json", "write_tsv"]
 
 logger = logging.getLogger(__name__)
 
 _TASK = {RunKind.TRAINING: "training", RunKind.CLOSED_LOOP: "closedloop", RunKind.LOCALIZER: "localizer"}
 
-_EVENTS_SIDECAR: dict[str, Any] = {
+EVENTS_SIDECAR: dict[str, Any] = {
     "onset": {
         "Description": "Stimulus onset from the run's first trigger: the flip time the presenter "
         "recorded when it is known (onset_measured = true), else the planned onset",
@@ -59,7 +59,7 @@ def _na(value: object) -> str:
     return str(value)
 
 
-def _write_tsv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+def write_tsv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     tmp = path.with_name(path.name + ".part")
     with tmp.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
@@ -68,7 +68,7 @@ def _write_tsv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object
     tmp.replace(path)  # never leave a half-written table under the final name
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".part")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     tmp.replace(path)
@@ -91,9 +91,9 @@ def export_session(database: Database, ref: str, out_dir: Path) -> list[Path]:
             stem = f"{prefix}_task-{_TASK[run.kind]}_run-{run.index:02d}"
 
             events = out_dir / f"{stem}_events.tsv"
-            _write_tsv(
+            write_tsv(
                 events,
-                list(_EVENTS_SIDECAR),
+                list(EVENTS_SIDECAR),
                 (
                     (
                         t.actual_onset_s if t.actual_onset_s is not None else t.planned_onset_s,
@@ -110,17 +110,17 @@ def export_session(database: Database, ref: str, out_dir: Path) -> list[Path]:
                     for t in run_trials(s, run.id)
                 ),
             )
-            _write_json(events.with_suffix(".json"), _EVENTS_SIDECAR)
+            write_json(events.with_suffix(".json"), EVENTS_SIDECAR)
             written += [events, events.with_suffix(".json")]
 
             ts = roi_timeseries(s, run.id)
             series = out_dir / f"{stem}_desc-roi_timeseries.tsv"
-            _write_tsv(
+            write_tsv(
                 series,
                 ["volume", "status", *ts.roi_names],
                 ([i, st, *vals] for i, st, vals in zip(ts.volume_index, ts.status, ts.values, strict=True)),
             )
-            _write_json(
+            write_json(
                 series.with_suffix(".json"),
                 {
                     "RepetitionTime": run.tr_s,
@@ -134,7 +134,7 @@ def export_session(database: Database, ref: str, out_dir: Path) -> list[Path]:
             written += [series, series.with_suffix(".json")]
 
         stimuli = out_dir / f"{prefix}_stimuli.tsv"
-        _write_tsv(
+        write_tsv(
             stimuli,
             ["sha256", "path", "kind", "target_roi", "seed", "n_presentations"],
             (
@@ -143,7 +143,7 @@ def export_session(database: Database, ref: str, out_dir: Path) -> list[Path]:
             ),
         )
         log = out_dir / f"{prefix}_log.tsv"
-        _write_tsv(
+        write_tsv(
             log,
             ["time", "level", "source", "code", "run", "volume", "message"],
             (

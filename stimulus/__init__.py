@@ -27,9 +27,11 @@ from stimulus.errors import (
     ImageReadError,
     ModelFileError,
     ModelWriteError,
+    PlanError,
     StimulusError,
     SynthesisError,
     TargetError,
+    TriggerTimeoutError,
 )
 from stimulus.features import FeatureExtractor, ReductionConfig, extract_features
 from stimulus.images import load_image, load_images
@@ -51,12 +53,14 @@ __all__ = [
     "ImageReadError",
     "ModelFileError",
     "ModelWriteError",
+    "PlanError",
     "ReductionConfig",
     "RidgeCV",
     "StimulusError",
     "SynthesisError",
     "TargetError",
     "TimeSeriesRun",
+    "TriggerTimeoutError",
     "backbone_from_factory",
     "extract_features",
     "group_folds",

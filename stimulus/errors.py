@@ -9,6 +9,8 @@
         │   └── BackboneMismatchError        the model was fitted on a backbone that is not the installed one
         ├── ModelWriteError(OSError)         a model file could not be written (the previous one is kept)
         ├── TargetError(LookupError)         a synthesis target (ROI, voxel) the model does not have
+        ├── PlanError(ValueError)            a run plan that cannot be armed: bad timing, bad images
+        ├── TriggerTimeoutError(TimeoutError) the scanner's first trigger never came
         └── SynthesisError(RuntimeError)     an optimization that diverged (non-finite objective)
 
 Messages name the thing, what was expected, what came, and what to do.
@@ -25,9 +27,11 @@ __all__ = [
     "ImageReadError",
     "ModelFileError",
     "ModelWriteError",
+    "PlanError",
     "StimulusError",
     "SynthesisError",
     "TargetError",
+    "TriggerTimeoutError",
 ]
 
 
@@ -65,3 +69,11 @@ class TargetError(StimulusError, LookupError):
 
 class SynthesisError(StimulusError, RuntimeError):
     """An optimization that cannot go on, such as an objective that became NaN or infinite."""
+
+
+class PlanError(StimulusError, ValueError):
+    """A run plan that cannot be armed: bad timing, unknown keys, missing, altered or unreadable images."""
+
+
+class TriggerTimeoutError(StimulusError, TimeoutError):
+    """The run's first trigger did not come in time."""
