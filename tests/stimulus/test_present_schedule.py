@@ -16,7 +16,6 @@ from stimulus import PlanError, TriggerTimeoutError
 from stimulus.present import (
     FixationSettings,
     PlannedTrial,
-    RunLog,
     RunPlan,
     VirtualClock,
     VirtualDisplay,
