@@ -288,6 +288,9 @@ def present_run(
         else:
             changed = any(a <= frame < b for a, b in change_frames)
             display.draw_fixation(plan.fixation.change_colour if changed else plan.fixation.colour)
+        # Never ahead of time: without vsync (Xvfb, some drivers) flips return at once and would run
+        # early. Half a frame of margin leaves a vsync'd flip its refresh.
+        clock.sleep_until(first + (frame - 1.5) * period)
         flip = display.flip()
         elapsed = flip - first
         shown = max(math.ceil(elapsed / period - 1e-6), previous + 1)
