@@ -84,15 +84,20 @@ class PsychoPyDisplay:
             log.warning("the refresh rate could not be measured (no stable vsync); assuming 60 Hz")
         self.refresh_hz = float(measured or 60.0)
         self.image_size = image_size
-        self.fixation = visual.Circle(self.win, radius=fixation_size / 2, units=units, fillColor=(1, -1, -1),
-                                      lineColor=None, colorSpace="rgb")  # fmt: skip
+        self.fixation = visual.Circle(
+            self.win,
+            radius=fixation_size / 2,
+            units=units,
+            fillColor=(1, -1, -1),
+            lineColor=None,
+            colorSpace="rgb",
+        )
         self.stims: dict[str, Any] = {}
 
     def prepare(self, images: dict[str, npt.NDArray[np.uint8]]) -> None:
+        side = (self.image_size, self.image_size)
         self.stims = {
-            name: self._visual.ImageStim(
-                self.win, image=Image.fromarray(pixels), size=(self.image_size,) * 2, interpolate=True
-            )  # fmt: skip
+            name: self._visual.ImageStim(self.win, image=Image.fromarray(pixels), size=side, interpolate=True)
             for name, pixels in images.items()
         }
 
