@@ -34,6 +34,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bridge_latency.py
 	$(BIN)/python benchmarks/ridge_fit.py
 	$(BIN)/python benchmarks/synthesis.py
+	$(BIN)/python benchmarks/presentation_timing.py
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
