@@ -95,13 +95,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"bare PsychoPy loop:  {_summary(bare)}", file=out)
     ratio = np.percentile(np.abs(errors), 99) / max(np.percentile(np.abs(bare), 99), 1e-9)
     print(f"p99 |error| ratio (run loop / bare): {ratio:.2f}", file=out)
-    where = (
-        "a virtual display (Xvfb) started here" if virtual is not None else f"display {os.environ['DISPLAY']}"
-    )
+    where = "a virtual display (Xvfb) started here" if virtual else f"display {os.environ.get('DISPLAY')}"
     print(
-        f"note: measured on {where}. Xvfb has no vsync, so its refresh rate and dropped frames are artefacts and "
-        "these figures only guard against regressions of the run loop; on the stimulus computer's real display "
-        "they are the figures to check.",
+        f"note: measured on {where}. Xvfb has no vsync, so its refresh rate and dropped frames are "
+        "artefacts and these figures only guard against regressions of the run loop; on the stimulus "
+        "computer's real display they are the figures to check.",
         file=out,
     )
 
