@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own idiom)
 
 from db.errors import ConfigError
+from stimulus._filters import gaussian_kernel, separable_filter
 from stimulus.encoding import EncodingModel
 from stimulus.errors import EncodingInputError, SynthesisError
 
@@ -61,23 +62,11 @@ class DecodingResult:
     mse: npt.NDArray[np.float64] | None
 
 
-def _gaussian_kernel(sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    radius = max(1, int(3 * sigma + 0.5))
-    taps = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    return kernel / kernel.sum()
-
-
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Each channel of (n, c, H, W) blurred by a Gaussian of ``sigma`` pixels (reflected borders)."""
+    """Each channel of (n, c, H, W) blurred by a Gaussian of ``sigma`` pixels (replicated borders)."""
     if sigma <= 0:
         return images
-    kernel = _gaussian_kernel(sigma, images.dtype, images.device)
-    radius = (len(kernel) - 1) // 2
-    channels = images.shape[1]
-    x = F.pad(images, (radius, radius, radius, radius), mode="replicate")
-    x = F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
-    return F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return separable_filter(images, gaussian_kernel(sigma, images.dtype, images.device), pad=True)
 
 
 def ssim(a: torch.Tensor | npt.ArrayLike, b: torch.Tensor | npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -91,21 +80,16 @@ def ssim(a: torch.Tensor | npt.ArrayLike, b: torch.Tensor | npt.ArrayLike) -> np
     y = torch.as_tensor(np.asarray(b, dtype=np.float64))
     if x.shape != y.shape or x.dim() != 4:
         raise EncodingInputError(f"images to compare have shapes {tuple(x.shape)} and {tuple(y.shape)}")
-    kernel = _gaussian_kernel(1.5, x.dtype, x.device)
-    channels = x.shape[1]
+    kernel = gaussian_kernel(1.5, x.dtype, x.device)  # 11 taps, scikit-image's window for sigma 1.5
 
     def window(z: torch.Tensor) -> torch.Tensor:
-        z = F.conv2d(z, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
-        return F.conv2d(z, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+        return separable_filter(z, kernel, pad=False)
 
     c1, c2 = 0.01**2, 0.03**2
     mx, my = window(x), window(y)
     vx, vy, cxy = window(x * x) - mx**2, window(y * y) - my**2, window(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    # scikit-image averages over the region not touched by the borders (crop of (win_size - 1) / 2).
-    crop = (11 - 1) // 2 - (len(kernel) - 1) // 2
-    if crop > 0:
-        s = s[..., crop:-crop, crop:-crop]
+    # The valid positions are the region scikit-image averages (it crops (win_size - 1) / 2 each side).
     return s.mean(dim=(1, 2, 3)).numpy()
 
 

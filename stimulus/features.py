@@ -33,6 +33,7 @@ import torch.nn.functional as F  # noqa: N812 (torch's own idiom)
 from torch import nn
 
 from db.errors import ConfigError
+from stimulus._filters import gaussian_kernel, separable_filter
 from stimulus.backbones import Backbone
 from stimulus.errors import BackboneError, EncodingInputError
 
@@ -101,10 +102,7 @@ class LayerReduction(nn.Module):
                 "choose a layer whose output is (channels,) or (channels, height, width)"
             )
         sigma = 0.35 * self.step
-        radius = max(1, int(3 * sigma + 0.5))  # scipy.ndimage.gaussian_filter's support (truncate=3)
-        taps = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-        self.register_buffer("kernel", kernel / kernel.sum())
+        self.register_buffer("kernel", gaussian_kernel(sigma))
         self.register_buffer("mean", torch.zeros(self.out_features))
         self.register_buffer("scale", torch.ones(self.out_features))
 
@@ -115,20 +113,12 @@ class LayerReduction(nn.Module):
             if self.config.method == "pool":
                 x = F.adaptive_avg_pool2d(x, self.grid)
             elif self.step > 1:
-                x = self._smooth(x)
+                x = separable_filter(x, self.kernel, pad=True)
                 x = self._subsample(x)
         x = x.flatten(start_dim=1)
         if self.config.log:
             x = torch.sign(x) * torch.log1p(x.abs())
         return x
-
-    def _smooth(self, x: torch.Tensor) -> torch.Tensor:
-        channels = x.shape[1]
-        radius = (len(self.kernel) - 1) // 2
-        kernel = self.kernel.to(x.dtype)
-        x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-        x = F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
-        return F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
 
     def _subsample(self, x: torch.Tensor) -> torch.Tensor:
         # Centre the sampling grid: the same number of samples, the margins split evenly.
