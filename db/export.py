@@ -9,6 +9,7 @@ table and the event log.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from db.database import Database
+from db.files import write_atomic
 from db.models import RunKind
 from db.queries import (
     find_session,
@@ -60,18 +62,17 @@ def _na(value: object) -> str:
 
 
 def write_tsv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows([_na(v) for v in row] for row in rows)
-    tmp.replace(path)  # never leave a half-written table under the final name
+    """A table with ``n/a`` for missing values, written atomically."""
+    text = io.StringIO()
+    writer = csv.writer(text, delimiter="\t", lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([_na(v) for v in row] for row in rows)
+    write_atomic(path, text.getvalue().encode("utf-8"))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """Indented JSON, written atomically."""
+    write_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode("utf-8"))
 
 
 def export_session(database: Database, ref: str, out_dir: Path) -> list[Path]:

@@ -25,8 +25,6 @@ import importlib.metadata
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,6 +37,7 @@ import torch
 from torch import nn
 
 from db.errors import ConfigError
+from db.files import write_atomic
 from stimulus._torch import DtypeName, resolve_device
 from stimulus.backbones import BACKBONES, Backbone, BackboneSpec, backbone_from_factory, load_backbone
 from stimulus.errors import (
@@ -698,17 +697,7 @@ class EncodingModel:
         torch.save(payload, buffer)
         data = buffer.getvalue()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-            try:
-                with os.fdopen(handle, "wb") as out:
-                    out.write(data)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(temporary, path)
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
+            write_atomic(path, data)
         except OSError as exc:
             raise ModelWriteError(
                 f"cannot write model file {path}: {exc.strerror or exc}; free space or choose another path "

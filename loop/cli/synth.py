@@ -164,13 +164,14 @@ def decode(
     json: JsonOption = False,
 ) -> None:
     """Decode images from voxel responses by inverting the encoding model."""
-    from PIL import Image
-
+    from db.export import write_json
+    from db.files import write_atomic
     from loop.cli._inputs import read_responses, read_stimulus_table
     from stimulus import EncodingModel, load_images
     from stimulus._torch import reuse_freed_memory
     from stimulus.decoding import DecodingConfig
     from stimulus.decoding import decode as decode_images
+    from stimulus.synthesis import png_bytes
 
     reuse_freed_memory()
 
@@ -187,11 +188,10 @@ def decode(
             model, measured.values, config, shown=pictures,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
     files = []
     for k, pixels in enumerate(result.images):
         path = out / f"decoded_{k:03d}.png"
-        Image.fromarray((pixels.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(path)
+        write_atomic(path, png_bytes(pixels))
         files.append(path.name)
     summary = {
         "model": str(model_path),
@@ -200,7 +200,7 @@ def decode(
         "ssim": None if result.ssim is None else result.ssim.tolist(),
         "mse": None if result.mse is None else result.mse.tolist(),
     }
-    (out / "decoding.json").write_text(json_dumps(summary))
+    write_json(out / "decoding.json", summary)
     if json:
         print_json(summary)
         return
@@ -208,7 +208,3 @@ def decode(
     if result.ssim is not None and result.mse is not None:
         console.print(f"against the shown images: median SSIM {np.median(result.ssim):.3f}, median MSE "
                       f"{np.median(result.mse):.4f}")  # fmt: skip
-
-
-def json_dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True) + "\n"

@@ -12,10 +12,9 @@ that a caller writing files keeps everything finished before a failure.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,13 +26,14 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from db.errors import ConfigError
+from db.files import write_atomic
 from stimulus.encoding import EncodingModel
 from stimulus.errors import SynthesisError
 from stimulus.synthesis.objectives import ObjectiveKind, Readout, Target, build_readout, objective_values
 from stimulus.synthesis.parametrizations import Init, make_parametrization
 from stimulus.synthesis.transforms import TransformConfig, random_affine
 
-__all__ = ["SynthesisConfig", "SynthesizedImage", "synthesize", "write_png"]
+__all__ = ["SynthesisConfig", "SynthesizedImage", "png_bytes", "synthesize", "write_png"]
 
 log = logging.getLogger(__name__)
 
@@ -291,11 +291,6 @@ def write_png(
     steps, seed, and ``extra`` such as the configuration and the model's
     hash) is stored as JSON in the PNG's ``cortexloop`` text chunk.
     """
-    folder.mkdir(parents=True, exist_ok=True)
-    array = (item.pixels.transpose(1, 2, 0) * 255).round().clip(0, 255).astype(np.uint8)
-    picture = Image.fromarray(array)
-    if display_size is not None and display_size != picture.width:
-        picture = picture.resize((display_size, display_size), Image.Resampling.LANCZOS)
     metadata = {
         "target": item.target.label,
         "target_roi": item.target.roi,
@@ -307,17 +302,25 @@ def write_png(
         "seed": item.seed,
         **(extra or {}),
     }
-    info = PngImagePlugin.PngInfo()
-    info.add_text("cortexloop", json.dumps(metadata, sort_keys=True))
     path = folder / f"{item.name}.png"
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            picture.save(out, format="PNG", pnginfo=info)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(path, png_bytes(item.pixels, display_size=display_size, metadata=metadata))
     return path
+
+
+def png_bytes(
+    pixels: npt.NDArray[np.floating],
+    *,
+    display_size: int | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> bytes:
+    """An image (3, H, W) on 0..1 as PNG bytes, resized with Lanczos, metadata as JSON in a text chunk."""
+    array = (pixels.transpose(1, 2, 0) * 255).round().clip(0, 255).astype(np.uint8)
+    picture = Image.fromarray(array)
+    if display_size is not None and display_size != picture.width:
+        picture = picture.resize((display_size, display_size), Image.Resampling.LANCZOS)
+    info = PngImagePlugin.PngInfo()
+    if metadata is not None:
+        info.add_text("cortexloop", json.dumps(metadata, sort_keys=True))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
