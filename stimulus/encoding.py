@@ -270,6 +270,8 @@ class EncodingModel:
     voxel_indices_ : ndarray of shape (n_voxels,) of int
     lags_s_ : tuple of float
         Empty for per-image models; the lags of a time-series model.
+    file_sha256_ : str or None
+        SHA-256 of the model file last saved or loaded, to record with what it made.
     """
 
     def __init__(
@@ -287,6 +289,7 @@ class EncodingModel:
         self.lags_s_: tuple[float, ...] = ()
         self.tr_s_: float | None = None
         self.fit_info_: dict[str, Any] = {}
+        self.file_sha256_: str | None = None  # of the file last saved or loaded
 
     # -- pieces -----------------------------------------------------------------------------------
 
@@ -704,6 +707,7 @@ class EncodingModel:
                 "(any earlier file at that path is untouched)"
             ) from exc
         digest = hashlib.sha256(data).hexdigest()
+        self.file_sha256_ = digest
         log.debug("saved encoding model %s (sha256 %s)", path, digest)
         return digest
 
@@ -726,7 +730,7 @@ class EncodingModel:
         weights : path, optional
             For a model on a lab's own backbone: where its weights file is now.
         """
-        meta, tensors = read_model_file(path, expected_sha256=expected_sha256)
+        meta, tensors, digest = read_model_file(path, expected_sha256=expected_sha256)
         config = EncodingConfig.from_dict(meta["config"])
         recorded = meta["backbone"]
         spec = _spec_for(recorded, weights, path)
@@ -789,6 +793,7 @@ class EncodingModel:
         model.lags_s_ = tuple(meta["lags_s"])
         model.tr_s_ = meta["tr_s"]
         model.fit_info_ = meta["fit"]
+        model.file_sha256_ = digest
         model._solver = meta["fit"].get("solver", "")
         return model
 
@@ -804,10 +809,10 @@ def _payload_digest(meta_json: str, tensors: dict[str, torch.Tensor]) -> str:
 
 def read_model_file(
     path: str | Path, *, expected_sha256: str | None = None
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The metadata and tensors of a model file, after every integrity check.
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], str]:
+    """The metadata, tensors and SHA-256 of a model file, after every integrity check.
 
-    Never unpickles arbitrary objects (``weights_only=True``).
+    The file is read once. Never unpickles arbitrary objects (``weights_only=True``).
     """
     path = Path(path)
     try:
@@ -816,9 +821,10 @@ def read_model_file(
         raise ModelFileError(f"model file {path} does not exist") from None
     except OSError as exc:
         raise ModelFileError(f"model file {path} cannot be read: {exc.strerror or exc}") from None
-    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256.lower():
+    digest = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and digest != expected_sha256.lower():
         raise ModelFileError(
-            f"model file {path} has sha256 {hashlib.sha256(data).hexdigest()[:16]}..., not the recorded "
+            f"model file {path} has sha256 {digest[:16]}..., not the recorded "
             f"{expected_sha256[:16]}...; it was replaced or altered since it was recorded"
         )
     try:
@@ -843,7 +849,7 @@ def read_model_file(
             f"model file {path} fails its integrity check: its contents do not match the hash written with "
             "them; it was altered or damaged; restore it or refit"
         )
-    return json.loads(meta_json), tensors
+    return json.loads(meta_json), tensors, digest
 
 
 def _spec_for(recorded: dict[str, Any], weights: str | Path | None, path: str | Path) -> BackboneSpec:

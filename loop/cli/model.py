@@ -277,10 +277,8 @@ def score(
 def info(model_path: ModelArg, json: JsonOption = False) -> None:
     """What a model file holds, checked against its hash (the backbone is not loaded)."""
     from stimulus.encoding import read_model_file
-    from stimulus.images import file_sha256
 
-    meta, tensors = read_model_file(model_path)
-    digest = file_sha256(model_path)
+    meta, tensors, digest = read_model_file(model_path)
     coef = tensors["coef"]
     selected = tensors["selected"].numpy()
     summary = {

@@ -102,7 +102,7 @@ def synth(
     manifest = out / "synthesis.jsonl"
     extra = {
         "model": str(model_path),
-        "model_sha256": file_sha256(model_path),
+        "model_sha256": models[0].file_sha256_,
         "averaged_with": [str(p) for p in also or []],
         "config": config.to_dict(),
         "init_image": None if start is None else init,

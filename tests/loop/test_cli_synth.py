@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -69,7 +70,9 @@ def test_synth_writes_pngs_with_a_manifest(model_file: Path, tmp_path: Path) -> 
     for line in lines:
         with Image.open(out / line["file"]) as image:
             assert image.size == (128, 128)
-            assert json.loads(image.text["cortexloop"])["target"] == line["target"]  # type: ignore[attr-defined]
+            metadata = json.loads(image.text["cortexloop"])  # type: ignore[attr-defined]
+        assert metadata["target"] == line["target"]
+        assert metadata["model_sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
     red = np.asarray(Image.open(out / "red_00.png"), dtype=float)
     bright = np.asarray(Image.open(out / "bright_00.png"), dtype=float)
     # What the model learned shows: the red image is redder, the bright one brighter.

@@ -101,6 +101,7 @@ def test_saved_model_loads_with_the_same_predictions(
     digest = model.save(path)
     assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
     loaded = EncodingModel.load(path, expected_sha256=digest)
+    assert loaded.file_sha256_ == model.file_sha256_ == digest
     np.testing.assert_array_equal(loaded.predict(crops[:8]), model.predict(crops[:8]))
     np.testing.assert_array_equal(loaded.roi_labels_, model.roi_labels_)
     np.testing.assert_array_equal(loaded.alpha_, model.alpha_)
