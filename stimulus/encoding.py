@@ -52,6 +52,7 @@ from stimulus.images import load_images
 from stimulus.ridge import DEFAULT_ALPHAS, RidgeCV, group_folds
 from stimulus.scores import (
     NoiseCeiling,
+    average_repeats,
     fdr_select,
     noise_ceiling,
     normalized_accuracy,
@@ -593,16 +594,11 @@ class EncodingModel:
             )
         ceiling = None
         if stimulus_ids is not None:
-            ids = np.asarray(stimulus_ids)
-            if ids.shape != (len(y),):
-                raise EncodingInputError(f"{len(ids)} stimulus ids were given for {len(y)} rows of responses")
-            _, first, inverse, counts = np.unique(
-                ids, return_index=True, return_inverse=True, return_counts=True
-            )
-            if counts.max() > 1:
-                ceiling = noise_ceiling(y, ids, n_averaged=1.0 / float(np.mean(1.0 / counts)))
-                y = np.stack([y[inverse == k].mean(axis=0) for k in range(len(first))])
-                pixels = pixels[torch.as_tensor(first)]
+            repeats = average_repeats(y, stimulus_ids)
+            if repeats.counts.max() > 1:
+                ceiling = noise_ceiling(y, stimulus_ids, n_averaged=repeats.n_averaged)
+                y = repeats.averaged
+                pixels = pixels[torch.as_tensor(repeats.first)]
         predicted = self.predict(pixels).astype(np.float64)
         r, r2 = pearson_r(y, predicted), r2_score(y, predicted)
         normalized = normalized_accuracy(r, ceiling) if ceiling is not None else None

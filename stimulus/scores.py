@@ -23,6 +23,8 @@ from stimulus.errors import EncodingInputError
 
 __all__ = [
     "NoiseCeiling",
+    "Repeats",
+    "average_repeats",
     "fdr_select",
     "fingerprint_summary",
     "noise_ceiling",
@@ -71,6 +73,44 @@ def r2_score(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> FloatArray:
     with np.errstate(invalid="ignore", divide="ignore"):
         r2 = 1.0 - sse / sst
     return np.where(sst > 0, r2, np.where(sse == 0, 1.0, 0.0))
+
+
+@dataclass(frozen=True)
+class Repeats:
+    """Responses averaged per stimulus, stimuli in order of their first showing.
+
+    Attributes
+    ----------
+    first : ndarray of shape (n_stimuli,)
+        Row of each stimulus's first showing.
+    averaged : ndarray of shape (n_stimuli, n_voxels)
+    counts : ndarray of shape (n_stimuli,)
+        Showings averaged.
+    """
+
+    first: npt.NDArray[np.intp]
+    averaged: FloatArray
+    counts: npt.NDArray[np.intp]
+
+    @property
+    def n_averaged(self) -> float:
+        """The number of trials whose average has the noise of these averages: ``1 / mean(1 / counts)``."""
+        return 1.0 / float(np.mean(1.0 / self.counts))
+
+
+def average_repeats(responses: npt.ArrayLike, stimulus_ids: Sequence[object] | npt.ArrayLike) -> Repeats:
+    """Average the rows of ``responses`` (n_rows, n_voxels) that show the same stimulus."""
+    values = np.asarray(responses, dtype=np.float64)
+    ids = np.asarray(stimulus_ids)
+    if values.ndim != 2 or ids.shape != (values.shape[0],):
+        raise EncodingInputError(
+            f"{len(ids)} stimulus ids were given for {values.shape[0]} rows of responses"
+        )
+    _, first, inverse, counts = np.unique(ids, return_index=True, return_inverse=True, return_counts=True)
+    order = np.argsort(first)  # unique() sorts by id; keep the order of showing
+    sums = np.zeros((len(first), values.shape[1]))
+    np.add.at(sums, inverse, values)
+    return Repeats(first=first[order], averaged=(sums / counts[:, None])[order], counts=counts[order])
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
-import numpy.typing as npt
 import typer
 from rich import box
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from loop.cli._common import JsonOption, console, print_json
-from loop.cli._inputs import Stimuli, read_responses, read_stimulus_table
+from loop.cli._inputs import read_responses, read_stimulus_table
 
 # `stimulus` brings torch, about two seconds to import: the model commands import it when they run, so
 # that every other `cortexloop` command starts quickly.
@@ -42,18 +41,6 @@ ResponsesArg = Annotated[
     Path, typer.Argument(help="Responses: .npy (rows x voxels) or .npz with 'responses'.", show_default=False)
 ]
 ModelArg = Annotated[Path, typer.Argument(help="Model file.", show_default=False)]
-
-
-def _average_repeats(
-    stimuli: Stimuli, responses: npt.NDArray[np.float64]
-) -> tuple[list[Path], list[str] | None, npt.NDArray[np.float64]]:
-    """One row per stimulus: repeats averaged, the first showing's image and group kept."""
-    _, first, inverse = np.unique(np.asarray(stimuli.ids), return_index=True, return_inverse=True)
-    order = np.argsort(first)  # keep the table's order
-    averaged = np.stack([responses[inverse == k].mean(axis=0) for k in order])
-    paths = [stimuli.paths[first[k]] for k in order]
-    groups = [stimuli.groups[first[k]] for k in order] if stimuli.groups else None
-    return paths, groups, averaged
 
 
 class _Bar:
@@ -118,12 +105,16 @@ def fit(
     from stimulus import EncodingConfig, EncodingModel, ReductionConfig, backbone_from_factory
     from stimulus._torch import reuse_freed_memory
     from stimulus.images import file_sha256
+    from stimulus.scores import average_repeats
 
     reuse_freed_memory()
 
     stimuli = read_stimulus_table(table)
     measured = read_responses(responses, len(stimuli.paths))
-    paths, groups, averaged = _average_repeats(stimuli, measured.values)
+    # One row per stimulus: repeats averaged, the first showing's image and group kept.
+    repeats = average_repeats(measured.values, stimuli.ids)
+    paths = [stimuli.paths[row] for row in repeats.first]
+    groups = [stimuli.groups[row] for row in repeats.first] if stimuli.groups else None
     if cv == "kfold" and groups is None:
         console.print(
             f"[yellow]{table} has no 'group' column: folds are contiguous blocks of rows. "
@@ -155,7 +146,7 @@ def fit(
     ) as progress:  # fmt: skip
         model.fit(
             paths,
-            averaged,
+            repeats.averaged,
             groups=groups,
             roi_labels=measured.roi_labels,
             voxel_indices=measured.voxel_indices,

@@ -8,6 +8,7 @@ from scipy.stats import false_discovery_control, pearsonr
 from sklearn.metrics import r2_score as sk_r2
 
 from stimulus.scores import (
+    average_repeats,
     fdr_select,
     fingerprint_summary,
     noise_ceiling,
@@ -74,3 +75,12 @@ def test_fingerprints_point_to_the_best_layer() -> None:
     prints = roi_fingerprints(layer_scores, ["V1", "V1", "LOC"])
     np.testing.assert_allclose(prints["V1"], [1.0, 0.5, 0.1])
     np.testing.assert_allclose(prints["LOC"], [0.0, 1 / 6, 1.0])
+
+
+def test_repeats_are_averaged_in_order_of_first_showing() -> None:
+    responses = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [5.0, 50.0]])
+    repeats = average_repeats(responses, ["b", "a", "b", "c"])
+    assert repeats.first.tolist() == [0, 1, 3]
+    np.testing.assert_allclose(repeats.averaged, [[2.0, 20.0], [2.0, 20.0], [5.0, 50.0]])
+    assert repeats.counts.tolist() == [2, 1, 1]
+    assert repeats.n_averaged == pytest.approx(1 / np.mean([0.5, 1, 1]))
