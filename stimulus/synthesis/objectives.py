@@ -86,26 +86,48 @@ class Readout:
         )
 
 
-def _raw_column(
-    model: EncodingModel, weights: npt.NDArray[np.float64], voxels: npt.NDArray[np.intp]
-) -> tuple[npt.NDArray[np.float64], float]:
-    """A weighted sum of voxels' readouts, moved from standardized to raw feature space."""
-    coef = model._image_coef()[:, voxels].astype(np.float64) @ weights
-    intercept = float(model.intercept_[voxels].astype(np.float64) @ weights)
-    mean = np.concatenate([r.mean.cpu().numpy() for r in model.extractor.reductions]).astype(np.float64)
-    scale = np.concatenate([r.scale.cpu().numpy() for r in model.extractor.reductions]).astype(np.float64)
-    if not model.config.reduction.standardize:
-        mean, scale = np.zeros_like(mean), np.ones_like(scale)
-    return coef / scale, intercept - float((mean / scale) @ coef)
+@dataclass(frozen=True)
+class _Subject:
+    """One model's arrays as the readout needs them, gathered once per readout.
 
+    ``mean`` and ``scale`` are the feature standardization (0 and 1 for a
+    model fitted without it); ``coef`` reads standardized features.
+    """
 
-def _roi_voxels(model: EncodingModel, roi: str, which: int, n_models: int) -> npt.NDArray[np.intp]:
-    members = np.flatnonzero(model.roi_labels_ == roi)
-    if len(members) == 0:
-        known = ", ".join(sorted(set(model.roi_labels_.tolist())))
-        whose = f"model {which + 1} of {n_models}" if n_models > 1 else "the model"
-        raise TargetError(f"{whose} has no ROI named {roi!r}; its ROIs are {known}")
-    return members
+    model: EncodingModel
+    coef: npt.NDArray[np.float64]
+    mean: npt.NDArray[np.float64]
+    scale: npt.NDArray[np.float64]
+    which: int
+    n_models: int
+
+    @classmethod
+    def of(cls, model: EncodingModel, which: int, n_models: int) -> _Subject:
+        reductions = model.extractor.reductions
+        return cls(
+            model=model,
+            coef=model._image_coef().astype(np.float64),
+            mean=np.concatenate([r.mean.cpu().numpy() for r in reductions]).astype(np.float64),
+            scale=np.concatenate([r.scale.cpu().numpy() for r in reductions]).astype(np.float64),
+            which=which,
+            n_models=n_models,
+        )
+
+    def raw_column(
+        self, weights: npt.NDArray[np.float64], voxels: npt.NDArray[np.intp]
+    ) -> tuple[npt.NDArray[np.float64], float]:
+        """A weighted sum of voxels' readouts, moved from standardized to raw feature space."""
+        coef = self.coef[:, voxels] @ weights
+        intercept = float(self.model.intercept_[voxels].astype(np.float64) @ weights)
+        return coef / self.scale, intercept - float((self.mean / self.scale) @ coef)
+
+    def roi_voxels(self, roi: str) -> npt.NDArray[np.intp]:
+        members = np.flatnonzero(self.model.roi_labels_ == roi)
+        if len(members) == 0:
+            known = ", ".join(sorted(set(self.model.roi_labels_.tolist())))
+            whose = f"model {self.which + 1} of {self.n_models}" if self.n_models > 1 else "the model"
+            raise TargetError(f"{whose} has no ROI named {roi!r}; its ROIs are {known}")
+        return members
 
 
 def _feature_space(model: EncodingModel) -> tuple[object, ...]:
@@ -117,27 +139,25 @@ def _feature_space(model: EncodingModel) -> tuple[object, ...]:
 
 
 def _target_column(
-    model: EncodingModel, target: Target, objective: ObjectiveKind, which: int, n_models: int
+    subject: _Subject, target: Target, objective: ObjectiveKind
 ) -> tuple[npt.NDArray[np.float64], float]:
     """The readout column of one target's objective for one model."""
     if target.voxel is not None:
-        return _raw_column(model, np.ones(1), np.array([target.voxel]))
+        return subject.raw_column(np.ones(1), np.array([target.voxel]))
     assert target.roi is not None
-    voxels = _roi_voxels(model, target.roi, which, n_models)
+    voxels = subject.roi_voxels(target.roi)
     if objective != "voxel-weighted":
-        return _raw_column(model, np.full(len(voxels), 1 / len(voxels)), voxels)
-    accuracy = np.clip(model.cv_r_[voxels], 0, None)
+        return subject.raw_column(np.full(len(voxels), 1 / len(voxels)), voxels)
+    accuracy = np.clip(subject.model.cv_r_[voxels], 0, None)
     if accuracy.sum() <= 0:
         raise TargetError(
             f"ROI {target.roi!r} has no voxel the model predicts above zero (cross-validated r); "
             "voxel-weighted synthesis needs some; use --objective roi-mean"
         )
-    column, _ = _raw_column(model, accuracy / accuracy.sum(), voxels)
+    column, _ = subject.raw_column(accuracy / accuracy.sum(), voxels)
     # Unit length in standardized feature space, no intercept: a direction, not a response.
-    scale = np.concatenate([r.scale.cpu().numpy() for r in model.extractor.reductions])
-    mean = np.concatenate([r.mean.cpu().numpy() for r in model.extractor.reductions])
-    norm = float(np.linalg.norm(column * scale))
-    return column / norm, -float(mean @ column) / norm
+    norm = float(np.linalg.norm(column * subject.scale))
+    return column / norm, -float(subject.mean @ column) / norm
 
 
 def build_readout(
@@ -173,17 +193,18 @@ def build_readout(
             raise TargetError(
                 f"objective {objective} needs at least two ROIs; the model has only {roi_names}"
             )
+    subjects = [_Subject.of(m, which, len(models)) for which, m in enumerate(models)]
     columns, intercepts, baselines = [], [], []
     for roi in roi_names:
         parts = []
-        for which, model in enumerate(models):
-            voxels = _roi_voxels(model, roi, which, len(models))
-            parts.append(_raw_column(model, np.full(len(voxels), 1 / len(voxels)), voxels))
-            baselines.append(float(model.intercept_[voxels].mean()))
+        for subject in subjects:
+            voxels = subject.roi_voxels(roi)
+            parts.append(subject.raw_column(np.full(len(voxels), 1 / len(voxels)), voxels))
+            baselines.append(float(subject.model.intercept_[voxels].mean()))
         columns.append(np.mean([c for c, _ in parts], axis=0))
         intercepts.append(float(np.mean([b for _, b in parts])))
     for target in targets:
-        parts = [_target_column(m, target, objective, which, len(models)) for which, m in enumerate(models)]
+        parts = [_target_column(subject, target, objective) for subject in subjects]
         columns.append(np.mean([c for c, _ in parts], axis=0))
         intercepts.append(float(np.mean([b for _, b in parts])))
     stacked = np.stack(columns, axis=1)

@@ -5,7 +5,8 @@ their parametrization; each step warps them at random
 (:mod:`~stimulus.synthesis.transforms`), reads the folded objective columns
 (:mod:`~stimulus.synthesis.objectives`) and, when asked, pushes the images of
 one target apart (a diversity term on their features). A batch stops early
-when its smoothed objective has not improved for ``patience`` steps. Each
+when its smoothed objective (less the diversity penalty) has not improved
+for ``patience`` steps. Each
 finished image is handed to ``on_image`` as soon as its batch is done, so
 that a caller writing files keeps everything finished before a failure.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -178,10 +180,12 @@ def synthesize(
             loss = -objective.sum()
             if config.diversity > 0:
                 loss = loss + config.diversity * len(batch) * _diversity_penalty(features, target_of)
-            if not bool(torch.isfinite(loss)):
+            # One read of the loss per step: it checks divergence and feeds early stopping.
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
                 labels = sorted({targets[t].label for t, _ in batch})
                 raise SynthesisError(
-                    f"the objective became {float(loss.detach()):.3g} at step {step + 1} "
+                    f"the objective became {-loss_value:.3g} at step {step + 1} "
                     f"for target(s) {', '.join(labels)}; "
                     "lower the learning rate (--lr) or use the fourier parametrization; "
                     f"{len(results)} image(s) finished before this batch are kept"
@@ -190,10 +194,10 @@ def synthesize(
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             steps_run = step + 1
-            done += 1 * len(batch)
+            done += len(batch)
             if progress is not None:
                 progress(done, total)
-            value = float(objective.detach().mean())
+            value = -loss_value / len(batch)  # the mean objective, less any diversity penalty
             smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
             if smoothed > best + config.min_improvement * max(abs(best), 1e-6):
                 best, stale = smoothed, 0
