@@ -7,7 +7,7 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,18 +15,8 @@ import pytest
 from db import open_database
 from loop.rehearsal import ROIS, record_rehearsal
 
-CORTEXLOOP = Path(sys.executable).with_name("cortexloop")
-
-
-def cortexloop(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CORTEXLOOP), "--log-level", "warning", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+# The `cortexloop` fixture (tests/loop/conftest.py) runs the command in its own process.
+Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture
@@ -45,7 +35,7 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def test_sessions_json_lists_what_was_recorded(recorded: Path) -> None:
+def test_sessions_json_lists_what_was_recorded(cortexloop: Cli, recorded: Path) -> None:
     result = cortexloop("db", "sessions", "--db", recorded, "--json")
     assert result.returncode == 0, result.stderr
     (session,) = json.loads(result.stdout)
@@ -54,7 +44,7 @@ def test_sessions_json_lists_what_was_recorded(recorded: Path) -> None:
     assert session["n_volumes"] == 103  # 104 planned, one missing
 
 
-def test_show_reports_counts_and_the_gap(recorded: Path) -> None:
+def test_show_reports_counts_and_the_gap(cortexloop: Cli, recorded: Path) -> None:
     result = cortexloop("db", "show", "sub-rehearsal/ses-01", "--db", recorded, "--json")
     assert result.returncode == 0, result.stderr
     detail = json.loads(result.stdout)
@@ -65,7 +55,9 @@ def test_show_reports_counts_and_the_gap(recorded: Path) -> None:
     assert "103/104" in table.stdout
 
 
-def test_export_writes_bids_events_and_roi_timeseries(recorded: Path, tmp_path: Path) -> None:
+def test_export_writes_bids_events_and_roi_timeseries(
+    cortexloop: Cli, recorded: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "export"
     result = cortexloop("db", "export", "1", "--db", recorded, "--out", out)
     assert result.returncode == 0, result.stderr
@@ -92,13 +84,13 @@ def test_export_writes_bids_events_and_roi_timeseries(recorded: Path, tmp_path: 
     assert not list(out.glob("*.part"))
 
 
-def test_db_default_comes_from_the_environment(recorded: Path) -> None:
+def test_db_default_comes_from_the_environment(cortexloop: Cli, recorded: Path) -> None:
     result = cortexloop("db", "sessions", "--json", env={**os.environ, "CORTEXLOOP_DB": str(recorded)})
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)) == 1
 
 
-def test_upgrade_creates_then_reports_current(tmp_path: Path) -> None:
+def test_upgrade_creates_then_reports_current(cortexloop: Cli, tmp_path: Path) -> None:
     path = tmp_path / "new.sqlite"
     first = cortexloop("db", "upgrade", "--db", path)
     assert first.returncode == 0, first.stderr
@@ -108,7 +100,7 @@ def test_upgrade_creates_then_reports_current(tmp_path: Path) -> None:
     assert cortexloop("db", "sessions", "--db", path).returncode == 0
 
 
-def test_missing_database(tmp_path: Path) -> None:
+def test_missing_database(cortexloop: Cli, tmp_path: Path) -> None:
     path = tmp_path / "typo.sqlite"
     line = _one_line_error(cortexloop("db", "sessions", "--db", path))
     assert f"no session database at {path}" in line
@@ -117,7 +109,7 @@ def test_missing_database(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("content", [b"\x00\x01garbage" * 500, b"subject,run\n01,1\n"])
-def test_file_that_is_not_a_database(tmp_path: Path, content: bytes) -> None:
+def test_file_that_is_not_a_database(cortexloop: Cli, tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "notes.sqlite"
     path.write_bytes(content)
     line = _one_line_error(cortexloop("db", "show", "1", "--db", path))
@@ -125,7 +117,7 @@ def test_file_that_is_not_a_database(tmp_path: Path, content: bytes) -> None:
     assert path.read_bytes() == content, "the file must be left as it was"
 
 
-def test_session_that_does_not_exist(recorded: Path) -> None:
+def test_session_that_does_not_exist(cortexloop: Cli, recorded: Path) -> None:
     line = _one_line_error(cortexloop("db", "show", "sub-02/ses-01", "--db", recorded))
     assert "no session 'sub-02/ses-01'" in line
     assert "cortexloop db sessions" in line
@@ -133,7 +125,7 @@ def test_session_that_does_not_exist(recorded: Path) -> None:
     assert "no session '42'" in line
 
 
-def test_schema_mismatch(recorded: Path) -> None:
+def test_schema_mismatch(cortexloop: Cli, recorded: Path) -> None:
     con = sqlite3.connect(recorded)
     con.execute("UPDATE alembic_version SET version_num = 'f00d'")
     con.execute(
@@ -147,7 +139,7 @@ def test_schema_mismatch(recorded: Path) -> None:
     assert "install cortexloop 3.2.0" in line
 
 
-def test_unparseable_url() -> None:
+def test_unparseable_url(cortexloop: Cli) -> None:
     line = _one_line_error(cortexloop("db", "sessions", "--db", "postgresql://host:notaport/x"))
     assert "cannot" in line
     assert "postgresql://host:notaport/x" in line

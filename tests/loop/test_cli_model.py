@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,18 +14,10 @@ from PIL import Image
 
 from stimulus import EncodingModel, natural_crops
 
-CORTEXLOOP = Path(sys.executable).with_name("cortexloop")
+# The `cortexloop` fixture (tests/loop/conftest.py) runs the command in its own process.
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
 N_IMAGES, N_VOXELS = 60, 12
-
-
-def cortexloop(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CORTEXLOOP), "--log-level", "warning", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +48,7 @@ def training(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fitted(training: Path) -> tuple[Path, dict[str, object]]:
+def fitted(cortexloop: Cli, training: Path) -> tuple[Path, dict[str, object]]:
     out = training / "model.cortexloop"
     result = cortexloop(
         "model", "fit", training / "train.tsv", training / "responses.npz", "--out", out,
@@ -77,7 +69,9 @@ def test_fit_writes_a_model_that_predicts_and_says_so(fitted: tuple[Path, dict[s
     assert model.voxel_indices_.tolist() == [7 * i for i in range(N_VOXELS)]
 
 
-def test_info_reads_the_file_without_the_backbone(fitted: tuple[Path, dict[str, object]]) -> None:
+def test_info_reads_the_file_without_the_backbone(
+    cortexloop: Cli, fitted: tuple[Path, dict[str, object]]
+) -> None:
     path, summary = fitted
     result = cortexloop("model", "info", path, "--json")
     assert result.returncode == 0, result.stderr
@@ -91,7 +85,7 @@ def test_info_reads_the_file_without_the_backbone(fitted: tuple[Path, dict[str, 
 
 
 def test_score_on_repeats_reports_the_noise_ceiling(
-    training: Path, fitted: tuple[Path, dict[str, object]]
+    cortexloop: Cli, training: Path, fitted: tuple[Path, dict[str, object]]
 ) -> None:
     path, _ = fitted
     table = (training / "train.tsv").read_text().splitlines()
@@ -121,7 +115,7 @@ def test_score_on_repeats_reports_the_noise_ceiling(
     ],
 )
 def test_unusable_input_is_one_line_saying_what_to_change(
-    training: Path, tmp_path: Path, change: str, message: str
+    cortexloop: Cli, training: Path, tmp_path: Path, change: str, message: str
 ) -> None:
     table, responses = training / "train.tsv", training / "responses.npz"
     extra: list[str] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +14,8 @@ from PIL import Image
 
 from stimulus import EncodingConfig, EncodingModel, natural_crops
 
-CORTEXLOOP = Path(sys.executable).with_name("cortexloop")
-
-
-def cortexloop(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CORTEXLOOP), "--log-level", "warning", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
+# The `cortexloop` fixture (tests/loop/conftest.py) runs the command in its own process.
+Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +42,7 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "model.cortexloop"
 
 
-def test_synth_writes_pngs_with_a_manifest(model_file: Path, tmp_path: Path) -> None:
+def test_synth_writes_pngs_with_a_manifest(cortexloop: Cli, model_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "round1"
     result = cortexloop(
         "synth", model_file, "--roi", "bright", "--roi", "red", "--images", "2", "--steps", "24",
@@ -80,7 +71,9 @@ def test_synth_writes_pngs_with_a_manifest(model_file: Path, tmp_path: Path) -> 
     assert bright.mean() > red.mean()
 
 
-def test_synth_refuses_an_unknown_roi_before_any_work(model_file: Path, tmp_path: Path) -> None:
+def test_synth_refuses_an_unknown_roi_before_any_work(
+    cortexloop: Cli, model_file: Path, tmp_path: Path
+) -> None:
     result = cortexloop("synth", model_file, "--roi", "FFA", "--out", tmp_path / "x")
     assert result.returncode == 1
     assert (
@@ -90,7 +83,9 @@ def test_synth_refuses_an_unknown_roi_before_any_work(model_file: Path, tmp_path
     assert not (tmp_path / "x").exists()
 
 
-def test_decode_writes_images_and_scores_them_against_the_shown(model_file: Path, tmp_path: Path) -> None:
+def test_decode_writes_images_and_scores_them_against_the_shown(
+    cortexloop: Cli, model_file: Path, tmp_path: Path
+) -> None:
     folder = model_file.parent
     result = cortexloop(
         "decode", model_file, folder / "responses.npy", "--shown", folder / "shown.tsv", "--steps", "20",
@@ -100,4 +95,7 @@ def test_decode_writes_images_and_scores_them_against_the_shown(model_file: Path
     summary = json.loads(result.stdout)
     assert summary["files"] == ["decoded_000.png", "decoded_001.png", "decoded_002.png"]
     assert len(summary["ssim"]) == 3
+    for name in summary["files"]:
+        with Image.open(tmp_path / "decoded" / name) as image:
+            assert image.size == (64, 64)  # the model's input size
     assert json.loads((tmp_path / "decoded" / "decoding.json").read_text())["files"] == summary["files"]
