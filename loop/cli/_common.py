@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from db.engine import DEFAULT_DB_ENV, DEFAULT_DB_FILENAME
 
@@ -52,3 +53,15 @@ def print_json(data: Any) -> None:
 def when(value: dt.datetime | None) -> str:
     """A timestamp for tables: UTC, to the second."""
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def progress_bars(*, transient: bool, label_width: int = 28) -> Progress:
+    """Labelled bars with counts and elapsed time on the CLI's console; ``transient`` clears them after."""
+    return Progress(
+        TextColumn(f"{{task.description:<{label_width}}}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=transient,
+    )

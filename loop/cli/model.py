@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 import typer
 from rich import box
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from loop.cli._common import JsonOption, console, print_json
+from loop.cli._common import JsonOption, console, print_json, progress_bars
 from loop.cli._inputs import read_responses, read_stimulus_table
 
 # `stimulus` brings torch, about two seconds to import: the model commands import it when they run, so
@@ -140,10 +140,7 @@ def fit(
         layerwise=layerwise,
     )
     model = EncodingModel(config, device=device, backbone=spec)
-    with Progress(
-        TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console, transient=json,
-    ) as progress:  # fmt: skip
+    with progress_bars(transient=json) as progress:
         model.fit(
             paths,
             repeats.averaged,

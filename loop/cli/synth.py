@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 import typer
 from rich import box
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from loop.cli._common import JsonOption, console, print_json
+from loop.cli._common import JsonOption, console, print_json, progress_bars
 
 if TYPE_CHECKING:
     from stimulus.synthesis import SynthesizedImage
@@ -26,13 +25,6 @@ if TYPE_CHECKING:
 ModelArg = Annotated[Path, typer.Argument(help="Model file (cortexloop model fit).", show_default=False)]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Folder for the images.", show_default=False)]
 DeviceOption = Annotated[str | None, typer.Option(help="cpu or cuda. Default: the GPU when there is one.")]
-
-
-def _progress(json_output: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description:<12}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console, transient=json_output,
-    )  # fmt: skip
 
 
 def _append_line(path: Path, record: dict[str, Any]) -> None:
@@ -119,7 +111,7 @@ def synth(
         _append_line(manifest, record)
         finished.append(record)
 
-    with _progress(json) as progress:
+    with progress_bars(transient=json, label_width=12) as progress:
         task = progress.add_task("synthesis", total=len(targets) * images * steps)
         synthesize(
             models,
@@ -182,7 +174,7 @@ def decode(
     config = DecodingConfig(
         steps=steps, blur_sigma=blur, voxels="all" if all_voxels else "selected", seed=seed
     )
-    with _progress(json) as progress:
+    with progress_bars(transient=json, label_width=12) as progress:
         task = progress.add_task("decoding", total=steps)
         result = decode_images(
             model, measured.values, config, shown=pictures,
