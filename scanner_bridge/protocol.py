@@ -65,6 +65,11 @@ class MessageType(enum.StrEnum):
     STATUS = "status"  # bridge -> receiver: the bridge is alive; what it holds
     VOLUME = "volume"  # bridge -> receiver: one volume
     EVENT = "event"  # bridge -> receiver: something the operator should know (a bad file, a gap)
+    # The presenter's channel (stimulus.present.channel) speaks the same protocol:
+    PLAN = "plan"  # controller -> presenter: a run plan to arm
+    COMMAND = "command"  # controller -> presenter: abort, quit, or send a run's log again
+    TRIGGER = "trigger"  # simulated scanner -> presenter: one volume's sync pulse
+    PRESENTATION = "presentation"  # presenter -> its peers: what happened on screen, as it happened
 
 
 @dataclass(frozen=True)

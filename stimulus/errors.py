@@ -11,6 +11,7 @@
         ├── TargetError(LookupError)         a synthesis target (ROI, voxel) the model does not have
         ├── PlanError(ValueError)            a run plan that cannot be armed: bad timing, bad images
         ├── TriggerTimeoutError(TimeoutError) the scanner's first trigger never came
+        ├── PresenterError(RuntimeError)     the presenter cannot be reached, or refused a plan
         └── SynthesisError(RuntimeError)     an optimization that diverged (non-finite objective)
 
 Messages name the thing, what was expected, what came, and what to do.
@@ -28,6 +29,7 @@ __all__ = [
     "ModelFileError",
     "ModelWriteError",
     "PlanError",
+    "PresenterError",
     "StimulusError",
     "SynthesisError",
     "TargetError",
@@ -77,3 +79,7 @@ class PlanError(StimulusError, ValueError):
 
 class TriggerTimeoutError(StimulusError, TimeoutError):
     """The run's first trigger did not come in time."""
+
+
+class PresenterError(StimulusError, RuntimeError):
+    """The presenter cannot be reached or started, or it refused a plan or a command."""

@@ -23,6 +23,7 @@ from loop.cli.bridge import app as bridge_app
 from loop.cli.db import app as db_app
 from loop.cli.demo import demo
 from loop.cli.model import app as model_app
+from loop.cli.present import present
 from loop.cli.synth import decode, synth
 
 __all__ = ["app", "main"]
@@ -40,6 +41,7 @@ app.add_typer(model_app, name="model")
 app.command()(demo)
 app.command()(synth)
 app.command()(decode)
+app.command()(present)
 
 EXIT_ERROR = 1
 

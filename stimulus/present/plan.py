@@ -52,6 +52,7 @@ class FixationSettings:
     changes_per_minute: float = 6.0
     change_duration_s: float = 0.5
     response_keys: tuple[str, ...] = ("1", "2")
+    response_window_s: tuple[float, float] = (0.15, 1.5)  # a press this long after a change is a hit
 
 
 @dataclass(frozen=True, kw_only=True)

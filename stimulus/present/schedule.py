@@ -16,6 +16,8 @@ keeps pace with a simulated scanner.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -26,9 +28,10 @@ import numpy as np
 import numpy.typing as npt
 
 from stimulus.errors import TriggerTimeoutError
-from stimulus.present.plan import RunPlan
+from stimulus.present.plan import FixationSettings, RunPlan
 
 __all__ = [
+    "AttentionScore",
     "Clock",
     "Display",
     "RunLog",
@@ -38,6 +41,7 @@ __all__ = [
     "VirtualDisplay",
     "VirtualTriggers",
     "present_run",
+    "score_attention",
 ]
 
 log = logging.getLogger(__name__)
@@ -75,14 +79,13 @@ class Display(Protocol):
 
 
 class TriggerSource(Protocol):
-    """The scanner's volume triggers."""
+    """The scanner's volume triggers, each stamped on the run loop's clock when it came."""
 
-    def wait_first(self, timeout_s: float) -> float:
-        """Block until the first trigger; return its time. Raise TriggerTimeoutError after ``timeout_s``."""
-        ...
+    def wait(self, until: float) -> list[float]:
+        """Times of the triggers that came since the last call, waiting until clock time ``until`` for one.
 
-    def poll(self) -> list[float]:
-        """Times of triggers that came since the last call (after the first)."""
+        Returns as soon as there is at least one; ``wait(clock.now())`` only looks.
+        """
         ...
 
 
@@ -112,13 +115,22 @@ class VirtualDisplay:
     late_flips : iterable of int, optional
         Flip numbers (0-based, counted from the first flip) that come one
         frame late, to rehearse dropped frames.
+    history : int, optional
+        How many flips :attr:`shown` keeps (all by default).
     """
 
-    def __init__(self, clock: Clock, refresh_hz: float = 60.0, late_flips: Iterable[int] = ()) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        refresh_hz: float = 60.0,
+        late_flips: Iterable[int] = (),
+        history: int | None = None,
+    ) -> None:
         self.clock = clock
         self.refresh_hz = refresh_hz
         self.late_flips = set(late_flips)
-        self.shown: list[tuple[float, str]] = []  # (flip time, what was on screen)
+        # (flip time, what was on screen) of the last ``history`` flips (all when None; a server keeps none).
+        self.shown: collections.deque[tuple[float, str]] = collections.deque(maxlen=history)
         self._next: str = "blank"
         self._flips = 0
         self._last: float | None = None
@@ -161,22 +173,21 @@ class VirtualDisplay:
 class VirtualTriggers:
     """Triggers every TR from ``first_at`` on the given clock, as a simulated scanner sends them."""
 
+    description = "the virtual scanner"
+
     def __init__(self, clock: Clock, tr_s: float, n_volumes: int, first_at: float = 0.0) -> None:
         self.clock, self.tr_s, self.n_volumes, self.first_at = clock, tr_s, n_volumes, first_at
-        self._sent = 1
+        self._sent = 0
 
-    def wait_first(self, timeout_s: float) -> float:
-        if self.first_at - self.clock.now() > timeout_s:
-            self.clock.sleep_until(self.clock.now() + timeout_s)
-            raise TriggerTimeoutError(f"no trigger within {timeout_s} s")
-        self.clock.sleep_until(self.first_at)
-        return self.first_at
+    def _due(self, k: int) -> float:
+        return self.first_at + k * self.tr_s
 
-    def poll(self) -> list[float]:
-        now = self.clock.now()
+    def wait(self, until: float) -> list[float]:
+        if self._sent < self.n_volumes and self.clock.now() < min(until, self._due(self._sent)):
+            self.clock.sleep_until(min(until, self._due(self._sent)))
         times = []
-        while self._sent < self.n_volumes and self.first_at + self._sent * self.tr_s <= now:
-            times.append(self.first_at + self._sent * self.tr_s)
+        while self._sent < self.n_volumes and self._due(self._sent) <= self.clock.now():
+            times.append(self._due(self._sent))
             self._sent += 1
         return times
 
@@ -201,6 +212,45 @@ class TrialRecord:
         return None if self.actual_onset_s is None else 1e3 * (self.actual_onset_s - self.planned_onset_s)
 
 
+@dataclass(frozen=True)
+class AttentionScore:
+    """The fixation task: a colour change is hit by a response key pressed within the response window."""
+
+    changes: int
+    hits: int
+    false_alarms: int
+    reaction_times_s: tuple[float, ...]
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.hits / self.changes if self.changes else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "hit_rate": self.hit_rate}
+
+
+def score_attention(
+    changes_s: list[float], responses: list[tuple[str, float]], settings: FixationSettings
+) -> AttentionScore:
+    """Pair each colour change with the first unused response key press inside its window."""
+    low, high = settings.response_window_s
+    presses = sorted(t for key, t in responses if key in settings.response_keys)
+    used: set[int] = set()
+    reaction_times = []
+    for change in changes_s:
+        for k, t in enumerate(presses):
+            if k not in used and change + low <= t <= change + high:
+                used.add(k)
+                reaction_times.append(t - change)
+                break
+    return AttentionScore(
+        changes=len(changes_s),
+        hits=len(reaction_times),
+        false_alarms=len(presses) - len(used),
+        reaction_times_s=tuple(reaction_times),
+    )
+
+
 @dataclass
 class RunLog:
     """Everything the run loop measured."""
@@ -213,7 +263,14 @@ class RunLog:
     fixation_changes_s: list[float] = field(default_factory=list)
     dropped_frames: int = 0
     aborted: bool = False
-    first_trigger_clock: float = 0.0
+    first_trigger_clock: float | None = None
+    attention: AttentionScore | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (what the presenter sends back at the end of a run)."""
+        data = dataclasses.asdict(self)
+        data["attention"] = None if self.attention is None else self.attention.as_dict()
+        return data
 
 
 def _fixation_changes(plan: RunPlan) -> list[float]:
@@ -241,18 +298,23 @@ def present_run(
     trigger_timeout_s: float = 60.0,
     abort_keys: tuple[str, ...] = ("escape",),
     on_event: Callable[[Event], None] | None = None,
+    should_abort: Callable[[], bool] | None = None,
 ) -> RunLog:
     """Show a checked plan, locked to the display's refreshes, from the first trigger.
 
     ``images`` are the plan's images, already read and checked
     (:meth:`RunPlan.load_images`), so nothing can fail for a file mid-run.
+    The run stops early, keeping what it measured, when an abort key is
+    pressed or ``should_abort()`` (asked once a frame) says so. A first
+    trigger that does not come within ``trigger_timeout_s`` raises
+    :class:`TriggerTimeoutError`.
     """
     emit = on_event or (lambda event: None)
+    stop_requested = should_abort or (lambda: False)
     display.prepare(images)
     display.draw_fixation(plan.fixation.colour)
     display.flip()
     emit({"type": "armed", "run_id": plan.run_id, "refresh_hz": display.refresh_hz})
-    first = triggers.wait_first(trigger_timeout_s)
     period = 1.0 / display.refresh_hz
     records = [
         TrialRecord(
@@ -266,6 +328,14 @@ def present_run(
         )
         for k, t in enumerate(plan.trials)
     ]
+    run = RunLog(run_id=plan.run_id, refresh_hz=display.refresh_hz, trials=records)
+    first = _wait_first_trigger(triggers, display, clock, trigger_timeout_s, abort_keys, stop_requested, emit)
+    if first is None:
+        run.aborted = True
+        emit({"type": "aborted", "time_s": None, "before_first_trigger": True})
+        emit({"type": "done", "aborted": True, "dropped_frames": 0, "attention": None})
+        return run
+    run.first_trigger_clock = first[0]
     onsets = [round(t.onset_s / period) for t in plan.trials]
     offsets = [round((t.onset_s + t.duration_s) / period) for t in plan.trials]
     end = round(plan.duration_s / period)
@@ -273,11 +343,12 @@ def present_run(
     change_frames = [
         (round(c / period), round((c + plan.fixation.change_duration_s) / period)) for c in changes
     ]
-    run = RunLog(run_id=plan.run_id, refresh_hz=display.refresh_hz, trials=records, triggers_s=[0.0],
-                 first_trigger_clock=first)  # fmt: skip
-    emit({"type": "trigger", "index": 0, "time_s": 0.0})
+    for t in first:
+        run.triggers_s.append(t - first[0])
+        emit({"type": "trigger", "index": len(run.triggers_s) - 1, "time_s": t - first[0]})
+    first_s = first[0]
     # Flip k after the trigger lands in ((k - 1) period, k period]: frame k shows what is planned for it.
-    frame = math.floor((clock.now() - first) / period + 1e-9) + 1
+    frame = math.floor((clock.now() - first_s) / period + 1e-9) + 1
     trial, showing, previous = 0, None, frame - 1
     while frame < end:
         while trial < len(records) and frame >= offsets[trial]:
@@ -290,9 +361,9 @@ def present_run(
             display.draw_fixation(plan.fixation.change_colour if changed else plan.fixation.colour)
         # Never ahead of time: without vsync (Xvfb, some drivers) flips return at once and would run
         # early. Half a frame of margin leaves a vsync'd flip its refresh.
-        clock.sleep_until(first + (frame - 1.5) * period)
+        clock.sleep_until(first_s + (frame - 1.5) * period)
         flip = display.flip()
-        elapsed = flip - first
+        elapsed = flip - first_s
         shown = max(math.ceil(elapsed / period - 1e-6), previous + 1)
         if shown > previous + 1:
             run.dropped_frames += shown - previous - 1
@@ -311,15 +382,17 @@ def present_run(
                   "planned_onset_s": records[on].planned_onset_s, "actual_onset_s": elapsed,
                   "onset_error_ms": records[on].onset_error_ms})  # fmt: skip
         showing = on
-        for t in triggers.poll():
-            run.triggers_s.append(t - first)
-            emit({"type": "trigger", "index": len(run.triggers_s) - 1, "time_s": t - first})
+        for t in triggers.wait(clock.now()):
+            run.triggers_s.append(t - first_s)
+            emit({"type": "trigger", "index": len(run.triggers_s) - 1, "time_s": t - first_s})
         for key, t in display.pressed_keys():
             if key in abort_keys:
                 run.aborted = True
             else:
-                run.responses.append((key, t - first))
-                emit({"type": "response", "key": key, "time_s": t - first})
+                run.responses.append((key, t - first_s))
+                emit({"type": "response", "key": key, "time_s": t - first_s})
+        if stop_requested():
+            run.aborted = True
         if run.aborted:
             emit({"type": "aborted", "time_s": elapsed})
             log.warning("run %s aborted by the operator at %.3f s", plan.run_id, elapsed)
@@ -327,7 +400,36 @@ def present_run(
         frame = shown + 1
     if showing is not None and records[showing].actual_duration_s is None and not run.aborted:
         flip = display.flip()
-        records[showing].actual_duration_s = flip - first - (records[showing].actual_onset_s or 0.0)
-    run.fixation_changes_s = changes
-    emit({"type": "done", "aborted": run.aborted, "dropped_frames": run.dropped_frames})
+        records[showing].actual_duration_s = flip - first_s - (records[showing].actual_onset_s or 0.0)
+    run.fixation_changes_s = [c for c in changes if c < (clock.now() - first_s)]
+    if plan.fixation.task:
+        run.attention = score_attention(run.fixation_changes_s, run.responses, plan.fixation)
+    emit({"type": "done", "aborted": run.aborted, "dropped_frames": run.dropped_frames,
+          "attention": None if run.attention is None else run.attention.as_dict()})  # fmt: skip
     return run
+
+
+def _wait_first_trigger(
+    triggers: TriggerSource,
+    display: Display,
+    clock: Clock,
+    timeout_s: float,
+    abort_keys: tuple[str, ...],
+    stop_requested: Callable[[], bool],
+    emit: Callable[[Event], None],
+) -> list[float] | None:
+    """The first trigger(s), in clock time; None if the run was aborted while waiting."""
+    deadline = clock.now() + timeout_s
+    while True:
+        got = triggers.wait(min(deadline, clock.now() + 0.05))
+        if got:
+            return got
+        if stop_requested() or any(key in abort_keys for key, _ in display.pressed_keys()):
+            return None
+        if clock.now() >= deadline:
+            source = getattr(triggers, "description", type(triggers).__name__)
+            emit({"type": "trigger_timeout", "timeout_s": timeout_s, "source": source})
+            raise TriggerTimeoutError(
+                f"no trigger within {timeout_s:g} s from {source}; is the scanner running, and is the "
+                "trigger cable or network connected? The run was armed and can be sent again."
+            )

@@ -6,6 +6,17 @@ are PsychoPy's: ``win.flip()`` returns the moment of the flip on
 loop measures onsets and responses on one time base. With a monitor
 calibration (PsychoPy's Monitor Center name) sizes are in degrees of visual
 angle; without one, in pixels.
+
+The refresh rate is measured when the window opens. Onsets are scheduled
+in frames of the measured rate; a rate the operator declared
+(``expected_hz``, from the monitor's settings) that differs by more than 2 %
+is reported as a warning, since it means the display is not running in the
+mode the experiment was designed for. Without vsync (Xvfb, some drivers)
+no stable rate can be measured; the declared rate is then used.
+
+Keys: presses of the scanner's trigger key are kept apart from responses
+(:meth:`PsychoPyDisplay.trigger_presses`), so a trigger is never scored as a
+button press.
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-__all__ = ["PsychoPyClock", "PsychoPyDisplay"]
+__all__ = ["PsychoPyClock", "PsychoPyDisplay", "choose_refresh_rate"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +43,9 @@ class PsychoPyClock:
 
     def now(self) -> float:
         return float(self._clock.getTime())
+
+    def seconds_to_wall(self, seconds: float) -> float:
+        return seconds
 
     def sleep_until(self, t: float) -> None:
         from psychopy import core
@@ -56,6 +70,10 @@ class PsychoPyDisplay:
     fixation_size : float
         Diameter of the fixation point, in the same units.
     background : RGB on -1..1
+    expected_hz : float, optional
+        The refresh rate the monitor is set to; compared with the measured one.
+    trigger_keys : tuple of str
+        Keys that are the scanner's triggers, not responses.
     """
 
     def __init__(
@@ -68,6 +86,8 @@ class PsychoPyDisplay:
         image_size: float = 400.0,
         fixation_size: float = 8.0,
         background: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        expected_hz: float | None = None,
+        trigger_keys: tuple[str, ...] = (),
     ) -> None:
         from psychopy import event, visual
 
@@ -80,9 +100,13 @@ class PsychoPyDisplay:
         )  # fmt: skip
         self.clock = PsychoPyClock()
         measured = self.win.getActualFrameRate(nIdentical=10, nMaxFrames=120, nWarmUpFrames=10, threshold=1)
-        if measured is None:
-            log.warning("the refresh rate could not be measured (no stable vsync); assuming 60 Hz")
-        self.refresh_hz = float(measured or 60.0)
+        self.measured_hz = None if measured is None else float(measured)
+        self.refresh_hz, self.refresh_warning = choose_refresh_rate(self.measured_hz, expected_hz)
+        if self.refresh_warning:
+            log.warning("%s", self.refresh_warning)
+        self.trigger_keys = frozenset(trigger_keys)
+        self._keys: list[tuple[str, float]] = []
+        self._trigger_times: list[float] = []
         self.image_size = image_size
         self.fixation = visual.Circle(
             self.win,
@@ -112,8 +136,43 @@ class PsychoPyDisplay:
     def flip(self) -> float:
         return float(self.win.flip())
 
+    def _collect_keys(self) -> None:
+        for key, t in self._event.getKeys(timeStamped=self.clock._clock):
+            if key in self.trigger_keys:
+                self._trigger_times.append(float(t))
+            else:
+                self._keys.append((str(key), float(t)))
+
     def pressed_keys(self) -> list[tuple[str, float]]:
-        return [(str(k), float(t)) for k, t in self._event.getKeys(timeStamped=self.clock._clock)]
+        self._collect_keys()
+        keys, self._keys = self._keys, []
+        return keys
+
+    def trigger_presses(self) -> list[float]:
+        """Times of trigger-key presses since the last call."""
+        self._collect_keys()
+        times, self._trigger_times = self._trigger_times, []
+        return times
 
     def close(self) -> None:
         self.win.close()
+
+
+def choose_refresh_rate(measured_hz: float | None, expected_hz: float | None) -> tuple[float, str | None]:
+    """The rate to schedule in, and a warning for the operator when something is off."""
+    if measured_hz is None:
+        if expected_hz is None:
+            return 60.0, (
+                "the refresh rate could not be measured (no stable vsync) and none was declared; "
+                "scheduling at 60 Hz. Declare the monitor's rate (--refresh-hz) and check that vsync is on."
+            )
+        return expected_hz, (
+            f"the refresh rate could not be measured (no stable vsync); scheduling at the declared "
+            f"{expected_hz:g} Hz. Onsets are measured all the same, but check that vsync is on."
+        )
+    if expected_hz is not None and abs(measured_hz - expected_hz) > 0.02 * expected_hz:
+        return measured_hz, (
+            f"the display refreshes at {measured_hz:.2f} Hz, not the declared {expected_hz:g} Hz: "
+            "check the monitor's mode. Onsets are scheduled in frames of the measured rate."
+        )
+    return measured_hz, None

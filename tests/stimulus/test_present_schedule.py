@@ -119,7 +119,7 @@ def test_escape_aborts_and_keeps_what_happened(stimuli: dict[str, str], tmp_path
     shown = [r for r in log.trials if r.actual_onset_s is not None]
     assert [r.index for r in shown] == [0, 1, 2]
     assert log.responses == [("1", pytest.approx(4.2, abs=PERIOD))]
-    assert events[-1] == {"type": "done", "aborted": True, "dropped_frames": 0}
+    assert events[-1] == {"type": "done", "aborted": True, "dropped_frames": 0, "attention": None}
     tsv, sidecar = write_bids_events(log, plan, tmp_path / "sub-01_task-x_run-1_events.tsv")
     rows = list(csv.DictReader(tsv.read_text().splitlines(), delimiter="\t"))
     assert [r["onset_measured"] for r in rows if r["trial_type"] != "response"] == ["true"] * 3 + [
@@ -139,12 +139,26 @@ def test_a_long_run_takes_a_fraction_of_its_time_without_a_window(
     assert sum(r.actual_onset_s is not None for r in log.trials) == 90
 
 
-def test_the_attention_task_changes_colour_and_logs_it(stimuli: dict[str, str], tmp_path: Path) -> None:
+def test_the_attention_task_changes_colour_and_scores_responses(
+    stimuli: dict[str, str], tmp_path: Path
+) -> None:
     plan = _plan(stimuli, fixation=FixationSettings(task=True, changes_per_minute=12))
     log, display, _ = _run(plan, tmp_path)
-    assert log.fixation_changes_s
+    changes = log.fixation_changes_s
+    assert len(changes) >= 3
     colours = {what for _, what in display.shown if what.startswith("fixation")}
     assert len(colours) == 2
+    assert log.attention is not None and (log.attention.changes, log.attention.hits) == (len(changes), 0)
+    # The subject answers the first two changes after 0.4 s, misses the rest, and presses once at random;
+    # a key that is not a response key is logged but not scored.
+    presses = [("1", 0.5 + changes[0] + 0.4), ("2", 0.5 + changes[1] + 0.4), ("1", 0.5 + changes[0] - 0.3)]
+    log, _, events = _run(plan, tmp_path, presses=(*presses, ("x", 0.5 + changes[2] + 0.4)))
+    assert log.attention is not None
+    assert (log.attention.hits, log.attention.false_alarms) == (2, 1)
+    assert log.attention.reaction_times_s == pytest.approx([0.4, 0.4], abs=PERIOD)
+    assert log.attention.hit_rate == pytest.approx(2 / len(changes))
+    assert events[-1]["attention"] == log.attention.as_dict()
+    assert [key for key, _ in log.responses] == ["1", "1", "2", "x"]
 
 
 def test_a_missing_or_altered_file_fails_before_arming(stimuli: dict[str, str], tmp_path: Path) -> None:
