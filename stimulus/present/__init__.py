@@ -1,10 +1,16 @@
 """Presentation: run plans checked before arming, and the frame-locked run loop.
 
-:class:`RunPlan` (:mod:`stimulus.present.plan`) and :func:`present_run`
-(:mod:`stimulus.present.schedule`) with the window-less
-:class:`VirtualDisplay`; BIDS events in :mod:`stimulus.present.events`.
-The PsychoPy window, the trigger sources and the ``cortexloop present``
-server build on these.
+- :mod:`~stimulus.present.plan`: :class:`RunPlan`, what to show and when.
+- :mod:`~stimulus.present.schedule`: :func:`present_run`, the one run loop, with
+  the window-less :class:`VirtualDisplay`, :class:`VirtualClock` and
+  :class:`VirtualTriggers`.
+- :mod:`~stimulus.present.window`: the PsychoPy window (imports PsychoPy).
+- :mod:`~stimulus.present.triggers`: the scanner's key and launchScan's metronome.
+- :mod:`~stimulus.present.channel`: plans, triggers and events over ZeroMQ,
+  and :class:`~stimulus.present.channel.PresenterClient` for the controller
+  and the simulated scanner.
+- :mod:`~stimulus.present.server`: ``cortexloop present``'s serve loop.
+- :mod:`~stimulus.present.events`: BIDS ``*_events.tsv``.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from stimulus.present.events import write_bids_events
 from stimulus.present.plan import FixationSettings, PlannedTrial, RunPlan
 from stimulus.present.schedule import (
+    AttentionScore,
     Display,
     RunLog,
     TrialRecord,
@@ -23,6 +30,7 @@ from stimulus.present.schedule import (
 )
 
 __all__ = [
+    "AttentionScore",
     "Display",
     "FixationSettings",
     "PlannedTrial",

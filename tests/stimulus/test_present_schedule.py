@@ -148,7 +148,8 @@ def test_the_attention_task_changes_colour_and_scores_responses(
     assert len(changes) >= 3
     colours = {what for _, what in display.shown if what.startswith("fixation")}
     assert len(colours) == 2
-    assert log.attention is not None and (log.attention.changes, log.attention.hits) == (len(changes), 0)
+    assert log.attention is not None
+    assert (log.attention.changes, log.attention.hits) == (len(changes), 0)
     # The subject answers the first two changes after 0.4 s, misses the rest, and presses once at random;
     # a key that is not a response key is logged but not scored.
     presses = [("1", 0.5 + changes[0] + 0.4), ("2", 0.5 + changes[1] + 0.4), ("1", 0.5 + changes[0] - 0.3)]
@@ -191,3 +192,18 @@ def test_a_trigger_that_never_comes_times_out(stimuli: dict[str, str], tmp_path:
         present_run(plan, VirtualDisplay(clock), VirtualTriggers(clock, 2.0, 12, first_at=100.0), clock,
                     images=plan.load_images(tmp_path), trigger_timeout_s=30)  # fmt: skip
     assert np.isclose(clock.now(), 30, atol=0.1)
+
+
+def test_the_refresh_rate_is_the_measured_one_and_a_mismatch_is_flagged() -> None:
+    from stimulus.present.window import choose_refresh_rate
+
+    assert choose_refresh_rate(119.9, 120.0) == (119.9, None)
+    rate, warning = choose_refresh_rate(60.0, 120.0)
+    assert rate == 60.0
+    assert warning is not None
+    assert "60.00 Hz, not the declared 120 Hz" in warning
+    rate, warning = choose_refresh_rate(None, 144.0)  # no vsync: trust the monitor's declared mode
+    assert rate == 144.0
+    assert warning is not None
+    assert "could not be measured" in warning
+    assert choose_refresh_rate(None, None)[0] == 60.0

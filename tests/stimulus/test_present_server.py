@@ -83,7 +83,7 @@ def _events_until(client: PresenterClient, kinds: set[str], timeout_s: float = 2
 
 
 def _scan(endpoint: str, plan: RunPlan, stop: threading.Event | None = None) -> threading.Thread:
-    """Send the plan's triggers at its TR on the scaled clock, as the simulated scanner does (its own peer)."""
+    """Send the plan's triggers at its TR on the scaled clock from a peer of their own, as a scanner does."""
     scanner = PresenterClient(endpoint, KEY, role="scanner")
 
     def send() -> None:
@@ -112,7 +112,8 @@ def test_a_signed_plan_is_presented_on_network_triggers_and_reported_as_it_happe
         _scan(server.channel.endpoint, plan)
         events = armed + _events_until(client, {"log"})
     kinds = [e["type"] for e in events]
-    assert kinds[0] == "armed" and kinds[-2:] == ["done", "log"]
+    assert kinds[0] == "armed"
+    assert kinds[-2:] == ["done", "log"]
     assert all(e["run_id"] == "run-1" for e in events)
     onsets = [e for e in events if e["type"] == "onset"]
     assert [e["trial"] for e in onsets] == [0, 1, 2]
@@ -193,7 +194,8 @@ def test_abort_ends_the_run_and_keeps_what_was_shown(server: Server, stimuli: di
     final = events[-1]["log"]
     assert final["aborted"]
     shown = [t["actual_onset_s"] is not None for t in final["trials"]]
-    assert shown[0] and not shown[2]
+    assert shown[0]
+    assert not shown[2]
     assert any(e["type"] == "aborted" for e in events)
 
 

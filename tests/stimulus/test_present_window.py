@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,31 @@ def test_the_screen_shows_each_stimulus_at_its_onset_and_fixation_between(tmp_pa
     screen = gap[2].astype(int)
     assert np.abs(screen[top : top + SIDE, left : left + SIDE][~centre] - 128).max() <= 1
     assert tuple(screen[WINDOW[1] // 2, WINDOW[0] // 2]) == (255, 0, 0)
+
+
+def test_launchscan_triggers_come_through_the_keyboard_apart_from_responses(tmp_path: Path) -> None:
+    from psychopy import event
+
+    from stimulus.present.triggers import EmulatedScanTriggers
+    from stimulus.present.window import PsychoPyDisplay
+
+    Image.new("RGB", (SIDE, SIDE), (200, 10, 10)).save(tmp_path / "a.png")
+    sha = hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+    trials = (PlannedTrial(stimulus="a.png", sha256=sha, onset_s=0.4, duration_s=0.3),)
+    plan = RunPlan(run_id="emulated", tr_s=0.3, n_volumes=6, trials=trials)
+    display = PsychoPyDisplay(size=WINDOW, image_size=SIDE, trigger_keys=("5",))
+    triggers = EmulatedScanTriggers(display, display.clock, plan.tr_s, plan.n_volumes, key="5")
+    # The subject presses '1' during the run; the scanner's '5's must not count as responses.
+    press = threading.Timer(0.9, lambda: event._onPygletKey(symbol="1", modifiers=0, emulated=True))
+    press.start()
+    try:
+        log = present_run(plan, display, triggers, display.clock, images=plan.load_images(tmp_path))
+    finally:
+        triggers.stop()
+        press.cancel()
+        display.close()
+    # The metronome's keys carry the time they were typed: one per TR, to a few milliseconds.
+    assert len(log.triggers_s) == plan.n_volumes
+    assert np.diff(log.triggers_s) == pytest.approx([plan.tr_s] * (plan.n_volumes - 1), abs=0.01)
+    assert [key for key, _ in log.responses] == ["1"]
+    assert log.trials[0].actual_onset_s is not None

@@ -1,0 +1,83 @@
+"""``cortexloop present`` as the stimulus computer runs it: a server in its own process."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from PIL import Image
+
+from scanner_bridge import generate_key_file, load_key
+from stimulus.present import PlannedTrial, RunPlan
+from stimulus.present.channel import PresenterClient
+
+from .conftest import CORTEXLOOP
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_present_no_window_serves_a_plan_on_network_triggers_then_quits(tmp_path: Path) -> None:
+    key_file = generate_key_file(tmp_path / "key")
+    Image.new("RGB", (16, 16), (0, 200, 0)).save(tmp_path / "a.png")
+    sha = hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+    plan = RunPlan(run_id="sub-01_run-1", tr_s=2.0, n_volumes=4, trials=(
+        PlannedTrial(stimulus="a.png", sha256=sha, onset_s=2.0, duration_s=2.0),
+        PlannedTrial(stimulus="a.png", sha256=sha, onset_s=5.0, duration_s=1.0),
+    ))  # fmt: skip
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    server = subprocess.Popen(
+        [str(CORTEXLOOP), "present", "--no-window", "--speed", "10", "--endpoint", endpoint,
+         "--key-file", str(key_file), "--stimulus-dir", str(tmp_path), "--events-dir", str(tmp_path / "ev")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        key = load_key(key_file)
+        with PresenterClient(endpoint, key, timeout_s=60) as client, \
+                PresenterClient(endpoint, key, role="scanner") as scanner:  # fmt: skip
+            client.send_plan(plan)
+            events = [client.next_event(10)]
+            assert events[0] is not None
+            assert events[0]["type"] == "armed"
+            for k in range(plan.n_volumes):
+                scanner.trigger(k, k * plan.tr_s)
+                time.sleep(plan.tr_s / 10)
+            while events[-1] is not None and events[-1]["type"] != "log":
+                events.append(client.next_event(10))
+            client.command("quit")
+            assert client.next_event(10) == {"type": "ack", "command": "quit"}
+        out, err = server.communicate(timeout=20)
+    finally:
+        server.kill()
+    assert server.returncode == 0, err
+    assert f"presenter at {endpoint} (no window, triggers: network)" in out
+    final = events[-1]
+    assert final is not None
+    assert [t["planned_onset_s"] for t in final["log"]["trials"]] == [2.0, 5.0]
+    assert all(abs(t["actual_onset_s"] - t["planned_onset_s"]) < 0.05 for t in final["log"]["trials"])
+    assert (tmp_path / "ev" / "sub-01_run-1_events.tsv").read_text().count("a.png") == 2
+
+
+def test_present_refuses_a_window_option_it_cannot_honour(cortexloop: Cli, tmp_path: Path) -> None:
+    key_file = generate_key_file(tmp_path / "key")
+    result = cortexloop("present", "--no-window", "--triggers", "keyboard", "--endpoint", "tcp://127.0.0.1:0",
+                        "--key-file", key_file)  # fmt: skip
+    assert result.returncode != 0
+    assert "--no-window has no keyboard: use --triggers network" in result.stderr
+    (tmp_path / "open").write_text("00" * 32)
+    (tmp_path / "open").chmod(0o644)
+    result = cortexloop(
+        "present", "--no-window", "--endpoint", "tcp://127.0.0.1:0", "--key-file", tmp_path / "open"
+    )
+    assert result.returncode == 1
+    assert "readable by others" in result.stderr
+    assert "chmod 600" in result.stderr
