@@ -380,6 +380,7 @@ def present_run(
             records[on].actual_onset_s = elapsed
             emit({"type": "onset", "trial": on, "stimulus": records[on].stimulus,
                   "planned_onset_s": records[on].planned_onset_s, "actual_onset_s": elapsed,
+                  "planned_duration_s": records[on].planned_duration_s,
                   "onset_error_ms": records[on].onset_error_ms})  # fmt: skip
         showing = on
         for t in triggers.wait(clock.now()):

@@ -1,0 +1,277 @@
+"""The simulated scanner: triggers out, the presenter's onsets in, a virtual subject's volumes out at the TR.
+
+A run goes as a real one does. The scanner waits for the presenter to arm,
+sends trigger ``k`` at ``k * TR`` (on its clock: real time, or ``speed``
+times faster), takes in the presenter's onset and offset events as they
+come, and writes volume ``k`` into the export directory when its TR ends,
+under a temporary name renamed into place (NIfTI, one file per volume) or
+as single-slice DICOM files. The bridge's watcher reads them exactly as it
+reads a real scanner's. Without a presenter, a run plan is presented by the
+window-less run loop in-process, so a run can be made as fast as the CPU
+allows (``speed=0``).
+
+What the subject saw and how it responded is written next to the export
+(``truth_dir``): per run, the presentations with every ROI's true response,
+and the head motion; once, the ROI atlas (``rois.nii.gz`` + ``rois.tsv``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
+from pydicom.uid import generate_uid
+
+from db.files import write_atomic
+from scanner_bridge.clock import Clock
+from scanner_bridge.errors import BridgeError
+from scanner_bridge.simulate.bold import BoldRun
+from scanner_bridge.simulate.subject import ROI_NAMES, VirtualSubject
+from scanner_bridge.writers import dicom_slice_files, nifti_bytes
+
+__all__ = ["RunRecord", "SimulatedScanner"]
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("nifti", "dicom")
+
+
+class _Presenter(Protocol):
+    """What the scanner needs of :class:`stimulus.present.channel.PresenterClient` (role ``scanner``)."""
+
+    def trigger(self, index: int, scanner_time_s: float) -> None: ...
+
+    def next_event(self, timeout_s: float) -> dict[str, Any] | None: ...
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """What one simulated run did."""
+
+    run: int
+    run_id: str | None
+    n_volumes: int
+    files: dict[int, list[str]] = dataclasses.field(default_factory=dict)
+    written_at: dict[int, float] = dataclasses.field(default_factory=dict)  # index -> time.monotonic()
+    presentations: int = 0
+    truth: Path | None = None
+
+
+class SimulatedScanner:
+    """A scanner that images a :class:`VirtualSubject`.
+
+    Parameters
+    ----------
+    subject : VirtualSubject
+    export_dir : Path
+        Where volumes are written (the bridge watches it).
+    tr_s : float
+    clock : Clock
+        Paces the run (``ScaledClock(speed)``, or a clock that jumps for speed 0).
+    fmt : {"nifti", "dicom"}
+    stimulus_dir : Path
+        Where the presenter's stimulus paths point.
+    truth_dir : Path, optional
+        Where the ground truth of each run goes (default: ``<export_dir>-truth``).
+    """
+
+    def __init__(
+        self,
+        subject: VirtualSubject,
+        export_dir: Path,
+        *,
+        tr_s: float,
+        clock: Clock,
+        fmt: str = "nifti",
+        stimulus_dir: Path = Path("."),
+        truth_dir: Path | None = None,
+    ) -> None:
+        if fmt not in FORMATS:
+            raise BridgeError(f"volume format {fmt!r}; use one of {', '.join(FORMATS)}")
+        if not tr_s > 0:
+            raise BridgeError(f"the TR must be positive, got {tr_s}")
+        self.subject, self.tr_s, self.clock, self.fmt = subject, tr_s, clock, fmt
+        self.export_dir = Path(export_dir)
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        self.stimulus_dir = Path(stimulus_dir)
+        self.truth_dir = truth_dir or self.export_dir.with_name(self.export_dir.name + "-truth")
+        self.truth_dir.mkdir(parents=True, exist_ok=True)
+        subject.write_atlas(self.truth_dir)
+        self._responses: dict[str, npt.NDArray[np.float64]] = {}  # stimulus sha256 -> voxel responses
+
+    # -- what the subject sees ---------------------------------------------------------------------
+
+    def responses_to(self, stimuli: list[str]) -> list[npt.NDArray[np.float64]]:
+        """The subject's voxel responses to image files (relative to ``stimulus_dir``), cached by content."""
+        digests, pixels = [], {}
+        for name in stimuli:
+            path = self.stimulus_dir / name
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise BridgeError(
+                    f"the subject cannot see {path}: {exc.strerror or exc}; "
+                    "is --stimulus-dir the folder the presenter reads?"
+                ) from exc
+            digest = hashlib.sha256(data).hexdigest()
+            digests.append(digest)
+            if digest not in self._responses and digest not in pixels:
+                try:
+                    with Image.open(path) as image:
+                        pixels[digest] = (
+                            np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
+                        )
+                except (UnidentifiedImageError, OSError) as exc:
+                    raise BridgeError(f"the subject cannot see {path}: not an image ({exc})") from exc
+        if pixels:
+            size = self.subject.config.image_size
+            batch = np.stack([_resized(p, size) for p in pixels.values()])
+            for digest, row in zip(pixels, self.subject.voxel_responses(batch), strict=True):
+                self._responses[digest] = row
+        return [self._responses[d] for d in digests]
+
+    # -- a run --------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        n_volumes: int,
+        *,
+        run: int = 1,
+        presenter: _Presenter | None = None,
+        plan: Any = None,
+        seed: int | None = None,
+        armed_timeout_s: float = 60.0,
+        stop: threading.Event | None = None,
+    ) -> RunRecord:
+        """Acquire one run of ``n_volumes``; with a ``presenter``, after it arms, else showing ``plan``.
+
+        Each run of a session needs its own ``run`` number: it names the
+        run's files (a new series) and seeds its noise (unless ``seed``).
+        """
+        if (presenter is None) == (plan is None):
+            raise BridgeError("a simulated run needs a presenter to listen to, or a run plan to show itself")
+        bold = BoldRun(self.subject, self.tr_s, n_volumes, seed=run if seed is None else seed)
+        record = RunRecord(run=run, run_id=None, n_volumes=n_volumes)
+        shown: dict[int, int] = {}  # presenter trial -> presentation number
+        if plan is not None:
+            record.run_id = plan.run_id
+            self._present_plan(plan, bold)
+        else:
+            record.run_id = self._wait_armed(presenter, armed_timeout_s)
+        series_uid = generate_uid()
+        start = self.clock.now()
+        logger.info("simulated run %d (%s): %d volumes of %g s", run, record.run_id, n_volumes, self.tr_s)
+        for k in range(n_volumes + 1):
+            if stop is not None and stop.is_set():
+                break
+            self.clock.sleep_until(start + k * self.tr_s)
+            if presenter is not None:
+                if k < n_volumes:
+                    presenter.trigger(k, k * self.tr_s)
+                self._take_events(presenter, bold, shown)
+            if k >= 1:
+                self._write(bold.volume(), k - 1, run, series_uid, record)
+        record.presentations = len(bold.presentations)
+        record.truth = self._write_truth(bold, record)
+        return record
+
+    def _present_plan(self, plan: Any, bold: BoldRun) -> None:
+        from stimulus.present import VirtualClock, VirtualDisplay, VirtualTriggers, present_run
+
+        clock = VirtualClock()
+        events: list[dict[str, Any]] = []
+        images = {t.stimulus: np.zeros((1, 1, 3), np.uint8) for t in plan.trials}  # nothing is drawn
+        present_run(plan, VirtualDisplay(clock, history=0), VirtualTriggers(clock, plan.tr_s, plan.n_volumes),
+                    clock, images=images, on_event=events.append)  # fmt: skip
+        onsets = [e for e in events if e["type"] == "onset"]
+        number = {e["trial"]: k for k, e in enumerate(onsets)}
+        for event, response in zip(onsets, self.responses_to([e["stimulus"] for e in onsets]), strict=True):
+            bold.present(event["actual_onset_s"], event["planned_duration_s"], event["stimulus"], response)
+        for event in events:
+            if event["type"] == "offset" and event["trial"] in number:
+                bold.set_duration(number[event["trial"]], event["actual_duration_s"])
+
+    def _wait_armed(self, presenter: Any, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            event = presenter.next_event(remaining)
+            if event is not None and event.get("type") == "armed":
+                return str(event.get("run_id"))
+        raise BridgeError(f"the presenter did not arm a run within {timeout_s:g} s; send it a plan first")
+
+    def _take_events(self, presenter: _Presenter, bold: BoldRun, shown: dict[int, int]) -> None:
+        while (event := presenter.next_event(0)) is not None:
+            kind = event.get("type")
+            if kind == "onset":
+                (response,) = self.responses_to([event["stimulus"]])
+                shown[event["trial"]] = bold.present(
+                    event["actual_onset_s"],
+                    event.get("planned_duration_s", self.tr_s),
+                    event["stimulus"],
+                    response,
+                )
+            elif kind == "offset" and event.get("trial") in shown:
+                bold.set_duration(shown[event["trial"]], event["actual_duration_s"])
+
+    # -- files --------------------------------------------------------------------------------------
+
+    def _write(
+        self, data: npt.NDArray[np.int16], index: int, run: int, series_uid: str, record: RunRecord
+    ) -> None:
+        affine = self.subject.affine
+        if self.fmt == "nifti":
+            files = [(f"run{run:02d}_vol_{index:05d}.nii", nifti_bytes(data, affine, tr_s=self.tr_s))]
+        else:
+            files = dicom_slice_files(
+                data, affine, acquisition=index + 1, tr_s=self.tr_s, series_uid=series_uid, series_number=run
+            )
+        for name, payload in files:
+            tmp = self.export_dir / f".{name}.tmp"
+            tmp.write_bytes(payload)
+            os.replace(tmp, self.export_dir / name)  # a watcher never sees half a volume
+        record.files[index] = [name for name, _ in files]
+        record.written_at[index] = time.monotonic()
+
+    def _write_truth(self, bold: BoldRun, record: RunRecord) -> Path:
+        voxels = {name: self.subject.roi_voxels(name) for name in ROI_NAMES}
+        presentations = [
+            {
+                "onset_s": p.onset_s,
+                "duration_s": p.duration_s,
+                "stimulus": p.stimulus,
+                "roi_responses": {name: float(p.responses[v].mean()) for name, v in voxels.items()},
+            }
+            for p in bold.presentations
+        ]
+        truth = {
+            "subject": dataclasses.asdict(self.subject.config),
+            "run": record.run,
+            "run_id": record.run_id,
+            "tr_s": self.tr_s,
+            "n_volumes": record.n_volumes,
+            "volume_time": "volume k is the signal at k * tr_s seconds after the first trigger",
+            "presentations": presentations,
+            "motion_mm": (bold.motion_voxels * self.subject.config.voxel_mm).tolist(),
+            "files": {str(k): v for k, v in record.files.items()},
+        }
+        path = self.truth_dir / f"run{record.run:02d}_truth.json"
+        write_atomic(path, json.dumps(truth, indent=1).encode())
+        return path
+
+
+def _resized(pixels: npt.NDArray[np.floating[Any]], size: int) -> npt.NDArray[np.float32]:
+    if pixels.shape[1:] == (size, size):
+        return pixels.astype(np.float32)
+    image = Image.fromarray((pixels.transpose(1, 2, 0) * 255).round().astype(np.uint8))
+    resized = image.resize((size, size), Image.Resampling.BILINEAR)
+    return (np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255).astype(np.float32)
