@@ -75,8 +75,13 @@ class RecordedRun:
         return raw * self.slope + (self.inter or 0.0)
 
     @classmethod
-    def load(cls, path: Path | str) -> RecordedRun:
-        """From a 4D NIfTI file, a folder of 3D NIfTI files, or a folder of DICOM files."""
+    def load(cls, path: Path | str, *, series: str | None = None) -> RecordedRun:
+        """From a 4D NIfTI file, a folder of 3D NIfTI files, or a folder of DICOM files.
+
+        A folder of NIfTI files from several runs (``run01_vol_00000.nii``,
+        ``run02_vol_00000.nii``...) needs ``series``: the file-name pattern of
+        the run, e.g. ``run02_vol_#####.nii``, as the error lists them.
+        """
         path = Path(path)
         if path.is_file():
             return cls._from_4d(path)
@@ -86,7 +91,20 @@ class RecordedRun:
         if not files:
             raise BridgeError(f"{path} holds no NIfTI or DICOM files to replay")
         if all(p.name.lower().endswith(NIFTI_SUFFIXES) for p in files):
-            return cls._from_nifti_files(path, files)
+            by_series: dict[str, list[Path]] = {}
+            for p in files:
+                by_series.setdefault(nifti_series_and_number(p.name)[0], []).append(p)
+            if series is None and len(by_series) > 1:
+                raise BridgeError(
+                    f"{path} holds {len(by_series)} runs ({', '.join(sorted(by_series))}); "
+                    "choose one with --series"
+                )
+            chosen = series or next(iter(by_series))
+            if chosen not in by_series:
+                raise BridgeError(
+                    f"{path} holds no series {chosen!r}; it holds {', '.join(sorted(by_series))}"
+                )
+            return cls._from_nifti_files(path, by_series[chosen])
         return cls._from_dicom_files(path, files)
 
     @classmethod

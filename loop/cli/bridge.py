@@ -247,9 +247,12 @@ def replay(
     chunk_delay: Annotated[float, typer.Option(help="Seconds between pieces.")] = 0.0,
     atomic: Annotated[bool, typer.Option(help="Write under a hidden name and rename into place.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the shuffle.")] = 0,
+    series: Annotated[
+        str | None, typer.Option(help="Which run of a folder holding several, e.g. run02_vol_#####.nii.")
+    ] = None,
 ) -> None:
     """Write a recorded run into EXPORT_DIR one volume per TR, optionally with the faults of real exports."""
-    run = RecordedRun.load(source)
+    run = RecordedRun.load(source, series=series)
     faults = ReplayFaults(
         drop=_indices(drop),
         duplicate=_indices(duplicate),
@@ -287,3 +290,92 @@ def replay(
         + (f"; corrupted {sorted(report.corrupted)}" if report.corrupted else "")
         + (f"; duplicated {sorted(report.duplicated)}" if report.duplicated else "")
     )
+
+
+@app.command()
+def simulate(
+    export_dir: Annotated[
+        Path, typer.Argument(help="Where to write the volumes (the bridge watches it).", show_default=False)
+    ],
+    tr: Annotated[float, typer.Option("--tr", help="Seconds between volumes.", show_default=False)],
+    subject: Annotated[
+        str, typer.Option(help="`default`, or a TOML file of SubjectConfig fields (docs/simulation.md).")
+    ] = "default",
+    seed: Annotated[int | None, typer.Option(help="The subject's seed (overrides the spec's).")] = None,
+    speed: Annotated[
+        float, typer.Option(help="Times faster than real time; 0 = as fast as possible (with --plan only).")
+    ] = 1.0,
+    format: Annotated[
+        str, typer.Option("--format", help="nifti (one file per volume) or dicom (slices).")
+    ] = "nifti",
+    volumes: Annotated[
+        int | None, typer.Option(help="Volumes per run (default: the plan's; needed with --presenter).")
+    ] = None,
+    presenter: Annotated[
+        str | None, typer.Option(help="The presenter's endpoint: send it triggers, take its onsets.")
+    ] = None,
+    key_file: Annotated[Path | None, typer.Option("--key-file", help="Shared key, with --presenter.")] = None,
+    plan: Annotated[
+        Path | None, typer.Option(help="A run plan (JSON) to show the subject without a presenter.")
+    ] = None,
+    runs: Annotated[int, typer.Option(help="With --presenter: how many runs to acquire, one per plan.")] = 1,
+    first_run: Annotated[
+        int, typer.Option(help="Number of the first run (names its files, seeds its noise).")
+    ] = 1,
+    stimulus_dir: Annotated[Path, typer.Option(help="Where the plans' image paths point.")] = Path("."),
+    truth: Annotated[
+        Path | None, typer.Option(help="Where the ground truth goes (default: EXPORT_DIR-truth).")
+    ] = None,
+) -> None:
+    """Scan a virtual subject: triggers out, the presenter's onsets in, volumes written as each TR ends."""
+    from scanner_bridge.simulate.scanner import SimulatedScanner
+    from scanner_bridge.simulate.subject import SubjectConfig, VirtualSubject
+    from stimulus.present import RunPlan, VirtualClock
+    from stimulus.present.channel import PresenterClient
+
+    if (presenter is None) == (plan is None):
+        raise typer.BadParameter("give either --presenter ENDPOINT (with --key-file) or --plan FILE")
+    if speed < 0 or (speed == 0 and presenter is not None):
+        raise typer.BadParameter(
+            "--speed must be positive with a presenter (0, as fast as possible, needs --plan)"
+        )
+    if presenter is not None and (key_file is None or volumes is None):
+        raise typer.BadParameter("--presenter needs --key-file and --volumes")
+    config = SubjectConfig.from_spec(subject, seed=seed)
+    run_plan = None
+    if plan is not None:
+        try:
+            run_plan = RunPlan.from_json(plan.read_text())
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read the plan {plan}: {exc.strerror or exc}") from None
+        if run_plan.tr_s != tr:
+            raise typer.BadParameter(f"the plan's TR is {run_plan.tr_s} s, not --tr {tr}")
+    clock = VirtualClock() if speed == 0 else ScaledClock(speed)
+    console.print(f"building virtual subject {config.name} (seed {config.seed})...")
+    scanner = SimulatedScanner(
+        VirtualSubject(config), export_dir, tr_s=tr, clock=clock, fmt=format, stimulus_dir=stimulus_dir,
+        truth_dir=truth,
+    )  # fmt: skip
+    stop = threading.Event()
+    _stop_on_sigterm(stop)
+    client = None
+    if presenter is not None:
+        assert key_file is not None
+        client = PresenterClient(presenter, load_key(key_file), role="scanner")
+    try:
+        for number in range(first_run, first_run + (runs if client is not None else 1)):
+            n = volumes if volumes is not None else run_plan.n_volumes  # type: ignore[union-attr]
+            started = time.monotonic()
+            record = scanner.run(n, run=number, presenter=client, plan=run_plan, stop=stop)
+            took = time.monotonic() - started
+            console.print(
+                f"run {number} ({record.run_id}): {len(record.files)} volumes in {took:.1f} s, "
+                f"{record.presentations} presentations; truth in {record.truth}"
+            )
+            if stop.is_set():
+                break
+    except KeyboardInterrupt:
+        logger.info("simulation interrupted")
+    finally:
+        if client is not None:
+            client.close()

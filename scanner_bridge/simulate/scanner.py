@@ -144,7 +144,7 @@ class SimulatedScanner:
 
     def run(
         self,
-        n_volumes: int,
+        n_volumes: int | None = None,
         *,
         run: int = 1,
         presenter: _Presenter | None = None,
@@ -153,34 +153,47 @@ class SimulatedScanner:
         armed_timeout_s: float = 60.0,
         stop: threading.Event | None = None,
     ) -> RunRecord:
-        """Acquire one run of ``n_volumes``; with a ``presenter``, after it arms, else showing ``plan``.
+        """Acquire one run; with a ``presenter``, once it arms, else showing ``plan`` itself.
+
+        ``n_volumes`` defaults to the plan's (as the presenter announces it when it arms).
 
         Each run of a session needs its own ``run`` number: it names the
         run's files (a new series) and seeds its noise (unless ``seed``).
         """
         if (presenter is None) == (plan is None):
             raise BridgeError("a simulated run needs a presenter to listen to, or a run plan to show itself")
-        bold = BoldRun(self.subject, self.tr_s, n_volumes, seed=run if seed is None else seed)
-        record = RunRecord(run=run, run_id=None, n_volumes=n_volumes)
         shown: dict[int, int] = {}  # presenter trial -> presentation number
-        if plan is not None:
-            record.run_id = plan.run_id
-            self._present_plan(plan, bold)
+        if presenter is None:
+            run_id, n_volumes = plan.run_id, n_volumes or plan.n_volumes
         else:
-            record.run_id = self._wait_armed(presenter, armed_timeout_s)
+            armed = self._wait_armed(presenter, armed_timeout_s)
+            run_id, n_volumes = armed["run_id"], n_volumes or int(armed["n_volumes"])
+            # The subject looks at every image before the run, so no onset waits for it mid-run.
+            self.responses_to(list(armed["stimuli"]))
+        bold = BoldRun(self.subject, self.tr_s, n_volumes, seed=run if seed is None else seed)
+        record = RunRecord(run=run, run_id=run_id, n_volumes=n_volumes)
+        if plan is not None:
+            self._present_plan(plan, bold)
         series_uid = generate_uid()
         start = self.clock.now()
         logger.info("simulated run %d (%s): %d volumes of %g s", run, record.run_id, n_volumes, self.tr_s)
+        ready: list[tuple[Path, Path]] = []  # the finished volume, under temporary names
         for k in range(n_volumes + 1):
             if stop is not None and stop.is_set():
                 break
             self.clock.sleep_until(start + k * self.tr_s)
+            if ready:  # volume k - 1's TR has ended: put it in place, all at once
+                for tmp, final in ready:
+                    os.replace(tmp, final)
+                record.files[k - 1] = [final.name for _, final in ready]
+                record.written_at[k - 1] = time.monotonic()
+            if k == n_volumes:
+                break
             if presenter is not None:
-                if k < n_volumes:
-                    presenter.trigger(k, k * self.tr_s)
+                presenter.trigger(k, k * self.tr_s)
                 self._take_events(presenter, bold, shown)
-            if k >= 1:
-                self._write(bold.volume(), k - 1, run, series_uid, record)
+            # Volume k is the signal at k * TR: everything it needs has been shown by now.
+            ready = self._prepare(bold.volume(), k, run, series_uid)
         record.presentations = len(bold.presentations)
         record.truth = self._write_truth(bold, record)
         return record
@@ -201,12 +214,12 @@ class SimulatedScanner:
             if event["type"] == "offset" and event["trial"] in number:
                 bold.set_duration(number[event["trial"]], event["actual_duration_s"])
 
-    def _wait_armed(self, presenter: Any, timeout_s: float) -> str:
+    def _wait_armed(self, presenter: _Presenter, timeout_s: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while (remaining := deadline - time.monotonic()) > 0:
             event = presenter.next_event(remaining)
             if event is not None and event.get("type") == "armed":
-                return str(event.get("run_id"))
+                return event
         raise BridgeError(f"the presenter did not arm a run within {timeout_s:g} s; send it a plan first")
 
     def _take_events(self, presenter: _Presenter, bold: BoldRun, shown: dict[int, int]) -> None:
@@ -225,9 +238,10 @@ class SimulatedScanner:
 
     # -- files --------------------------------------------------------------------------------------
 
-    def _write(
-        self, data: npt.NDArray[np.int16], index: int, run: int, series_uid: str, record: RunRecord
-    ) -> None:
+    def _prepare(
+        self, data: npt.NDArray[np.int16], index: int, run: int, series_uid: str
+    ) -> list[tuple[Path, Path]]:
+        """Write a volume's file(s) under hidden temporary names; return (temporary, final) paths."""
         affine = self.subject.affine
         if self.fmt == "nifti":
             files = [(f"run{run:02d}_vol_{index:05d}.nii", nifti_bytes(data, affine, tr_s=self.tr_s))]
@@ -235,12 +249,12 @@ class SimulatedScanner:
             files = dicom_slice_files(
                 data, affine, acquisition=index + 1, tr_s=self.tr_s, series_uid=series_uid, series_number=run
             )
+        paths = []
         for name, payload in files:
-            tmp = self.export_dir / f".{name}.tmp"
+            tmp = self.export_dir / f".{name}.tmp"  # a watcher ignores it: never half a volume
             tmp.write_bytes(payload)
-            os.replace(tmp, self.export_dir / name)  # a watcher never sees half a volume
-        record.files[index] = [name for name, _ in files]
-        record.written_at[index] = time.monotonic()
+            paths.append((tmp, self.export_dir / name))
+        return paths
 
     def _write_truth(self, bold: BoldRun, record: RunRecord) -> Path:
         voxels = {name: self.subject.roi_voxels(name) for name in ROI_NAMES}

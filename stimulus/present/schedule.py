@@ -314,7 +314,8 @@ def present_run(
     display.prepare(images)
     display.draw_fixation(plan.fixation.colour)
     display.flip()
-    emit({"type": "armed", "run_id": plan.run_id, "refresh_hz": display.refresh_hz})
+    emit({"type": "armed", "run_id": plan.run_id, "refresh_hz": display.refresh_hz, "tr_s": plan.tr_s,
+          "n_volumes": plan.n_volumes, "stimuli": sorted({t.stimulus for t in plan.trials})})  # fmt: skip
     period = 1.0 / display.refresh_hz
     records = [
         TrialRecord(
