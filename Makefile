@@ -35,6 +35,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/ridge_fit.py
 	$(BIN)/python benchmarks/synthesis.py
 	$(BIN)/python benchmarks/presentation_timing.py
+	$(BIN)/python benchmarks/simulate_speed.py
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

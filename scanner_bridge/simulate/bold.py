@@ -9,14 +9,14 @@ percent of each voxel's baseline: AR(1) noise, a few low-rank
 physiological oscillations shared across voxels, a slow drift, and
 optionally rigid head motion (a random walk of translations, applied to
 the whole volume). Every draw comes from the run's seed, so a run can be
-generated again exactly, and :attr:`BoldRun.truth` keeps what went in.
+generated again exactly; :attr:`BoldRun.presentations` and
+:attr:`BoldRun.motion_voxels` keep what went in.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -50,9 +50,19 @@ class BoldRun:
     n_volumes : int
     seed : int
         The run's noise (a different seed for every run of a session).
+    motion_mm : float, optional
+        Standard deviation of the head's step per volume, in mm (default: the subject's ``motion_mm``).
     """
 
-    def __init__(self, subject: VirtualSubject, tr_s: float, n_volumes: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        subject: VirtualSubject,
+        tr_s: float,
+        n_volumes: int,
+        seed: int = 0,
+        *,
+        motion_mm: float | None = None,
+    ) -> None:
         if not tr_s > 0 or n_volumes < 1:
             raise BridgeError(
                 f"a run needs a positive TR and at least one volume (got {tr_s} s, {n_volumes})"
@@ -84,11 +94,12 @@ class BoldRun:
         )
         self._drift = rng.normal(size=(n_brain, 3)) * config.drift_pct / math.sqrt(3)
         self._rng = rng
+        motion = config.motion_mm if motion_mm is None else motion_mm
         steps = (
-            rng.normal(0, config.motion_mm / config.voxel_mm, (n_volumes, 3)) if config.motion_mm else None
+            rng.normal(0, motion / config.voxel_mm, (n_volumes, 3)) if motion else np.zeros((n_volumes, 3))
         )
-        self.motion_voxels = np.zeros((n_volumes, 3)) if steps is None else np.cumsum(steps, axis=0)
-        self.truth: dict[str, Any] = {"tr_s": tr_s, "n_volumes": n_volumes, "seed": seed}
+        steps[0] = 0.0  # the first volume is the reference position
+        self.motion_voxels = np.cumsum(steps, axis=0)
 
     @property
     def next_index(self) -> int:
@@ -139,7 +150,8 @@ class BoldRun:
         percent += self._drift @ cosines
         percent[self._roi_in_brain] += self.signal(t)
         shape = config.shape
-        values = np.abs(self._rng.normal(0, 0.02 * config.baseline, int(np.prod(shape))))  # air
+        air = self._rng.standard_normal(int(np.prod(shape)), dtype=np.float32)
+        values = np.abs(air * np.float32(0.02 * config.baseline)).astype(np.float64)
         values[self._brain_index] = self._tissue * (1 + percent / 100)
         volume = values.reshape(shape)
         if np.any(self.motion_voxels[k]):

@@ -210,10 +210,29 @@ def hrf(t: npt.ArrayLike, delay_s: npt.ArrayLike = 0.0) -> Array:
     return _double_gamma(np.asarray(t, dtype=np.float64) - np.asarray(delay_s, dtype=np.float64)) / _peak()
 
 
+_TABLE_STEP_S = 0.001
+_TABLE_SPAN_S = 60.0
+
+
+@functools.cache
+def _integral_table() -> Array:
+    s = np.arange(0.0, _TABLE_SPAN_S + _TABLE_STEP_S, _TABLE_STEP_S)
+    table: Array = (gammainc(6, s) - gammainc(16, s) / 6.0) / _peak()
+    return table
+
+
 def hrf_integral(t: npt.ArrayLike, delay_s: npt.ArrayLike = 0.0) -> Array:
-    """The integral of :func:`hrf` from 0 to ``t`` (seconds): a boxcar's response is a difference of two."""
-    s = np.clip(np.asarray(t, dtype=np.float64) - np.asarray(delay_s, dtype=np.float64), 0.0, None)
-    integral: Array = (gammainc(6, s) - gammainc(16, s) / 6.0) / _peak()
+    """The integral of :func:`hrf` from 0 to ``t`` (seconds): a boxcar's response is a difference of two.
+
+    Interpolated in a 1 ms table of the exact integral (regularized incomplete
+    gamma functions): within 1e-7 of it, and many times faster.
+    """
+    table = _integral_table()
+    position = np.clip((np.asarray(t, dtype=np.float64) - np.asarray(delay_s, dtype=np.float64)), 0.0, None)
+    position = np.minimum(position / _TABLE_STEP_S, len(table) - 1.0)
+    below = np.minimum(position.astype(np.intp), len(table) - 2)
+    fraction = position - below
+    integral: Array = table[below] * (1 - fraction) + table[below + 1] * fraction
     return integral
 
 

@@ -187,6 +187,21 @@ def test_runs_are_reproducible_from_their_seed(subject: VirtualSubject) -> None:
         first.volume()
 
 
+def test_head_motion_moves_the_brain_by_the_recorded_amount(subject: VirtualSubject) -> None:
+    run = BoldRun(subject, 2.0, 20, seed=4, motion_mm=0.6)
+    volumes = [run.volume().astype(np.float64) for _ in range(20)]
+
+    def centre(volume: Array) -> Array:
+        from scipy.ndimage import center_of_mass
+
+        return np.array(center_of_mass(np.where(volume > 300, volume, 0.0)))  # of the brain, not the air
+
+    moved = np.array([centre(v) - centre(volumes[0]) for v in volumes])
+    assert np.abs(run.motion_voxels).max() > 0.5  # it did move
+    assert np.abs(moved - run.motion_voxels).max() < 0.15  # by what the truth says (voxels)
+    assert not np.any(BoldRun(subject, 2.0, 2, seed=4).motion_voxels)
+
+
 def test_a_subject_spec_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
     spec = tmp_path / "subject.toml"
     spec.write_text("seed = 3\nnoise_ceilng = 30\n")
