@@ -80,9 +80,8 @@ def main() -> None:
     sim_s, rep_s = statistics.median(simulate), statistics.median(replay)
     config = subject.config
     voxels = f"{int(subject.brain.sum())} brain voxels, {len(subject.tuning.roi)} ROI voxels"
-    print(
-        f"simulated scanner speed: default subject {config.shape} at {config.voxel_mm} mm, {voxels}; CPU, 2 threads"
-    )
+    print(f"simulated scanner speed: default subject {config.shape} at {config.voxel_mm} mm, {voxels}")
+    print("CPU, 2 threads")
     print(f"building the subject: {built:.1f} s; looking at {n_images} images: {looked:.1f} s "
           f"({1e3 * looked / n_images:.0f} ms each, once per image)")  # fmt: skip
     print(f"simulation ({args.volumes} volumes, {len(trials)} presentations): {sim_s:.2f} s, "

@@ -157,4 +157,5 @@ class BoldRun:
         if np.any(self.motion_voxels[k]):
             volume = shift_volume(volume, self.motion_voxels[k], order=1, mode="nearest")
         self._next += 1
-        return np.clip(np.round(volume), 0, np.iinfo(np.int16).max).astype(np.int16)
+        raw: npt.NDArray[np.int16] = np.clip(np.round(volume), 0, np.iinfo(np.int16).max).astype(np.int16)
+        return raw
