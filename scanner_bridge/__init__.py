@@ -6,7 +6,9 @@ DICOM (:mod:`scanner_bridge.readers`), the signed wire protocol
 index order with gaps and duplicates detected (:class:`VolumePublisher`,
 :class:`VolumeReceiver`), and replay of recorded runs
 (:func:`replay_to_directory`, :class:`ReplaySource`). Imports ``db`` at most,
-never ``loop``.
+never ``loop``; the one exception is :mod:`scanner_bridge.simulate` (the
+virtual subject and the simulated scanner), which imports ``stimulus`` and is
+not imported here.
 """
 
 from __future__ import annotations
