@@ -23,7 +23,8 @@ import numpy.typing as npt
 from scipy.ndimage import shift as shift_volume
 
 from scanner_bridge.errors import BridgeError
-from scanner_bridge.simulate.subject import PHYSIO_FREQUENCIES, VirtualSubject, hrf_integral
+from scanner_bridge.simulate.subject import PHYSIO_FREQUENCIES, VirtualSubject
+from stimulus.hrf import hrf_integral
 
 __all__ = ["BoldRun", "Presentation"]
 

@@ -32,7 +32,6 @@ Trials closer together give noisier estimates, as in a real scanner.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import math
 import tomllib
@@ -44,17 +43,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own idiom)
-from scipy.special import gammainc
 
 from scanner_bridge.errors import BridgeError
+from stimulus.hrf import hrf_integral
 
-__all__ = [
-    "ROI_NAMES",
-    "SubjectConfig",
-    "VirtualSubject",
-    "hrf",
-    "hrf_integral",
-]
+__all__ = ["ROI_NAMES", "SubjectConfig", "VirtualSubject"]
 
 Array = npt.NDArray[np.float64]
 
@@ -186,54 +179,6 @@ class SubjectConfig:
             return cls(**values)
         except TypeError as exc:
             raise BridgeError(f"subject spec {spec!r}: {exc}") from None
-
-
-# --- the haemodynamic response ---------------------------------------------------------------------
-
-
-def _double_gamma(t: Array) -> Array:
-    t = np.clip(t, 0.0, None)
-    log_t = np.log(np.where(t > 0, t, 1.0))
-    g6 = np.where(t > 0, np.exp(5 * log_t - t - math.lgamma(6)), 0.0)
-    g16 = np.where(t > 0, np.exp(15 * log_t - t - math.lgamma(16)), 0.0)
-    return g6 - g16 / 6.0
-
-
-@functools.cache
-def _peak() -> float:
-    t = np.linspace(0, 32, 32001)
-    return float(_double_gamma(t).max())
-
-
-def hrf(t: npt.ArrayLike, delay_s: npt.ArrayLike = 0.0) -> Array:
-    """SPM's double-gamma HRF scaled to a peak of 1, shifted by ``delay_s`` (peak near 5 s + delay)."""
-    return _double_gamma(np.asarray(t, dtype=np.float64) - np.asarray(delay_s, dtype=np.float64)) / _peak()
-
-
-_TABLE_STEP_S = 0.001
-_TABLE_SPAN_S = 60.0
-
-
-@functools.cache
-def _integral_table() -> Array:
-    s = np.arange(0.0, _TABLE_SPAN_S + _TABLE_STEP_S, _TABLE_STEP_S)
-    table: Array = (gammainc(6, s) - gammainc(16, s) / 6.0) / _peak()
-    return table
-
-
-def hrf_integral(t: npt.ArrayLike, delay_s: npt.ArrayLike = 0.0) -> Array:
-    """The integral of :func:`hrf` from 0 to ``t`` (seconds): a boxcar's response is a difference of two.
-
-    Interpolated in a 1 ms table of the exact integral (regularized incomplete
-    gamma functions): within 1e-7 of it, and many times faster.
-    """
-    table = _integral_table()
-    position = np.clip((np.asarray(t, dtype=np.float64) - np.asarray(delay_s, dtype=np.float64)), 0.0, None)
-    position = np.minimum(position / _TABLE_STEP_S, len(table) - 1.0)
-    below = np.minimum(position.astype(np.intp), len(table) - 2)
-    fraction = position - below
-    integral: Array = table[below] * (1 - fraction) + table[below + 1] * fraction
-    return integral
 
 
 # --- the subject -----------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from scanner_bridge import DirectoryWatcher, ScaledClock, WatchConfig
 from scanner_bridge.errors import BridgeError
 from scanner_bridge.simulate.bold import BoldRun
 from scanner_bridge.simulate.scanner import SimulatedScanner
-from scanner_bridge.simulate.subject import ROI_NAMES, SubjectConfig, VirtualSubject, hrf_integral
+from scanner_bridge.simulate.subject import ROI_NAMES, SubjectConfig, VirtualSubject
+from stimulus.hrf import hrf_integral
 from stimulus.natural import natural_image_set
 from stimulus.present import PlannedTrial, RunPlan, VirtualClock
 from stimulus.scores import noise_ceiling

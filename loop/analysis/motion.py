@@ -1,0 +1,93 @@
+"""Head motion: rigid registration of each volume to a reference, and framewise displacement.
+
+Inverse-compositional Gauss-Newton (Baker & Matthews): the reference's
+gradient and the six steepest-descent images are computed once, at the few
+thousand voxels where the reference has the most edge (the head's outline
+and tissue boundaries); each volume then costs a few trilinear samplings at
+those points and a 6 x 6 solve, warm-started from the previous volume's
+estimate. Parameters are translations in millimetres along the volume's
+axes and small rotations in radians about its centre; ``V(R x + t)`` matches
+the reference at ``x``. Framewise displacement is Power et al.'s: the sum
+of absolute changes in translation plus rotation as arc length on a 50 mm
+sphere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from scipy.ndimage import map_coordinates
+
+__all__ = ["RigidRegistration", "framewise_displacement"]
+
+Array = npt.NDArray[np.float64]
+
+HEAD_RADIUS_MM = 50.0
+
+
+def _rotation(r: Array) -> Array:
+    """Rotation matrix for small angles about x, y, z (applied in that order)."""
+    cx, cy, cz = np.cos(r)
+    sx, sy, sz = np.sin(r)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    rotation: Array = rz @ ry @ rx
+    return rotation
+
+
+class RigidRegistration:
+    """Registers volumes to one reference volume (the run's first, usually).
+
+    Parameters
+    ----------
+    reference : (nx, ny, nz) array
+    voxel_mm : (3,) voxel sizes in millimetres
+    points : int
+        How many high-gradient voxels drive the fit.
+    iterations : int
+    """
+
+    def __init__(
+        self, reference: npt.ArrayLike, voxel_mm: npt.ArrayLike, *, points: int = 6000, iterations: int = 4
+    ) -> None:
+        ref = np.asarray(reference, dtype=np.float64)
+        self.voxel_mm = np.asarray(voxel_mm, dtype=np.float64)
+        self.iterations = iterations
+        self._centre = (np.asarray(ref.shape) - 1) / 2
+        gradient = np.stack(np.gradient(ref), -1) / self.voxel_mm  # per mm
+        magnitude = np.linalg.norm(gradient, axis=-1)
+        interior = np.zeros(ref.shape, dtype=bool)
+        interior[1:-1, 1:-1, 1:-1] = True
+        candidates = np.flatnonzero((magnitude * interior).ravel())
+        keep = candidates[np.argsort(magnitude.ravel()[candidates])[-points:]]
+        index = np.stack(np.unravel_index(keep, ref.shape), 1).astype(np.float64)
+        self._x = (index - self._centre) * self.voxel_mm  # mm, about the centre
+        g = gradient.reshape(-1, 3)[keep]
+        self._sd = np.concatenate([g, np.cross(self._x, g)], 1)  # d/dt and d/dr of R(x + t + r x x)
+        self._hessian_inv = np.linalg.inv(self._sd.T @ self._sd)
+        self._reference = ref.ravel()[keep]
+        self._params = np.zeros(6)
+
+    def register(self, volume: npt.ArrayLike) -> Array:
+        """(tx, ty, tz in mm, rx, ry, rz in rad) that bring ``volume`` onto the reference."""
+        data = np.asarray(volume, dtype=np.float64)
+        p = self._params.copy()
+        for _ in range(self.iterations):
+            moved = self._x @ _rotation(p[3:]).T + p[:3]
+            coords = (moved / self.voxel_mm + self._centre).T
+            sampled = map_coordinates(data, coords, order=1, mode="nearest")
+            step = self._hessian_inv @ (self._sd.T @ (sampled - self._reference))
+            p -= step
+            if np.abs(step[:3]).max() < 1e-3 and np.abs(step[3:]).max() < 1e-5:
+                break
+        self._params = p
+        return p.copy()
+
+
+def framewise_displacement(params: npt.ArrayLike) -> Array:
+    """(n_volumes,) framewise displacement in mm from (n_volumes, 6) parameters; 0 for the first."""
+    values = np.asarray(params, dtype=np.float64)
+    change = np.abs(np.diff(values, axis=0))
+    fd = change[:, :3].sum(1) + HEAD_RADIUS_MM * change[:, 3:].sum(1)
+    return np.concatenate([[0.0], fd])

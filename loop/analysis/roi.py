@@ -1,0 +1,111 @@
+"""ROI signals: an atlas (NIfTI label image + TSV of names) applied to each volume as it arrives.
+
+The atlas is the format sessions take ROIs in (and the virtual subject
+writes): a label image, 0 outside every ROI, and a TSV with at least the
+columns ``index`` and ``name``. It must share the run's grid; a volume of
+another shape or orientation is refused with both geometries named, never
+resampled silently. Per volume, :meth:`RoiSignals.extract` gives each ROI's
+mean and the values of the voxels the encoding model uses, by flat index:
+a few microseconds for thousands of voxels.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+
+from db.errors import ConfigError
+
+__all__ = ["RoiAtlas", "RoiSignals"]
+
+Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class RoiAtlas:
+    """Labels on a voxel grid and the names of the ROIs they number."""
+
+    labels: npt.NDArray[np.int16]
+    affine: Array
+    names: dict[int, str]
+
+    @classmethod
+    def load(cls, labels_path: Path, names_path: Path) -> RoiAtlas:
+        """Read a label image and its TSV; every label in the image needs a name."""
+        try:
+            image = nib.load(labels_path)
+            labels = np.asarray(image.dataobj).astype(np.int16)  # type: ignore[attr-defined]
+        except Exception as exc:  # nibabel raises many types for a bad file
+            raise ConfigError(f"ROI atlas {labels_path} cannot be read as NIfTI: {exc}") from exc
+        if labels.ndim != 3:
+            raise ConfigError(
+                f"ROI atlas {labels_path} has shape {labels.shape}; it must be one 3D label image"
+            )
+        try:
+            with open(names_path, newline="") as f:
+                rows = list(csv.DictReader(f, delimiter="\t"))
+        except OSError as exc:
+            raise ConfigError(f"ROI names {names_path} cannot be read: {exc.strerror or exc}") from exc
+        if not rows or not {"index", "name"} <= set(rows[0]):
+            raise ConfigError(f"ROI names {names_path} need the columns index and name (tab-separated)")
+        try:
+            names = {int(r["index"]): r["name"].strip() for r in rows}
+        except ValueError as exc:
+            raise ConfigError(f"ROI names {names_path}: an index is not an integer ({exc})") from exc
+        unnamed = sorted({int(v) for v in np.unique(labels)} - {0} - set(names))
+        if unnamed:
+            raise ConfigError(f"labels {unnamed} in {labels_path} have no name in {names_path}")
+        return cls(labels=labels, affine=np.asarray(image.affine, dtype=np.float64), names=names)  # type: ignore[attr-defined]
+
+    def mask(self, name: str) -> npt.NDArray[np.bool_]:
+        index = {v: k for k, v in self.names.items()}.get(name)
+        if index is None:
+            raise ConfigError(f"no ROI named {name!r}; the atlas has {', '.join(self.names.values())}")
+        mask: npt.NDArray[np.bool_] = self.labels == index
+        return mask
+
+
+class RoiSignals:
+    """Per-volume ROI means and model-voxel values, for volumes on the atlas's grid.
+
+    Parameters
+    ----------
+    atlas : RoiAtlas
+    voxels : (n, 3) int array, optional
+        The voxels whose values the encoding model needs (voxel indices).
+    """
+
+    def __init__(self, atlas: RoiAtlas, voxels: npt.ArrayLike | None = None) -> None:
+        self.atlas = atlas
+        self.roi_names = [atlas.names[k] for k in sorted(atlas.names)]
+        shape = atlas.labels.shape
+        self._roi_index = [np.flatnonzero(atlas.mask(name).ravel()) for name in self.roi_names]
+        empty = [n for n, idx in zip(self.roi_names, self._roi_index, strict=True) if len(idx) == 0]
+        if empty:
+            raise ConfigError(f"ROI(s) {', '.join(empty)} have no voxels in the atlas")
+        coords = np.zeros((0, 3), dtype=np.intp) if voxels is None else np.asarray(voxels, dtype=np.intp)
+        if coords.size and (coords.min() < 0 or np.any(coords.max(0) >= shape)):
+            raise ConfigError(f"model voxels lie outside the atlas grid {shape}")
+        self._voxel_index = (
+            np.ravel_multi_index(tuple(coords.T), shape) if coords.size else np.zeros(0, np.intp)
+        )
+
+    def check(self, shape: tuple[int, ...], affine: Array) -> None:
+        """Refuse a volume that is not on the atlas's grid."""
+        if tuple(shape) != self.atlas.labels.shape or not np.allclose(affine, self.atlas.affine, atol=1e-3):
+            raise ConfigError(
+                f"volumes of shape {tuple(shape)} with affine {np.round(affine, 3).tolist()} are not on "
+                f"the ROI atlas's grid {self.atlas.labels.shape} {np.round(self.atlas.affine, 3).tolist()}; "
+                "register the atlas to the run's reference volume first"
+            )
+
+    def extract(self, volume: npt.ArrayLike) -> tuple[Array, Array]:
+        """(ROI means in atlas order, model-voxel values) of one volume."""
+        flat = np.asarray(volume, dtype=np.float64).ravel()
+        means = np.array([flat[idx].mean() for idx in self._roi_index])
+        return means, flat[self._voxel_index]

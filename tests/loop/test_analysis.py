@@ -1,0 +1,162 @@
+"""The controller's analysis: designs and single-trial fits against nilearn, ROI signals, head motion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import pytest
+
+from db.errors import ConfigError
+from loop.analysis.design import Trial, cosine_drifts, frame_times, trial_regressors
+from loop.analysis.glm import IncrementalGLM, least_squares_all, least_squares_separate
+from loop.analysis.motion import RigidRegistration, framewise_displacement
+from loop.analysis.roi import RoiAtlas, RoiSignals
+
+Array = npt.NDArray[np.float64]
+TR = 2.0
+
+
+def _trials(n: int, spacing: float, seed: int = 0) -> list[Trial]:
+    rng = np.random.default_rng(seed)
+    onsets = 6.0 + spacing * np.arange(n) + rng.uniform(0, 0.5, n)
+    return [Trial(float(o), float(rng.choice([1.0, 2.0])), f"t{k:03d}") for k, o in enumerate(onsets)]
+
+
+def _nilearn_design(trials: list[Trial], times: Array) -> pd.DataFrame:
+    from nilearn.glm.first_level import make_first_level_design_matrix
+
+    events = pd.DataFrame({"onset": [t.onset_s for t in trials], "duration": [t.duration_s for t in trials],
+                           "trial_type": [t.label for t in trials]})  # fmt: skip
+    # Oversampled 1000 times (2 ms steps at TR 2 s): on nilearn's default grid (40 ms) onsets move.
+    return make_first_level_design_matrix(
+        times, events, hrf_model="spm", drift_model="cosine", high_pass=0.01, oversampling=1000
+    )
+
+
+def test_trial_regressors_and_drifts_are_nilearns() -> None:
+    trials = _trials(20, 9.0)
+    times = frame_times(110, TR)
+    theirs = _nilearn_design(trials, times)
+    ours = trial_regressors(times, trials)
+    for k, trial in enumerate(trials):
+        column = theirs[trial.label].to_numpy()
+        scale = (column @ ours[:, k]) / (ours[:, k] @ ours[:, k])  # nilearn scales its HRF to unit area
+        assert np.abs(scale * ours[:, k] - column).max() < 0.002 * np.abs(column).max(), trial
+    drift_columns = [c for c in theirs.columns if c.startswith("drift") or c == "constant"]
+    assert np.allclose(cosine_drifts(times, 0.01), theirs[drift_columns].to_numpy(), atol=1e-12)
+
+
+def test_least_squares_all_agrees_with_nilearns_glm_and_recovers_the_truth() -> None:
+    from nilearn.glm.first_level import run_glm
+
+    trials = _trials(25, 8.0, seed=1)
+    times = frame_times(115, TR)
+    rng = np.random.default_rng(2)
+    truth = rng.uniform(0.5, 2.0, (25, 40))
+    clean = trial_regressors(times, trials) @ truth
+    signals = (
+        clean + 0.3 * rng.standard_normal(clean.shape) + 0.5 * np.cos(np.pi * times / times[-1])[:, None]
+    )
+    ours = least_squares_all(signals, trials, TR)
+    design = _nilearn_design(trials, times)
+    labels, results = run_glm(signals, design.to_numpy(), noise_model="ols")
+    theirs = results[labels[0]].theta[: len(trials)]
+    scale = np.array([(design[t.label].to_numpy() @ trial_regressors(times, [t])[:, 0])
+                      / (trial_regressors(times, [t])[:, 0] ** 2).sum() for t in trials])  # fmt: skip
+    assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] > 0.9995
+    assert np.abs(ours - theirs * scale[:, None]).max() < 0.005  # responses are 0.5-2
+    assert np.corrcoef(ours.ravel(), truth.ravel())[0, 1] > 0.8  # noise 0.3 per volume
+
+
+def test_least_squares_separate_beats_all_when_trials_crowd() -> None:
+    trials = _trials(60, 3.0, seed=3)  # a trial every 3 s: their responses overlap
+    times = frame_times(int((trials[-1].onset_s + 30) / TR), TR)
+    rng = np.random.default_rng(4)
+    truth = rng.uniform(0.5, 2.0, (60, 200))
+    signals = trial_regressors(times, trials) @ truth + 1.0 * rng.standard_normal((len(times), 200))
+    lsa = least_squares_all(signals, trials, TR)
+    lss = least_squares_separate(signals, trials, TR)
+    error = {name: np.mean((est - truth) ** 2) for name, est in (("lsa", lsa), ("lss", lss))}
+    assert error["lss"] < error["lsa"], error
+
+
+def test_the_incremental_glm_ends_where_the_batch_fit_does() -> None:
+    trials = _trials(15, 10.0, seed=5)
+    n = int((trials[-1].onset_s + 30) / TR)
+    rng = np.random.default_rng(6)
+    truth = rng.uniform(0.5, 2.0, (15, 30))
+    times = frame_times(n, TR)
+    motion = rng.standard_normal((n, 6)) * 0.1
+    signals = (
+        trial_regressors(times, trials) @ truth
+        + 0.2 * rng.standard_normal((n, 30))
+        + motion @ rng.standard_normal((6, 30))
+    )
+    glm = IncrementalGLM(TR, n, 30, max_trials=20, n_confounds=6)
+    pending = list(trials)
+    halfway = None
+    for k in range(n):
+        while pending and pending[0].onset_s <= k * TR:  # the presenter reports each onset as it happens
+            glm.add_trial(pending.pop(0))
+        glm.add_volume(k, signals[k], motion[k])
+        if k == n // 2:
+            halfway = glm.responses()
+    final = glm.responses()
+    assert np.allclose(final, least_squares_all(signals, trials, TR, confounds=motion), atol=1e-8)
+    assert halfway is not None
+    early = len(halfway) // 2  # trials long finished by midway are already well estimated
+    assert np.corrcoef(halfway[:early].ravel(), truth[:early].ravel())[0, 1] > 0.9
+    with pytest.raises(ValueError, match="volume 3 added out of order; the next is"):
+        glm.add_volume(3, signals[3], motion[3])
+
+
+# --- ROI signals and motion, on the virtual subject -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def subject():  # type: ignore[no-untyped-def]
+    from scanner_bridge.simulate.subject import VirtualSubject
+
+    return VirtualSubject()
+
+
+def test_roi_signals_are_the_mask_means_of_the_atlas_a_session_loads(subject, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from scanner_bridge.simulate.bold import BoldRun
+
+    labels, names = subject.write_atlas(tmp_path)
+    atlas = RoiAtlas.load(labels, names)
+    signals = RoiSignals(atlas, voxels=subject.tuning.coords[:50])
+    volume = BoldRun(subject, TR, 1).volume()
+    signals.check(volume.shape, subject.affine)
+    means, voxels = signals.extract(volume)
+    assert signals.roi_names == ["V1", "V2", "V4", "LO", "FFA", "PPA"]
+    assert means[0] == pytest.approx(volume[subject.roi_mask("V1")].mean())
+    assert np.array_equal(voxels, volume[tuple(subject.tuning.coords[:50].T)])
+    with pytest.raises(ConfigError, match=r"not on the ROI atlas's grid \(64, 64, 36\)"):
+        signals.check((64, 64, 35), subject.affine)
+    names.write_text("index\tname\n1\tV1\n")
+    with pytest.raises(ConfigError, match=r"labels \[2, 3, 4, 5, 6\] .* have no name"):
+        RoiAtlas.load(labels, names)
+
+
+def test_registration_recovers_head_motion_and_framewise_displacement(subject) -> None:  # type: ignore[no-untyped-def]
+    from scanner_bridge.simulate.bold import BoldRun
+
+    run = BoldRun(subject, TR, 25, seed=9, motion_mm=0.5)
+    volumes = [run.volume() for _ in range(25)]
+    registration = RigidRegistration(volumes[0], np.abs(np.diag(subject.affine)[:3]))
+    params = np.array([registration.register(v) for v in volumes])
+    truth_mm = run.motion_voxels * subject.config.voxel_mm
+    assert np.abs(truth_mm).max() > 1.0  # the head did move
+    assert np.abs(params[:, :3] - truth_mm).max() < 0.15
+    assert np.abs(params[:, 3:]).max() < 0.002  # no rotation was applied
+    fd = framewise_displacement(params)
+    true_fd = np.concatenate([[0.0], np.abs(np.diff(truth_mm, axis=0)).sum(1)])
+    assert np.abs(fd - true_fd).max() < 0.3
+    still = BoldRun(subject, TR, 5, seed=9)
+    still_volumes = [still.volume() for _ in range(5)]
+    steady = RigidRegistration(still_volumes[0], [3.0, 3.0, 3.0])
+    assert framewise_displacement([steady.register(v) for v in still_volumes]).max() < 0.05
