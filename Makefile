@@ -36,6 +36,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/synthesis.py
 	$(BIN)/python benchmarks/presentation_timing.py
 	$(BIN)/python benchmarks/simulate_speed.py
+	$(BIN)/python benchmarks/loop_speed.py
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -22,12 +22,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+from scipy.linalg.blas import daxpy
 
 from loop.analysis.design import Trial, cosine_drifts, frame_times, trial_regressors
 
 __all__ = ["IncrementalGLM", "least_squares_all", "least_squares_separate", "nuisance"]
 
 Array = npt.NDArray[np.float64]
+
+HRF_SPAN_S = 60.0  # a trial's regressor is taken as zero this long after its onset (it is below 1e-6)
 
 
 def nuisance(times: Array, confounds: Array | None = None, high_pass_hz: float = 0.01) -> Array:
@@ -134,13 +137,24 @@ class IncrementalGLM:
             raise ValueError(f"the run has {self.n_volumes} volumes")
         row = self._row(index, np.asarray(confounds, dtype=np.float64))
         self._xtx += np.outer(row, row)
-        self._xty += np.outer(row, np.asarray(values, dtype=np.float64))
+        # Only trials within an HRF of now are non-zero: update their rows of X'Y, not all of them.
+        y = np.ascontiguousarray(values, dtype=np.float64)
+        for r in np.flatnonzero(row):  # in place, row by row (BLAS axpy): no temporaries as wide as Y
+            daxpy(y, self._xty[r], a=row[r])
+        self.volumes_added += 1
+
+    def skip_volume(self) -> None:
+        """A volume that never came: the fit goes on without its row."""
+        if self.volumes_added >= self.n_volumes:
+            raise ValueError(f"the run has {self.n_volumes} volumes")
         self.volumes_added += 1
 
     def _row(self, index: int, confounds: Array) -> Array:
-        t = np.array([index * self.tr_s])
+        t = index * self.tr_s
         row = np.zeros(self._xtx.shape[0])
-        row[: len(self.trials)] = trial_regressors(t, self.trials, self.delay_s)[0]
+        recent = [k for k in range(len(self.trials)) if t - HRF_SPAN_S < self.trials[k].onset_s < t]
+        if recent:
+            row[recent] = trial_regressors(np.array([t]), [self.trials[k] for k in recent], self.delay_s)[0]
         start = self._max_trials
         row[start : start + self._n_confounds] = confounds
         row[start + self._n_confounds :] = self._drifts[index]
@@ -154,5 +168,7 @@ class IncrementalGLM:
         """
         used = np.r_[np.arange(len(self.trials)), np.arange(self._max_trials, self._xtx.shape[0])]
         xtx = self._xtx[np.ix_(used, used)]
-        coef: Array = np.linalg.lstsq(xtx, self._xty[used], rcond=None)[0]
-        return coef[: len(self.trials)]
+        # The pseudo-inverse of the small X'X (not lstsq on all voxels at once): one SVD, one product.
+        inverse = np.linalg.pinv(xtx, rcond=1e-10)
+        coef: Array = inverse[: len(self.trials)] @ self._xty[used]
+        return coef

@@ -49,7 +49,7 @@ class RigidRegistration:
     """
 
     def __init__(
-        self, reference: npt.ArrayLike, voxel_mm: npt.ArrayLike, *, points: int = 6000, iterations: int = 4
+        self, reference: npt.ArrayLike, voxel_mm: npt.ArrayLike, *, points: int = 3000, iterations: int = 3
     ) -> None:
         ref = np.asarray(reference, dtype=np.float64)
         self.voxel_mm = np.asarray(voxel_mm, dtype=np.float64)

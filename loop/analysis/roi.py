@@ -91,7 +91,7 @@ class RoiSignals:
         coords = np.zeros((0, 3), dtype=np.intp) if voxels is None else np.asarray(voxels, dtype=np.intp)
         if coords.size and (coords.min() < 0 or np.any(coords.max(0) >= shape)):
             raise ConfigError(f"model voxels lie outside the atlas grid {shape}")
-        self._voxel_index = (
+        self.voxel_index = (
             np.ravel_multi_index(tuple(coords.T), shape) if coords.size else np.zeros(0, np.intp)
         )
 
@@ -108,4 +108,4 @@ class RoiSignals:
         """(ROI means in atlas order, model-voxel values) of one volume."""
         flat = np.asarray(volume, dtype=np.float64).ravel()
         means = np.array([flat[idx].mean() for idx in self._roi_index])
-        return means, flat[self._voxel_index]
+        return means, flat[self.voxel_index]

@@ -160,3 +160,39 @@ def test_registration_recovers_head_motion_and_framewise_displacement(subject) -
     still_volumes = [still.volume() for _ in range(5)]
     steady = RigidRegistration(still_volumes[0], [3.0, 3.0, 3.0])
     assert framewise_displacement([steady.register(v) for v in still_volumes]).max() < 0.05
+
+
+def test_the_real_time_path_tracks_the_true_roi_responses_and_skips_a_missing_volume(  # type: ignore[no-untyped-def]
+    subject, tmp_path: Path
+) -> None:
+    from loop.analysis.realtime import RunAnalyzer
+    from scanner_bridge.simulate.bold import BoldRun
+    from stimulus.natural import natural_image_set
+
+    images = natural_image_set(40, size=128, seed=21)
+    truth = subject.voxel_responses(images.pixels)
+    roi_truth = np.stack(
+        [truth[:, subject.roi_voxels(name)].mean(1) for name in ("V1", "V2", "V4", "LO", "FFA", "PPA")], 1
+    )
+    trials = [Trial(4.0 + 8.0 * k, 1.0, str(k)) for k in range(40)]
+    n = int((trials[-1].onset_s + 30) / TR)
+    run = BoldRun(subject, TR, n, seed=12)
+    for trial, response in zip(trials, truth, strict=True):
+        run.present(trial.onset_s, trial.duration_s, trial.label, response)
+    labels, names = subject.write_atlas(tmp_path)
+    analyzer = RunAnalyzer(RoiSignals(RoiAtlas.load(labels, names)), TR, n, max_trials=40, voxel_mm=[3, 3, 3])
+    pending = list(trials)
+    for k in range(n):
+        volume = run.volume()
+        while pending and pending[0].onset_s < k * TR:
+            analyzer.add_trial(pending.pop(0))
+        if k == 50:
+            continue  # lost on the way: the fit goes on without it
+        result = analyzer.process(k, volume)
+        assert result.index == k
+    measured = analyzer.roi_responses()
+    assert measured.shape == (40, 6)
+    r = [np.corrcoef(measured[:, j], roi_truth[:, j])[0, 1] for j in range(6)]
+    assert np.median(r) > 0.7, r
+    assert [res.index for res in analyzer.results] == [k for k in range(n) if k != 50]
+    assert max(res.fd_mm for res in analyzer.results) < 0.1  # this run has no head motion
