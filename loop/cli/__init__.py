@@ -24,6 +24,7 @@ from loop.cli.db import app as db_app
 from loop.cli.demo import demo
 from loop.cli.model import app as model_app
 from loop.cli.present import present
+from loop.cli.session import app as session_app
 from loop.cli.synth import decode, synth
 
 __all__ = ["app", "main"]
@@ -38,6 +39,7 @@ app = typer.Typer(
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(db_app, name="db")
 app.add_typer(model_app, name="model")
+app.add_typer(session_app, name="session")
 app.command()(demo)
 app.command()(synth)
 app.command()(decode)

@@ -1,0 +1,64 @@
+"""Session files: the example loads to the defaults; every mistake is named before anything starts."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from db.errors import ConfigError
+from loop.config import EXAMPLE, SessionConfig, load_config
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def test_the_example_is_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "session.toml"
+    path.write_text(EXAMPLE)
+    config = load_config(path)
+    assert config == SessionConfig(source=str(path))
+    assert config.resolve("stim") == tmp_path / "stim"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[round]\ncount = 2\n", r"unknown section\(s\) \[round\]; sections: session, atlas"),
+        ("[rounds]\ncuont = 2\n", r"\[rounds\] has unknown key\(s\) cuont; known: count, targets"),
+        ('[rounds]\ncount = "three"\n', r"\[rounds\] count must be int, got 'three'"),
+        ("[scanner]\ntr_s = true\n", r"\[scanner\] tr_s must be a number, got True"),
+        ('[rounds]\ntargets = ["V1", 2]\n', r"\[rounds\] targets must be a list of strings"),
+        ("[rounds]\ntargets_per_round = 9\n", r"targets_per_round \(9\) must be between 1 and the 6 targets"),
+        (
+            "[training]\ntrial_s = 5.0\n",
+            r"\[training\] trial_s \(5.0\) must be positive and shorter than isi_s",
+        ),
+        ('[rounds]\ncontrols = ["best"]\n', r"unknown control\(s\) best; known: best_natural"),
+        ('[session]\nkind = "scanner"\n', r"\[atlas\] labels and names are required in a scanner session"),
+        ("[session\n", r"is not valid TOML"),
+    ],
+)
+def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_session_init_writes_the_example_once_and_check_reads_it(cortexloop: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "session.toml"
+    result = cortexloop("session", "init", path)
+    assert result.returncode == 0, result.stderr
+    assert path.read_text() == EXAMPLE
+    again = cortexloop("session", "init", path)
+    assert again.returncode == 1
+    assert "exists; choose another name" in again.stderr
+    checked = cortexloop("session", "check", path)
+    assert checked.returncode == 0, checked.stderr
+    assert "training: 100 natural images (20 shown 3 times), 140 trials" in checked.stdout
+    path.write_text('[rounds]\npolicy = "best"\n')
+    bad = cortexloop("session", "check", path)
+    assert bad.returncode == 1
+    assert "[rounds] policy is 'best'; use all or worst" in bad.stderr
