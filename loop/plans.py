@@ -1,0 +1,108 @@
+"""Run plans the controller sends the presenter: the training run and each round's run.
+
+Stimuli are written once into the presenter's stimulus folder as PNG files
+and referred to by path and SHA-256. A run's trials come in a random order
+drawn from the session's seed and the run's number, so a resumed session
+plans the same run again. In an event-related design every image is one
+trial, ``isi_s`` apart; in a block design images come in blocks of
+:data:`BLOCK_TRIALS` back to back, with :data:`BLOCK_REST_S` of fixation
+between blocks. Every run starts with ``lead_in_s`` and ends with
+``lead_out_s`` of fixation, so the last response is measured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from db.files import write_atomic
+from stimulus.present import PlannedTrial, RunPlan
+
+__all__ = ["BLOCK_REST_S", "BLOCK_TRIALS", "PlannedStimulus", "plan_run", "save_png", "training_order"]
+
+BLOCK_TRIALS = 8
+BLOCK_REST_S = 12.0
+
+
+@dataclass(frozen=True)
+class PlannedStimulus:
+    """An image file in the stimulus folder and what it is for."""
+
+    path: str  # relative to the stimulus folder
+    sha256: str
+    condition: str  # natural, synthesized, best_natural, median_natural
+    target_roi: str | None = None
+
+
+def save_png(pixels: npt.NDArray[np.floating[Any]], folder: Path, name: str) -> tuple[str, str]:
+    """Write (3, H, W) pixels on 0..1 as ``folder/name`` atomically; return (name, SHA-256)."""
+    import io
+
+    image = Image.fromarray((np.clip(pixels, 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = buffer.getvalue()
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / name, data)
+    return name, hashlib.sha256(data).hexdigest()
+
+
+def training_order(n_images: int, repeated: int, repeats: int, seed: int) -> list[int]:
+    """Image indices of a training run: each image once, the first ``repeated`` ``repeats`` times, shuffled.
+
+    Repeats of one image are never back to back.
+    """
+    rng = np.random.default_rng(seed)
+    items = list(range(n_images)) + [k for k in range(repeated) for _ in range(repeats - 1)]
+    for _ in range(100):
+        order = [items[i] for i in rng.permutation(len(items))]
+        if all(a != b for a, b in pairwise(order)):
+            return order
+    return order
+
+
+def plan_run(
+    run_id: str,
+    stimuli: Sequence[PlannedStimulus],
+    *,
+    tr_s: float,
+    trial_s: float,
+    isi_s: float,
+    lead_in_s: float,
+    lead_out_s: float,
+    design: str = "event",
+    shuffle_seed: int | None = None,
+) -> RunPlan:
+    """A plan showing ``stimuli`` (in their order, or shuffled with ``shuffle_seed``)."""
+    order = list(range(len(stimuli)))
+    if shuffle_seed is not None:
+        order = [int(i) for i in np.random.default_rng(shuffle_seed).permutation(len(stimuli))]
+    onsets = []
+    t = lead_in_s
+    for k in range(len(order)):
+        if design == "block" and k and k % BLOCK_TRIALS == 0:
+            t += BLOCK_REST_S
+        onsets.append(t)
+        t += trial_s if design == "block" else isi_s
+    end = onsets[-1] + trial_s + lead_out_s if onsets else lead_in_s + lead_out_s
+    trials = tuple(
+        PlannedTrial(
+            stimulus=stimuli[i].path,
+            sha256=stimuli[i].sha256,
+            onset_s=round(onset, 6),
+            duration_s=trial_s,
+            condition=stimuli[i].condition,
+            target_roi=stimuli[i].target_roi,
+        )
+        for i, onset in zip(order, onsets, strict=True)
+    )
+    return RunPlan(run_id=run_id, tr_s=tr_s, n_volumes=math.ceil(end / tr_s), trials=trials)
