@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from scanner_bridge import generate_key_file, load_key
@@ -81,3 +83,40 @@ def test_present_refuses_a_window_option_it_cannot_honour(cortexloop: Cli, tmp_p
     assert result.returncode == 1
     assert "readable by others" in result.stderr
     assert "chmod 600" in result.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (Xvfb)")
+def test_present_in_a_window_runs_a_plan_on_launchscan_triggers(tmp_path: Path) -> None:
+    key_file = generate_key_file(tmp_path / "key")
+    Image.new("RGB", (64, 64), (200, 0, 0)).save(tmp_path / "a.png")
+    sha = hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+    plan = RunPlan(run_id="window", tr_s=0.5, n_volumes=6, trials=(
+        PlannedTrial(stimulus="a.png", sha256=sha, onset_s=0.5, duration_s=0.5),
+        PlannedTrial(stimulus="a.png", sha256=sha, onset_s=1.5, duration_s=0.5),
+    ))  # fmt: skip
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    server = subprocess.Popen(
+        [str(CORTEXLOOP), "present", "--triggers", "emulator", "--size", "320x240", "--endpoint", endpoint,
+         "--key-file", str(key_file), "--stimulus-dir", str(tmp_path), "--events-dir", str(tmp_path / "ev")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        with PresenterClient(endpoint, load_key(key_file), timeout_s=60) as client:
+            assert client.status["state"] == "idle"
+            client.send_plan(plan)
+            events = []
+            while not events or events[-1]["type"] not in ("log", "error", "refused"):
+                event = client.next_event(30)
+                assert event is not None, [e["type"] for e in events]
+                events.append(event)
+            client.command("quit")
+            assert client.next_event(10) == {"type": "ack", "command": "quit"}
+        out, err = server.communicate(timeout=20)
+    finally:
+        server.kill()
+    assert server.returncode == 0, err
+    assert "triggers: emulator" in out
+    final = events[-1]["log"]
+    assert len(final["triggers_s"]) == 6
+    assert [t["actual_onset_s"] is not None for t in final["trials"]] == [True, True]
+    assert (tmp_path / "ev" / "window_events.tsv").exists()
