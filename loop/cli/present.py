@@ -122,20 +122,20 @@ def present(
         channel = PresenterChannel(endpoint, key, clock)
         make_triggers = functools.partial(_window_triggers, source, window, channel, trigger_key)
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        channel.abort.set()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
     presenter = Presenter(
         channel, display, clock, triggers=make_triggers, stimulus_dir=stimulus_dir,
         events_dir=events_dir, trigger_timeout_s=trigger_timeout,
     )  # fmt: skip
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        presenter.stop()  # a run in progress ends aborted, and its events are written and sent
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     mode = "no window" if no_window else f"{display.refresh_hz:.2f} Hz"
     console.print(f"presenter at {channel.endpoint} ({mode}, triggers: {source.value}); waiting for plans")
     try:
         presenter.serve()
-    except KeyboardInterrupt:
         console.print("presenter stopped")
     finally:
         channel.close()

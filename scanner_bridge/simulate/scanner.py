@@ -178,22 +178,27 @@ class SimulatedScanner:
         start = self.clock.now()
         logger.info("simulated run %d (%s): %d volumes of %g s", run, record.run_id, n_volumes, self.tr_s)
         ready: list[tuple[Path, Path]] = []  # the finished volume, under temporary names
-        for k in range(n_volumes + 1):
-            if stop is not None and stop.is_set():
-                break
-            self.clock.sleep_until(start + k * self.tr_s)
-            if ready:  # volume k - 1's TR has ended: put it in place, all at once
-                for tmp, final in ready:
-                    os.replace(tmp, final)
-                record.files[k - 1] = [final.name for _, final in ready]
-                record.written_at[k - 1] = time.monotonic()
-            if k == n_volumes:
-                break
-            if presenter is not None:
-                presenter.trigger(k, k * self.tr_s)
-                self._take_events(presenter, bold, shown)
-            # Volume k is the signal at k * TR: everything it needs has been shown by now.
-            ready = self._prepare(bold.volume(), k, run, series_uid)
+        try:
+            for k in range(n_volumes + 1):
+                if stop is not None and stop.is_set():
+                    break
+                self.clock.sleep_until(start + k * self.tr_s)
+                if ready:  # volume k - 1's TR has ended: put it in place, all at once
+                    for tmp, final in ready:
+                        os.replace(tmp, final)
+                    record.files[k - 1] = [final.name for _, final in ready]
+                    record.written_at[k - 1] = time.monotonic()
+                    ready = []
+                if k == n_volumes:
+                    break
+                if presenter is not None:
+                    presenter.trigger(k, k * self.tr_s)
+                    self._take_events(presenter, bold, shown)
+                # Volume k is the signal at k * TR: everything it needs has been shown by now.
+                ready = self._prepare(bold.volume(), k, run, series_uid)
+        finally:
+            for tmp, _ in ready:  # a run stopped mid-TR leaves no half-made files behind
+                tmp.unlink(missing_ok=True)
         record.presentations = len(bold.presentations)
         record.truth = self._write_truth(bold, record)
         return record

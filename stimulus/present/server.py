@@ -15,7 +15,8 @@ Rules, each logged and sent to the peers:
   attempt with ``error``; the plan can be sent again.
 - ``abort`` (a command, or escape at the stimulus computer) ends the run at
   once; everything measured so far is kept, written and sent.
-- ``quit`` ends a run in progress the same way, then stops the server.
+- ``quit`` ends a run in progress the same way, then stops the server; so
+  does SIGTERM or Ctrl-C (:meth:`Presenter.stop`).
 - An events file that cannot be written (a full disk) is reported; the log
   still goes to the peers, who keep it.
 """
@@ -77,13 +78,19 @@ class Presenter:
         self.trigger_timeout_s, self.abort_keys = trigger_timeout_s, abort_keys
         self.logs: dict[str, dict[str, Any]] = {}  # run_id -> the final log message, for `log` requests
         self._last_idle_flip = float("-inf")
+        self._stopping = False
         warning = getattr(display, "refresh_warning", None)
         channel.set_status(state="idle", run_id=None, refresh_hz=display.refresh_hz, refresh_warning=warning)
 
+    def stop(self) -> None:
+        """Stop serving (from a signal handler): a run in progress ends as if aborted, and is reported."""
+        self._stopping = True
+        self.channel.abort.set()
+
     def serve(self) -> None:
-        """Handle plans and commands until ``quit``."""
+        """Handle plans and commands until ``quit`` or :meth:`stop`."""
         log.info("presenter serving at %s (refresh %.2f Hz)", self.channel.endpoint, self.display.refresh_hz)
-        while True:
+        while not self._stopping:
             request = self.channel.next_request(IDLE_POLL_S)
             if request is None:
                 self._idle()

@@ -120,3 +120,44 @@ def test_present_in_a_window_runs_a_plan_on_launchscan_triggers(tmp_path: Path) 
     assert len(final["triggers_s"]) == 6
     assert [t["actual_onset_s"] is not None for t in final["trials"]] == [True, True]
     assert (tmp_path / "ev" / "window_events.tsv").exists()
+
+
+def test_sigterm_mid_run_ends_the_run_aborted_and_still_reports_it(tmp_path: Path) -> None:
+    key_file = generate_key_file(tmp_path / "key")
+    Image.new("RGB", (16, 16), (0, 0, 200)).save(tmp_path / "a.png")
+    sha = hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+    trials = tuple(
+        PlannedTrial(stimulus="a.png", sha256=sha, onset_s=1.0 + 2.0 * k, duration_s=1.0) for k in range(20)
+    )
+    plan = RunPlan(run_id="stopped", tr_s=2.0, n_volumes=22, trials=trials)
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    server = subprocess.Popen(
+        [str(CORTEXLOOP), "present", "--no-window", "--speed", "10", "--endpoint", endpoint,
+         "--key-file", str(key_file), "--stimulus-dir", str(tmp_path), "--events-dir", str(tmp_path / "ev")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        key = load_key(key_file)
+        with PresenterClient(endpoint, key, timeout_s=60) as client, \
+                PresenterClient(endpoint, key, role="scanner") as scanner:  # fmt: skip
+            client.send_plan(plan)
+            assert (client.next_event(10) or {}).get("type") == "armed"
+            for k in range(4):
+                scanner.trigger(k, 2.0 * k)
+                time.sleep(0.2)
+            server.terminate()  # SIGTERM, as a process manager (or the controller) sends it
+            events = []
+            while not events or events[-1]["type"] != "log":
+                event = client.next_event(10)
+                assert event is not None, [e["type"] for e in events]
+                events.append(event)
+        out, err = server.communicate(timeout=20)
+    finally:
+        server.kill()
+    assert server.returncode == 0, err
+    assert "presenter stopped" in out
+    final = events[-1]["log"]
+    assert final["aborted"]
+    shown = sum(t["actual_onset_s"] is not None for t in final["trials"])
+    assert 1 <= shown < 20
+    assert (tmp_path / "ev" / "stopped_events.tsv").exists()  # written before the process ended

@@ -327,3 +327,18 @@ def test_the_scanner_follows_the_presenters_actual_onsets(
     lateness = np.abs(np.array(log["triggers_s"]) - 2.0 * np.arange(10))
     assert np.median(lateness) < 0.05, log["triggers_s"]
     assert lateness.max() < 0.4, log["triggers_s"]
+
+
+def test_a_stopped_run_leaves_only_whole_volumes(
+    subject: VirtualSubject, images: object, tmp_path: Path
+) -> None:
+    stimuli = _stimuli(tmp_path / "stim", images, 1)
+    stop = threading.Event()
+    scanner = SimulatedScanner(subject, tmp_path / "export", tr_s=2.0, clock=ScaledClock(20.0),
+                               stimulus_dir=tmp_path / "stim")  # fmt: skip
+    threading.Timer(0.45, stop.set).start()  # about 4 TRs in
+    record = scanner.run(plan=_plan(stimuli, 20), stop=stop)
+    names = sorted(p.name for p in (tmp_path / "export").iterdir())
+    assert 2 <= len(names) < 20
+    assert names == [f"run01_vol_{k:05d}.nii" for k in range(len(names))]  # no temporary file left
+    assert sorted(record.files) == list(range(len(names)))
