@@ -14,7 +14,7 @@ presenting, every half millisecond while waiting for the first trigger).
 The emulator's keys carry the time they were typed.
 
 Triggers over the network come through the presenter's channel
-(:class:`stimulus.present.server.ChannelTriggers`).
+(:class:`stimulus.present.channel.ChannelTriggers`).
 """
 
 from __future__ import annotations
