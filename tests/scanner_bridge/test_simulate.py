@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -336,9 +337,15 @@ def test_a_stopped_run_leaves_only_whole_volumes(
     stop = threading.Event()
     scanner = SimulatedScanner(subject, tmp_path / "export", tr_s=2.0, clock=ScaledClock(20.0),
                                stimulus_dir=tmp_path / "stim")  # fmt: skip
-    threading.Timer(0.45, stop.set).start()  # about 4 TRs in
+
+    def stop_after_three() -> None:  # stop mid-run, however long the start took
+        while not (tmp_path / "export" / "run01_vol_00002.nii").exists():
+            time.sleep(0.005)
+        stop.set()
+
+    threading.Thread(target=stop_after_three, daemon=True).start()
     record = scanner.run(plan=_plan(stimuli, 20), stop=stop)
     names = sorted(p.name for p in (tmp_path / "export").iterdir())
-    assert 2 <= len(names) < 20
+    assert 3 <= len(names) < 20
     assert names == [f"run01_vol_{k:05d}.nii" for k in range(len(names))]  # no temporary file left
     assert sorted(record.files) == list(range(len(names)))
