@@ -309,7 +309,7 @@ def simulate(
         str, typer.Option("--format", help="nifti (one file per volume) or dicom (slices).")
     ] = "nifti",
     volumes: Annotated[
-        int | None, typer.Option(help="Volumes per run (default: the plan's; needed with --presenter).")
+        int | None, typer.Option(help="Volumes per run (default: the plan's, as the presenter announces it).")
     ] = None,
     presenter: Annotated[
         str | None, typer.Option(help="The presenter's endpoint: send it triggers, take its onsets.")
@@ -339,8 +339,8 @@ def simulate(
         raise typer.BadParameter(
             "--speed must be positive with a presenter (0, as fast as possible, needs --plan)"
         )
-    if presenter is not None and (key_file is None or volumes is None):
-        raise typer.BadParameter("--presenter needs --key-file and --volumes")
+    if presenter is not None and key_file is None:
+        raise typer.BadParameter("--presenter needs --key-file")
     config = SubjectConfig.from_spec(subject, seed=seed)
     run_plan = None
     if plan is not None:
@@ -364,9 +364,8 @@ def simulate(
         client = PresenterClient(presenter, load_key(key_file), role="scanner")
     try:
         for number in range(first_run, first_run + (runs if client is not None else 1)):
-            n = volumes if volumes is not None else run_plan.n_volumes  # type: ignore[union-attr]
             started = time.monotonic()
-            record = scanner.run(n, run=number, presenter=client, plan=run_plan, stop=stop)
+            record = scanner.run(volumes, run=number, presenter=client, plan=run_plan, stop=stop)
             took = time.monotonic() - started
             console.print(
                 f"run {number} ({record.run_id}): {len(record.files)} volumes in {took:.1f} s, "

@@ -123,9 +123,14 @@ def present(
         make_triggers = functools.partial(_window_triggers, source, window, channel, trigger_key)
 
     presenter = Presenter(
-        channel, display, clock, triggers=make_triggers, stimulus_dir=stimulus_dir,
-        events_dir=events_dir, trigger_timeout_s=trigger_timeout,
-    )  # fmt: skip
+        channel,
+        display,
+        clock,
+        triggers=make_triggers,
+        stimulus_dir=stimulus_dir,
+        events_dir=events_dir,
+        trigger_timeout_s=trigger_timeout * (speed if no_window else 1.0),
+    )  # fmt: skip  (the run loop counts on its own clock; the operator's timeout is in real seconds)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         presenter.stop()  # a run in progress ends aborted, and its events are written and sent

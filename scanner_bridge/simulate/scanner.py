@@ -185,6 +185,9 @@ class SimulatedScanner:
                 self.clock.sleep_until(start + k * self.tr_s)
                 if ready:  # volume k - 1's TR has ended: put it in place, all at once
                     for tmp, final in ready:
+                        os.utime(
+                            tmp
+                        )  # written now, as far as anyone can tell (it was prepared during the TR)
                         os.replace(tmp, final)
                     record.files[k - 1] = [final.name for _, final in ready]
                     record.written_at[k - 1] = time.monotonic()
