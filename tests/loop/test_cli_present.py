@@ -65,7 +65,8 @@ def test_present_no_window_serves_a_plan_on_network_triggers_then_quits(tmp_path
     final = events[-1]
     assert final is not None
     assert [t["planned_onset_s"] for t in final["log"]["trials"]] == [2.0, 5.0]
-    assert all(abs(t["actual_onset_s"] - t["planned_onset_s"]) < 0.05 for t in final["log"]["trials"])
+    # Within a few frames of the plan (the clock runs 10 times real time: 0.1 s here is 10 ms of real time).
+    assert all(abs(t["actual_onset_s"] - t["planned_onset_s"]) < 0.1 for t in final["log"]["trials"])
     assert (tmp_path / "ev" / "sub-01_run-1_events.tsv").read_text().count("a.png") == 2
 
 
