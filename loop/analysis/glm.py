@@ -41,6 +41,20 @@ def nuisance(times: Array, confounds: Array | None = None, high_pass_hz: float =
     return np.concatenate([np.asarray(confounds, dtype=np.float64).reshape(len(times), -1), drifts], axis=1)
 
 
+def _columns(
+    signals: npt.ArrayLike,
+    trials: Sequence[Trial],
+    tr_s: float,
+    confounds: Array | None,
+    high_pass_hz: float,
+    delay_s: float,
+) -> tuple[Array, Array, Array]:
+    """The signals, the trials' regressors and the nuisance columns of one run."""
+    y = np.asarray(signals, dtype=np.float64)
+    times = frame_times(len(y), tr_s)
+    return y, trial_regressors(times, trials, delay_s), nuisance(times, confounds, high_pass_hz)
+
+
 def least_squares_all(
     signals: npt.ArrayLike,
     trials: Sequence[Trial],
@@ -51,12 +65,8 @@ def least_squares_all(
     delay_s: float = 0.0,
 ) -> Array:
     """(n_trials, n_voxels) responses from ``signals`` (n_volumes, n_voxels) by one OLS fit."""
-    y = np.asarray(signals, dtype=np.float64)
-    times = frame_times(len(y), tr_s)
-    design = np.concatenate(
-        [trial_regressors(times, trials, delay_s), nuisance(times, confounds, high_pass_hz)], 1
-    )
-    coef: Array = np.linalg.lstsq(design, y, rcond=None)[0]
+    y, regressors, nuisance_columns = _columns(signals, trials, tr_s, confounds, high_pass_hz, delay_s)
+    coef: Array = np.linalg.lstsq(np.concatenate([regressors, nuisance_columns], 1), y, rcond=None)[0]
     return coef[: len(trials)]
 
 
@@ -70,11 +80,8 @@ def least_squares_separate(
     delay_s: float = 0.0,
 ) -> Array:
     """(n_trials, n_voxels) responses, each trial fit against the sum of all the others."""
-    y = np.asarray(signals, dtype=np.float64)
-    times = frame_times(len(y), tr_s)
-    regressors = trial_regressors(times, trials, delay_s)
+    y, regressors, nuisance_columns = _columns(signals, trials, tr_s, confounds, high_pass_hz, delay_s)
     others_all = regressors.sum(1)
-    nuisance_columns = nuisance(times, confounds, high_pass_hz)
     out = np.empty((len(trials), y.shape[1]))
     for k in range(len(trials)):
         design = np.column_stack([regressors[:, k], others_all - regressors[:, k], nuisance_columns])

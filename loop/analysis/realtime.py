@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from loop.analysis.design import Trial
 from loop.analysis.glm import IncrementalGLM
-from loop.analysis.motion import HEAD_RADIUS_MM, RigidRegistration
+from loop.analysis.motion import RigidRegistration, framewise_displacement
 from loop.analysis.roi import RoiSignals
 
 __all__ = ["RunAnalyzer", "VolumeResult"]
@@ -85,9 +85,9 @@ class RunAnalyzer:
         while self.glm.volumes_added < index:  # a missing volume: its row stays out of the fit
             self.glm.skip_volume()
         self.glm.add_volume(index, percent, motion)
-        change = np.abs(motion - self._last_motion) if self._last_motion is not None else np.zeros(6)
+        previous = self._last_motion if self._last_motion is not None else motion
         self._last_motion = motion
-        fd = float(change[:3].sum() + HEAD_RADIUS_MM * change[3:].sum())
+        fd = float(framewise_displacement(np.stack([previous, motion]))[1])
         result = VolumeResult(index, percent[: self.n_rois], motion, fd, time.perf_counter() - started)
         self.results.append(result)
         return result

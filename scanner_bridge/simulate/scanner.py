@@ -108,6 +108,7 @@ class SimulatedScanner:
         self.truth_dir.mkdir(parents=True, exist_ok=True)
         subject.write_atlas(self.truth_dir)
         self._responses: dict[str, npt.NDArray[np.float64]] = {}  # stimulus sha256 -> voxel responses
+        self._seen: dict[str, npt.NDArray[np.float64]] = {}  # this run's stimulus names -> voxel responses
 
     # -- what the subject sees ---------------------------------------------------------------------
 
@@ -168,8 +169,8 @@ class SimulatedScanner:
         else:
             armed = self._wait_armed(presenter, armed_timeout_s)
             run_id, n_volumes = armed["run_id"], n_volumes or int(armed["n_volumes"])
-            # The subject looks at every image before the run, so no onset waits for it mid-run.
-            self.responses_to(list(armed["stimuli"]))
+            # The subject looks at every image before the run, so no onset waits for it (or for the disk).
+            self._seen = dict(zip(armed["stimuli"], self.responses_to(list(armed["stimuli"])), strict=True))
         bold = BoldRun(self.subject, self.tr_s, n_volumes, seed=run if seed is None else seed)
         record = RunRecord(run=run, run_id=run_id, n_volumes=n_volumes)
         if plan is not None:
@@ -234,7 +235,8 @@ class SimulatedScanner:
         while (event := presenter.next_event(0)) is not None:
             kind = event.get("type")
             if kind == "onset":
-                (response,) = self.responses_to([event["stimulus"]])
+                name = event["stimulus"]
+                response = self._seen[name] if name in self._seen else self.responses_to([name])[0]
                 shown[event["trial"]] = bold.present(
                     event["actual_onset_s"],
                     event.get("planned_duration_s", self.tr_s),
