@@ -21,7 +21,6 @@ per-volume work), and the ratio of the two totals.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import tempfile
 import time
@@ -30,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from loop.analysis.design import Trial
 from loop.analysis.realtime import RunAnalyzer
 from loop.analysis.roi import RoiAtlas, RoiSignals
+from loop.plans import save_png
 from scanner_bridge import RecordedRun
 from scanner_bridge.simulate.scanner import SimulatedScanner
 from scanner_bridge.simulate.subject import SubjectConfig, VirtualSubject
@@ -46,13 +45,10 @@ def _record(root: Path, n_volumes: int, tr: float) -> tuple[VirtualSubject, Path
     subject = VirtualSubject(SubjectConfig(motion_mm=0.05))
     n_images = min(100, int((n_volumes * tr - 10) / 6))
     images = natural_image_set(n_images, size=128, seed=1)
-    (root / "stim").mkdir()
     planned = []
     for k in range(n_images):
-        path = root / "stim" / f"img{k:03d}.png"
-        Image.fromarray((images.pixels[k].transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(path)
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        planned.append(PlannedTrial(stimulus=path.name, sha256=sha, onset_s=4.0 + 6.0 * k, duration_s=1.0))
+        name, sha = save_png(images.pixels[k], root / "stim", f"img{k:03d}.png")
+        planned.append(PlannedTrial(stimulus=name, sha256=sha, onset_s=4.0 + 6.0 * k, duration_s=1.0))
     plan = RunPlan(run_id="bench", tr_s=tr, n_volumes=n_volumes, trials=tuple(planned))
     scanner = SimulatedScanner(
         subject, root / "export", tr_s=tr, clock=VirtualClock(), stimulus_dir=root / "stim"

@@ -19,16 +19,14 @@ out (NIfTI encoding and file writes only, no BOLD model). Prints:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
+from loop.plans import save_png
 from scanner_bridge import RecordedRun, replay_to_directory
 from scanner_bridge.simulate.scanner import SimulatedScanner
 from scanner_bridge.simulate.subject import SubjectConfig, VirtualSubject
@@ -50,13 +48,10 @@ def main() -> None:
         built = time.perf_counter() - started
         n_images = min(100, int((args.volumes * tr - 10) / 6))
         images = natural_image_set(n_images, size=128, seed=1)
-        (root / "stim").mkdir()
         trials = []
         for k in range(n_images):
-            path = root / "stim" / f"img{k:03d}.png"
-            Image.fromarray((images.pixels[k].transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(path)
-            sha = hashlib.sha256(path.read_bytes()).hexdigest()
-            trials.append(PlannedTrial(stimulus=path.name, sha256=sha, onset_s=4.0 + 6.0 * k, duration_s=1.0))
+            name, sha = save_png(images.pixels[k], root / "stim", f"img{k:03d}.png")
+            trials.append(PlannedTrial(stimulus=name, sha256=sha, onset_s=4.0 + 6.0 * k, duration_s=1.0))
         plan = RunPlan(run_id="bench", tr_s=tr, n_volumes=args.volumes, trials=tuple(trials))
         scanner = SimulatedScanner(
             subject, root / "export", tr_s=tr, clock=VirtualClock(), stimulus_dir=root / "stim"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -17,33 +16,32 @@ from scanner_bridge import generate_key_file, load_key
 from stimulus.present import PlannedTrial, RunPlan
 from stimulus.present.channel import PresenterClient
 
-from .conftest import CORTEXLOOP
+from .conftest import CORTEXLOOP, free_port
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _serve(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[str], str, bytes]:
+    """``cortexloop present OPTIONS`` on a free port, serving tmp_path's images: (process, endpoint, key)."""
+    key_file = generate_key_file(tmp_path / "key")
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    server = subprocess.Popen(
+        [str(CORTEXLOOP), "present", *options, "--endpoint", endpoint, "--key-file", str(key_file),
+         "--stimulus-dir", str(tmp_path), "--events-dir", str(tmp_path / "ev")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    return server, endpoint, load_key(key_file)
 
 
 def test_present_no_window_serves_a_plan_on_network_triggers_then_quits(tmp_path: Path) -> None:
-    key_file = generate_key_file(tmp_path / "key")
     Image.new("RGB", (16, 16), (0, 200, 0)).save(tmp_path / "a.png")
     sha = hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
     plan = RunPlan(run_id="sub-01_run-1", tr_s=2.0, n_volumes=4, trials=(
         PlannedTrial(stimulus="a.png", sha256=sha, onset_s=2.0, duration_s=2.0),
         PlannedTrial(stimulus="a.png", sha256=sha, onset_s=5.0, duration_s=1.0),
     ))  # fmt: skip
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    server = subprocess.Popen(
-        [str(CORTEXLOOP), "present", "--no-window", "--speed", "10", "--endpoint", endpoint,
-         "--key-file", str(key_file), "--stimulus-dir", str(tmp_path), "--events-dir", str(tmp_path / "ev")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    server, endpoint, key = _serve(tmp_path, "--no-window", "--speed", "10")
     try:
-        key = load_key(key_file)
         with PresenterClient(endpoint, key, timeout_s=60) as client, \
                 PresenterClient(endpoint, key, role="scanner") as scanner:  # fmt: skip
             client.send_plan(plan)
@@ -88,21 +86,15 @@ def test_present_refuses_a_window_option_it_cannot_honour(cortexloop: Cli, tmp_p
 
 @pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (Xvfb)")
 def test_present_in_a_window_runs_a_plan_on_launchscan_triggers(tmp_path: Path) -> None:
-    key_file = generate_key_file(tmp_path / "key")
     Image.new("RGB", (64, 64), (200, 0, 0)).save(tmp_path / "a.png")
     sha = hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
     plan = RunPlan(run_id="window", tr_s=0.5, n_volumes=6, trials=(
         PlannedTrial(stimulus="a.png", sha256=sha, onset_s=0.5, duration_s=0.5),
         PlannedTrial(stimulus="a.png", sha256=sha, onset_s=1.5, duration_s=0.5),
     ))  # fmt: skip
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    server = subprocess.Popen(
-        [str(CORTEXLOOP), "present", "--triggers", "emulator", "--size", "320x240", "--endpoint", endpoint,
-         "--key-file", str(key_file), "--stimulus-dir", str(tmp_path), "--events-dir", str(tmp_path / "ev")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    server, endpoint, key = _serve(tmp_path, "--triggers", "emulator", "--size", "320x240")
     try:
-        with PresenterClient(endpoint, load_key(key_file), timeout_s=60) as client:
+        with PresenterClient(endpoint, key, timeout_s=60) as client:
             assert client.status["state"] == "idle"
             client.send_plan(plan)
             events = []
@@ -124,21 +116,14 @@ def test_present_in_a_window_runs_a_plan_on_launchscan_triggers(tmp_path: Path) 
 
 
 def test_sigterm_mid_run_ends_the_run_aborted_and_still_reports_it(tmp_path: Path) -> None:
-    key_file = generate_key_file(tmp_path / "key")
     Image.new("RGB", (16, 16), (0, 0, 200)).save(tmp_path / "a.png")
     sha = hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
     trials = tuple(
         PlannedTrial(stimulus="a.png", sha256=sha, onset_s=1.0 + 2.0 * k, duration_s=1.0) for k in range(20)
     )
     plan = RunPlan(run_id="stopped", tr_s=2.0, n_volumes=22, trials=trials)
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
-    server = subprocess.Popen(
-        [str(CORTEXLOOP), "present", "--no-window", "--speed", "10", "--endpoint", endpoint,
-         "--key-file", str(key_file), "--stimulus-dir", str(tmp_path), "--events-dir", str(tmp_path / "ev")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    server, endpoint, key = _serve(tmp_path, "--no-window", "--speed", "10")
     try:
-        key = load_key(key_file)
         with PresenterClient(endpoint, key, timeout_s=60) as client, \
                 PresenterClient(endpoint, key, role="scanner") as scanner:  # fmt: skip
             client.send_plan(plan)

@@ -6,47 +6,36 @@ events and the bridge's volumes, and analyses each volume as it arrives.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import socket
 import subprocess
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from loop.analysis.design import Trial
 from loop.analysis.realtime import RunAnalyzer
 from loop.analysis.roi import RoiAtlas, RoiSignals
+from loop.plans import save_png
 from scanner_bridge import ScaledClock, VolumeReceiver, generate_key_file, load_key
 from stimulus.natural import natural_image_set
 from stimulus.present import PlannedTrial, RunPlan
 from stimulus.present.channel import PresenterClient
 
-from .conftest import CORTEXLOOP
+from .conftest import CORTEXLOOP, free_port
 
 SPEED = "10"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_run_flows_from_plan_to_analysed_volumes_across_processes(tmp_path: Path) -> None:
     key_file = generate_key_file(tmp_path / "key")
     key = load_key(key_file)
     images = natural_image_set(16, size=128, seed=3)
-    (tmp_path / "stim").mkdir()
     trials = []
     for k in range(16):
-        path = tmp_path / "stim" / f"i{k:02d}.png"
-        Image.fromarray((images.pixels[k].transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(path)
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        trials.append(PlannedTrial(stimulus=path.name, sha256=sha, onset_s=4.0 + 8.0 * k, duration_s=1.0))
+        name, sha = save_png(images.pixels[k], tmp_path / "stim", f"i{k:02d}.png")
+        trials.append(PlannedTrial(stimulus=name, sha256=sha, onset_s=4.0 + 8.0 * k, duration_s=1.0))
     plan = RunPlan(run_id="run-01", tr_s=2.0, n_volumes=80, trials=tuple(trials))
-    presenter_at, bridge_at = f"tcp://127.0.0.1:{_port()}", f"tcp://127.0.0.1:{_port()}"
+    presenter_at, bridge_at = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     export = tmp_path / "export"
     export.mkdir()
     common = ("--key-file", str(key_file))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -12,8 +11,8 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 import pytest
-from PIL import Image
 
+from loop.plans import save_png
 from scanner_bridge import DirectoryWatcher, ScaledClock, WatchConfig
 from scanner_bridge.errors import BridgeError
 from scanner_bridge.simulate.bold import BoldRun
@@ -219,14 +218,7 @@ def test_a_subject_spec_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
 
 
 def _stimuli(folder: Path, images: object, n: int) -> list[tuple[str, str]]:
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for k in range(n):
-        path = folder / f"img{k:03d}.png"
-        pixels = images.pixels[k].transpose(1, 2, 0)  # type: ignore[attr-defined]
-        Image.fromarray((pixels * 255).round().astype(np.uint8)).save(path)
-        names.append((path.name, hashlib.sha256(path.read_bytes()).hexdigest()))
-    return names
+    return [save_png(images.pixels[k], folder, f"img{k:03d}.png") for k in range(n)]  # type: ignore[attr-defined]
 
 
 def _plan(stimuli: list[tuple[str, str]], n_volumes: int, tr_s: float = 2.0) -> RunPlan:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
 import pytest
 import torch
+from PIL import Image
 
 from stimulus import Backbone, EncodingConfig, EncodingModel, extract_features, load_backbone, natural_crops
 
@@ -51,3 +55,14 @@ def roi_model(crops: npt.NDArray[np.float32]) -> EncodingModel:
     responses = signal + 0.5 * signal.std(axis=0) * rng.standard_normal(signal.shape)
     labels = [name for name in ROI_NAMES for _ in range(N_ROI_VOXELS)] + ["D"] * N_DIVERSE
     return model.fit(crops[:300], responses, groups=np.repeat(np.arange(10), 30), roi_labels=labels)
+
+
+@pytest.fixture
+def stimuli(tmp_path: Path) -> dict[str, str]:
+    """Three small PNGs (red, green, blue) in tmp_path, by name, with their SHA-256: a run plan's images."""
+    hashes = {}
+    for k, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+        path = tmp_path / f"img{k}.png"
+        Image.new("RGB", (16, 16), colour).save(path)
+        hashes[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from stimulus import PlanError, TriggerTimeoutError
 from stimulus.present import (
@@ -26,17 +24,6 @@ from stimulus.present import (
 
 REFRESH_HZ = 60.0
 PERIOD = 1 / REFRESH_HZ
-
-
-@pytest.fixture
-def stimuli(tmp_path: Path) -> dict[str, str]:
-    """Three small PNGs and their hashes."""
-    hashes = {}
-    for k, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
-        path = tmp_path / f"img{k}.png"
-        Image.new("RGB", (16, 16), colour).save(path)
-        hashes[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return hashes
 
 
 def _plan(stimuli: dict[str, str], n_trials: int = 6, **changes: object) -> RunPlan:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -11,7 +10,6 @@ from typing import Any
 
 import pytest
 import zmq
-from PIL import Image
 
 from scanner_bridge import ScaledClock
 from scanner_bridge.protocol import MessageType, Signer, encode
@@ -23,16 +21,6 @@ from stimulus.present.server import Presenter
 KEY = b"k" * 32
 SPEED = 5.0  # clock seconds per real second: a 12 s run takes 2.4 s
 REFRESH_HZ = 60.0
-
-
-@pytest.fixture
-def stimuli(tmp_path: Path) -> dict[str, str]:
-    hashes = {}
-    for k, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
-        path = tmp_path / f"img{k}.png"
-        Image.new("RGB", (16, 16), colour).save(path)
-        hashes[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return hashes
 
 
 def _plan(stimuli: dict[str, str], run_id: str = "run-1", n_volumes: int = 6) -> RunPlan:
