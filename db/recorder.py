@@ -199,12 +199,25 @@ class SessionRecorder:
         *,
         status: Status = Status.COMPLETED,
         refit_model_version_id: int | None = None,
+        scores: Sequence[Mapping[str, Any]] = (),
+        predictions: Sequence[tuple[int, int, Mapping[str, float]]] = (),
     ) -> None:
+        """End a round, with its scores (keys of :meth:`record_score`) and the predictions it was
+        scored on ((model version id, stimulus id, ROI -> value)) in the same transaction."""
         with self.database.transaction() as s:
             record = s.get_one(Round, round_id)
             record.status = status
             record.ended_at = utcnow()
             record.refit_model_version_id = refit_model_version_id
+            s.add_all(self._score(round_id=round_id, **score) for score in scores)
+            rows = [
+                {"model_version_id": model_id, "stimulus_id": stimulus_id, "roi_id": self._roi_id(name),
+                 "value": float(value)}
+                for model_id, stimulus_id, values in predictions
+                for name, value in values.items()
+            ]  # fmt: skip
+            if rows:
+                s.execute(insert(Prediction), rows)
 
     def start_run(
         self,
@@ -237,11 +250,37 @@ class SessionRecorder:
         with self.database.transaction() as s:
             s.get_one(Run, run_id).first_trigger_at = at
 
-    def end_run(self, run_id: int, *, status: Status = Status.COMPLETED) -> None:
+    def end_run(
+        self,
+        run_id: int,
+        *,
+        status: Status = Status.COMPLETED,
+        responses: Mapping[int, Mapping[str, float]] | None = None,
+        method: ResponseMethod = ResponseMethod.LSS,
+    ) -> None:
+        """End a run; with ``responses`` (trial index -> ROI -> value), record them in the same transaction.
+
+        So a run is either completed with all its responses or still running.
+        """
         with self.database.transaction() as s:
             record = s.get_one(Run, run_id)
             record.status = status
             record.ended_at = utcnow()
+            if responses:
+                ids = dict(
+                    s.execute(
+                        select(Presentation.trial_index, Presentation.id).where(Presentation.run_id == run_id)
+                    ).all()
+                )
+                s.execute(
+                    insert(MeasuredResponse),
+                    [
+                        {"presentation_id": ids[trial], "roi_id": self._roi_id(name), "method": method,
+                         "value": float(value)}
+                        for trial, values in responses.items()
+                        for name, value in values.items()
+                    ],
+                )  # fmt: skip
 
     def end_session(self, *, status: Status = Status.COMPLETED) -> None:
         with self.database.transaction() as s:
@@ -400,6 +439,21 @@ class SessionRecorder:
             record.actual_duration_s = actual_duration_s
             record.dropped_frames = dropped_frames
 
+    def record_onsets(self, run_id: int, trials: Sequence[Mapping[str, Any]]) -> None:
+        """Record a run's onsets as the presenter's final log gives them (keys ``index``,
+        ``actual_onset_s``, ``actual_duration_s``, optionally ``dropped_frames``), in one transaction."""
+        with self.database.transaction() as s:
+            records = {
+                p.trial_index: p for p in s.scalars(select(Presentation).where(Presentation.run_id == run_id))
+            }
+            for trial in trials:
+                record = records.get(int(trial["index"]))
+                if record is None:
+                    raise RecordNotFoundError(f"trial {trial['index']} of run id {run_id} was never planned")
+                record.actual_onset_s = trial["actual_onset_s"]
+                record.actual_duration_s = trial.get("actual_duration_s")
+                record.dropped_frames = trial.get("dropped_frames")
+
     def record_model_version(
         self,
         *,
@@ -476,14 +530,30 @@ class SessionRecorder:
     ) -> None:
         with self.database.transaction() as s:
             s.add(
-                Score(
-                    session_id=self.session_id,
-                    metric=metric,
-                    value=float(value),
-                    round_id=round_id,
-                    run_id=run_id,
-                    model_version_id=model_version_id,
-                    roi_id=self._roi_id(roi) if roi is not None else None,
-                    details=dict(details) if details is not None else None,
+                self._score(
+                    metric, value, round_id=round_id, run_id=run_id, model_version_id=model_version_id,
+                    roi=roi, details=details,
                 )
-            )
+            )  # fmt: skip
+
+    def _score(
+        self,
+        metric: str,
+        value: float,
+        *,
+        round_id: int | None = None,
+        run_id: int | None = None,
+        model_version_id: int | None = None,
+        roi: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Score:
+        return Score(
+            session_id=self.session_id,
+            metric=metric,
+            value=float(value),
+            round_id=round_id,
+            run_id=run_id,
+            model_version_id=model_version_id,
+            roi_id=self._roi_id(roi) if roi is not None else None,
+            details=dict(details) if details is not None else None,
+        )

@@ -27,7 +27,7 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -432,6 +432,7 @@ class ReceiverStats:
     duplicates: int = 0
     rejected: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     events: int = 0
+    old_series: int = 0  # volumes of a refused (earlier) series, dropped
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -442,6 +443,7 @@ class ReceiverStats:
             "rejected": sum(self.rejected.values()),
             "rejected_by_reason": dict(self.rejected),
             "events": self.events,
+            "old_series": self.old_series,
         }
 
 
@@ -461,6 +463,11 @@ class VolumeReceiver:
         Decides when a volume is overdue (a scaled clock for fast replays).
     on_event : callable
         Called with each :class:`BridgeEvent` the bridge reports (default: log it).
+    refuse_series : collection of str
+        Series of earlier runs. A bridge still serving one of them (it was not
+        restarted for this run) is not listened to: its volumes are dropped
+        and counted, its status ignored, until a bridge serving another series
+        answers on the endpoint.
     """
 
     def __init__(
@@ -472,9 +479,12 @@ class VolumeReceiver:
         config: ReceiverConfig | None = None,
         clock: Clock | None = None,
         on_event: EventSink = log_event,
+        refuse_series: Collection[str] = (),
         context: zmq.Context[Any] | None = None,
     ) -> None:
         self.config = config or ReceiverConfig()
+        self.refuse_series = frozenset(refuse_series)
+        self._warned_old_series = False
         self.clock = clock or WallClock()
         self.stats = ReceiverStats()
         self._signer = Signer(key)
@@ -608,6 +618,17 @@ class VolumeReceiver:
         self._last_seq[session] = seq
 
     def _dispatch(self, message: Message, received: float) -> None:
+        if message.content.get("series") in self.refuse_series:
+            if not self._warned_old_series:
+                self._warned_old_series = True
+                logger.warning(
+                    "the bridge at %s serves %s, a series of an earlier run; waiting for it to serve this "
+                    "run's (restart `cortexloop bridge watch` with this run's --series)",
+                    self.endpoint,
+                    message.content.get("series"),
+                )
+            self.stats.old_series += message.type is MessageType.VOLUME
+            return
         if message.type is MessageType.STATUS:
             highest = message.content.get("highest_index")
             if isinstance(highest, int):

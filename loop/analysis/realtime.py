@@ -35,6 +35,7 @@ class VolumeResult:
     """What one volume gave, as the operator's console shows it."""
 
     index: int
+    values: Array  # raw ROI means then model-voxel values, as the volume holds them
     roi_percent: Array  # each ROI's signal change against the first volume, in ROI order
     motion: Array  # tx, ty, tz (mm), rx, ry, rz (rad)
     fd_mm: float
@@ -88,7 +89,9 @@ class RunAnalyzer:
         previous = self._last_motion if self._last_motion is not None else motion
         self._last_motion = motion
         fd = float(framewise_displacement(np.stack([previous, motion]))[1])
-        result = VolumeResult(index, percent[: self.n_rois], motion, fd, time.perf_counter() - started)
+        result = VolumeResult(
+            index, values, percent[: self.n_rois], motion, fd, time.perf_counter() - started
+        )
         self.results.append(result)
         return result
 
