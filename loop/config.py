@@ -32,6 +32,7 @@ __all__ = [
     "TrainingConfig",
     "load_config",
     "parse_config",
+    "to_toml",
 ]
 
 POLICIES = ("all", "worst")
@@ -81,9 +82,10 @@ class TrainingConfig:
 @dataclass(frozen=True)
 class RoundsConfig:
     count: int = 3
-    targets: tuple[str, ...] = ("V1", "V2", "V4", "LO", "FFA", "PPA")
+    targets: tuple[str, ...] = ("V1", "V4", "LO", "FFA", "PPA")
     targets_per_round: int = 5
     images_per_target: int = 4
+    repeats: int = 2
     policy: str = "all"
     controls: tuple[str, ...] = CONTROLS
     trial_s: float = 1.0
@@ -98,6 +100,7 @@ class SynthesisSettings:
     objective: str = "voxel-weighted"
     diversity: float = 0.1
     learning_rate: float = 0.05
+    init: str = "best"
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class SimulationConfig:
     subject: str = "default"
     speed: float = 20.0
     format: str = "nifti"
+    truth: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,12 @@ class SessionConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     source: str = "<defaults>"
+
+    @property
+    def database_target(self) -> str | Path:
+        """The database: an SQLAlchemy URL as written, else a path relative to the file's folder."""
+        database = self.session.database
+        return database if "://" in database else self.resolve(database)
 
     def resolve(self, path: str) -> Path:
         """A path from the file, relative to the file's folder."""
@@ -235,8 +245,14 @@ def _check(c: SessionConfig) -> None:
     bad = sorted(set(r.controls) - set(CONTROLS))
     if bad:
         problems.append(f"[rounds] unknown control(s) {', '.join(bad)}; known: {', '.join(CONTROLS)}")
-    if r.count < 0 or r.images_per_target < 1:
-        problems.append("[rounds] count must be >= 0 and images_per_target >= 1")
+    if r.count < 0 or r.images_per_target < 1 or r.repeats < 1:
+        problems.append("[rounds] count must be >= 0, images_per_target and repeats >= 1")
+    from stimulus.synthesis.objectives import OBJECTIVES
+
+    if c.synthesis.objective not in OBJECTIVES:
+        problems.append(f"[synthesis] objective is {c.synthesis.objective!r}; use {', '.join(OBJECTIVES)}")
+    if c.synthesis.init not in ("best", "noise", "grey"):
+        problems.append(f"[synthesis] init is {c.synthesis.init!r}; use best, noise or grey")
     if c.simulation.format not in ("nifti", "dicom") or not c.simulation.speed > 0:
         problems.append("[simulation] format must be nifti or dicom and speed positive")
     if c.session.kind == "scanner" and not (c.atlas.labels and c.atlas.names):
@@ -284,9 +300,10 @@ lead_out_s = 16.0
 
 [rounds]
 count = 3
-targets = ["V1", "V2", "V4", "LO", "FFA", "PPA"]   # candidate target ROIs
+targets = ["V1", "V4", "LO", "FFA", "PPA"]   # candidate target ROIs
 targets_per_round = 5
 images_per_target = 4
+repeats = 2         # every image of a round is shown this many times
 policy = "all"      # all (in turn) or worst (those the model predicts worst)
 controls = ["best_natural", "median_natural", "other_targets"]
 trial_s = 1.0
@@ -299,6 +316,7 @@ display_size = 256   # pixels written for the presenter
 objective = "voxel-weighted"
 diversity = 0.1
 learning_rate = 0.05
+init = "best"        # best (from the images that drove the target most so far), noise or grey
 
 [model]
 backbone = "efficientnet-lite0"
@@ -311,4 +329,27 @@ folds = 5
 subject = "default"  # or a TOML file of virtual-subject settings
 speed = 20.0         # times faster than real time
 format = "nifti"     # nifti or dicom
+truth = ""           # ground truth to score against (`cortexloop simulate` sets it)
 """
+
+
+def to_toml(config: SessionConfig) -> str:
+    """The configuration as a session file that :func:`load_config` reads back to the same values."""
+    lines = [f"# cortexloop session file (written from {config.source})"]
+    for name in SESSION_SECTIONS:
+        lines.append(f"\n[{name}]")
+        for key, value in dataclasses.asdict(getattr(config, name)).items():
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    import json
+
+    return json.dumps(str(value))  # a TOML basic string is a JSON string

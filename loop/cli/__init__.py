@@ -19,12 +19,14 @@ from rich.logging import RichHandler
 from sqlalchemy.exc import DBAPIError
 
 from db.errors import CortexloopError
+from loop.cli.analysis import replay, report
 from loop.cli.bridge import app as bridge_app
 from loop.cli.db import app as db_app
 from loop.cli.demo import demo
 from loop.cli.model import app as model_app
 from loop.cli.present import present
 from loop.cli.session import app as session_app
+from loop.cli.simulate import simulate
 from loop.cli.synth import decode, synth
 
 __all__ = ["app", "main"]
@@ -44,6 +46,9 @@ app.command()(demo)
 app.command()(synth)
 app.command()(decode)
 app.command()(present)
+app.command()(simulate)
+app.command()(replay)
+app.command()(report)
 
 EXIT_ERROR = 1
 

@@ -42,3 +42,58 @@ def check(path: Annotated[Path, typer.Argument(help="The session file.", show_de
         f"rounds: {r.count} x {r.targets_per_round} targets ({r.policy}) x {r.images_per_target} images, "
         f"controls: {', '.join(r.controls) or 'none'}"
     )
+
+
+@app.command()
+def run(
+    config_path: Annotated[Path, typer.Option("--config", help="The session file.", show_default=False)],
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the session from its last committed point.")
+    ] = False,
+    device: Annotated[
+        str | None, typer.Option(help="cpu or cuda (default: the GPU when there is one).")
+    ] = None,
+) -> None:
+    """Run a session: the training run, then the rounds, with the operator's console.
+
+    The presenter (`cortexloop present`) and the bridge (`cortexloop bridge watch`) must be running at
+    the session file's endpoints with the same key file. A session stopped for any reason (a crash, a
+    killed process, Ctrl-C) continues where it was with --resume.
+    """
+    from db import open_database
+    from loop.acquisition import NetworkAcquisition, NetworkSettings
+    from loop.console import ConsoleObserver
+    from loop.session import Controller
+    from scanner_bridge import load_key
+    from stimulus._torch import reuse_freed_memory
+
+    reuse_freed_memory()
+    config = load_config(config_path)
+    if not (config.atlas.labels and config.atlas.names):
+        raise ConfigError(f"{config_path}: [atlas] labels and names are needed to run a session")
+    simulated = config.session.kind == "simulation"
+    settings = NetworkSettings(
+        presenter=config.scanner.presenter,
+        bridge=config.scanner.bridge,
+        key=load_key(config.resolve(config.scanner.key_file)),
+        volume_timeout_s=config.scanner.volume_timeout_s,
+        speed=config.simulation.speed if simulated else 1.0,
+    )
+    observer = ConsoleObserver(console)
+    acquisition = NetworkAcquisition(settings)
+    try:
+        if simulated:  # the simulated scanner must be listening before the first plan is armed
+            acquisition.wait_for_peers(2, timeout_s=config.scanner.trigger_timeout_s)
+        with open_database(config.database_target, create=True) as database:
+            controller = Controller(
+                config,
+                database,
+                acquisition,
+                atlas=(config.resolve(config.atlas.labels), config.resolve(config.atlas.names)),
+                truth_dir=config.resolve(config.simulation.truth) if config.simulation.truth else None,
+                observer=observer,
+                device=device,
+            )
+            controller.run(resume=resume)
+    finally:
+        acquisition.close()

@@ -1,0 +1,289 @@
+"""How a planned run is acquired: over the network, as in the scanner, or in this process.
+
+The controller hands an :class:`Acquisition` a run plan and a
+:class:`RunSink`; the acquisition delivers each volume (or its absence) in
+index order and each onset the presenter reports, and returns the
+presenter's final log. Two kinds exist:
+
+- :class:`NetworkAcquisition`: the plan goes to ``cortexloop present``, the
+  volumes come from ``cortexloop bridge watch``, both over ZeroMQ. This is a
+  live session, and a ``cortexloop simulate`` session, whose scanner is the
+  simulated one writing files for the bridge.
+- :class:`InProcessAcquisition`: the virtual subject is scanned here, at
+  full speed, showing the plan itself; its files are read back through the
+  bridge's readers. Same plans, same per-volume path, no processes: for
+  quick science checks (``cortexloop simulate --in-process``).
+
+Rules for what goes wrong during a run (each reported to the sink as an event):
+
+- a volume that never comes is delivered as missing once the bridge's
+  receiver declares it so; a volume that comes late is taken if its index
+  has not been passed yet, and logged;
+- volumes of a series that an earlier run of the session used are refused
+  (a bridge not restarted between runs serves the last run again);
+- the presenter refusing the plan, or reporting that the first trigger
+  never came, ends the acquisition with :class:`AcquisitionError`;
+- no volume for ``volume_timeout_s`` ends it with :class:`AcquisitionError`
+  too; what was received stays recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from db.errors import CortexloopError
+from db.models import VolumeStatus
+from scanner_bridge import ScaledClock, VolumeReceiver
+from scanner_bridge.clock import Clock
+from scanner_bridge.errors import ReceiveTimeoutError
+from scanner_bridge.readers import read_part
+from scanner_bridge.source import BridgeEvent
+from scanner_bridge.volume import Volume
+from stimulus.present import RunPlan
+from stimulus.present.channel import PresenterClient
+
+__all__ = [
+    "Acquisition",
+    "AcquisitionError",
+    "InProcessAcquisition",
+    "NetworkAcquisition",
+    "RunSink",
+]
+
+log = logging.getLogger(__name__)
+
+
+class AcquisitionError(CortexloopError):
+    """A run could not be acquired to its end (the message says what to check)."""
+
+
+class RunSink(Protocol):
+    """Where an acquisition delivers a run, as it happens."""
+
+    def volume(self, index: int, status: VolumeStatus, volume: Volume | None) -> None: ...
+
+    def onset(self, trial: int, onset_s: float, duration_s: float | None) -> None: ...
+
+    def event(self, level: str, code: str, message: str, details: dict[str, Any] | None = None) -> None: ...
+
+
+class Acquisition(Protocol):
+    def acquire(self, plan: RunPlan, number: int, sink: RunSink, *, resume: bool = False) -> dict[str, Any]:
+        """Acquire run ``number`` of the session (1-based) following ``plan``; return the presenter's log.
+
+        With ``resume``, the plan may have been sent before a restart: the
+        acquisition picks the run up where the presenter and bridge are,
+        delivering every volume from index 0 again (the sink knows which it
+        has recorded).
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+# --- over the network ------------------------------------------------------------------------------
+
+
+@dataclass
+class NetworkSettings:
+    presenter: str
+    bridge: str
+    key: bytes
+    volume_timeout_s: float = 30.0  # real seconds without any volume before the run is given up
+    speed: float = 1.0  # the scanner's speed (a simulation runs faster than real time)
+
+
+class NetworkAcquisition:
+    """Plans to ``cortexloop present``, volumes from ``cortexloop bridge watch``."""
+
+    def __init__(self, settings: NetworkSettings, *, earlier_series: set[str] | None = None) -> None:
+        self.settings = settings
+        self.earlier_series = set(earlier_series or ())  # a new run must not come from these
+        self.presenter = PresenterClient(
+            settings.presenter, settings.key, timeout_s=settings.volume_timeout_s
+        )
+        self.status = self.presenter.hello(timeout_s=settings.volume_timeout_s)
+        self._events: list[dict[str, Any]] = []
+
+    def close(self) -> None:
+        self.presenter.close()
+
+    def wait_for_peers(self, n: int, timeout_s: float) -> None:
+        """Wait until ``n`` peers (this one included) have said hello to the presenter."""
+        deadline = time.monotonic() + timeout_s
+        while self.presenter.hello()["peers"] < n:
+            if time.monotonic() > deadline:
+                raise AcquisitionError(
+                    f"only {self.presenter.status['peers']} of {n} peers reached the presenter at "
+                    f"{self.settings.presenter} within {timeout_s:g} s"
+                )
+            self._events.extend(e for e in [self.presenter.next_event(0.2)] if e is not None)
+
+    def acquire(self, plan: RunPlan, number: int, sink: RunSink, *, resume: bool = False) -> dict[str, Any]:
+        final = None
+        if resume:
+            final = self._pick_up(plan, sink)
+        else:
+            self.presenter.send_plan(plan)
+        clock: Clock = ScaledClock(self.settings.speed)
+        series: str | None = None
+        delivered = 0
+
+        def on_bridge_event(event: BridgeEvent) -> None:
+            sink.event(event.level, f"bridge.{event.code}", event.message)
+
+        receiver = VolumeReceiver(
+            self.settings.bridge,
+            self.settings.key,
+            clock=clock,
+            on_event=on_bridge_event,
+            refuse_series=self.earlier_series,
+        )
+        with receiver as rx:
+            last_volume = time.monotonic()
+            while delivered < plan.n_volumes or final is None:
+                final = self._take_events(plan, sink) or final
+                if delivered >= plan.n_volumes:
+                    if final is None and time.monotonic() - last_volume > self.settings.volume_timeout_s:
+                        raise AcquisitionError(
+                            f"run {plan.run_id}: every volume came but the presenter sent no log within "
+                            f"{self.settings.volume_timeout_s:g} s; is `cortexloop present` still running?"
+                        )
+                    continue
+                try:
+                    arrival = rx.get(timeout_s=0.05)
+                except ReceiveTimeoutError:
+                    if time.monotonic() - last_volume > self.settings.volume_timeout_s:
+                        raise AcquisitionError(
+                            f"run {plan.run_id}: no volume {delivered} from the bridge at "
+                            f"{self.settings.bridge} for {self.settings.volume_timeout_s:g} s; check that "
+                            "`cortexloop bridge watch` runs and follows this run's series"
+                        ) from None
+                    continue
+                volume = arrival.volume
+                if volume is not None and series is None:
+                    series = volume.series
+                    sink.event("info", "run.series", f"run {number} is series {series}", {"series": series})
+                last_volume = time.monotonic()
+                sink.volume(arrival.index, arrival.status, volume)
+                delivered += 1
+        if series is not None:
+            self.earlier_series.add(series)
+        return final
+
+    def _take_events(self, plan: RunPlan, sink: RunSink) -> dict[str, Any] | None:
+        """Handle the presenter's events so far; the final log when it has come."""
+        final = None
+        while True:
+            event = self._events.pop(0) if self._events else self.presenter.next_event(0)
+            if event is None:
+                return final
+            if event.get("run_id") not in (None, plan.run_id):
+                continue
+            kind = event.get("type")
+            if kind == "onset":
+                sink.onset(int(event["trial"]), float(event["actual_onset_s"]), None)
+            elif kind == "trigger" and event.get("index") == 0:
+                sink.event("info", "run.first_trigger", f"run {plan.run_id}: first trigger")
+            elif kind == "log":
+                final = event
+            elif kind in ("refused", "error"):
+                raise AcquisitionError(
+                    f"the presenter could not run {plan.run_id}: {event.get('error')}; what was recorded "
+                    "is kept, the run is marked incomplete"
+                )
+            elif kind in ("warning", "stale_triggers"):
+                sink.event("warning", f"presenter.{kind}", str(event.get("warning") or event))
+
+    def _pick_up(self, plan: RunPlan, sink: RunSink) -> dict[str, Any] | None:
+        """After a restart: is the presenter showing this run, done with it, or has it never seen it?"""
+        status = self.presenter.hello()
+        if status.get("run_id") == plan.run_id:
+            sink.event("info", "run.picked_up", f"run {plan.run_id} is in progress at the presenter")
+            return None
+        self.presenter.command("log", run_id=plan.run_id)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            event = self.presenter.next_event(0.5)
+            if event is None:
+                continue
+            if event.get("type") == "log" and event.get("run_id") == plan.run_id:
+                sink.event(
+                    "info", "run.picked_up", f"run {plan.run_id} ended at the presenter; its log taken"
+                )
+                return event
+            if event.get("type") == "error" and event.get("run_id") == plan.run_id:
+                break
+        sink.event("info", "run.resent", f"the presenter never showed run {plan.run_id}; sent again")
+        self.presenter.send_plan(plan)
+        return None
+
+
+# --- in this process -------------------------------------------------------------------------------
+
+
+class InProcessAcquisition:
+    """The virtual subject scanned here, as fast as the computer goes.
+
+    Volumes go through the same files a bridge would read: the simulated
+    scanner writes them (NIfTI or DICOM), :func:`read_part` reads them.
+    """
+
+    def __init__(self, scanner: Any, *, export_dir: Path) -> None:
+        self.scanner = scanner  # a SimulatedScanner on a VirtualClock
+        self.export_dir = export_dir
+
+    def close(self) -> None:
+        pass
+
+    def acquire(self, plan: RunPlan, number: int, sink: RunSink, *, resume: bool = False) -> dict[str, Any]:
+        record = self.scanner.run(run=number, plan=plan)
+        shown = _load_json(record.truth)["presentations"]
+        trials = [
+            {
+                "index": k,
+                "stimulus": t.stimulus,
+                "actual_onset_s": p["onset_s"],
+                "actual_duration_s": p["duration_s"],
+            }
+            for k, (t, p) in enumerate(zip(plan.trials, shown, strict=True))
+        ]
+        pending = list(trials)
+        for index in range(plan.n_volumes):
+            while pending and pending[0]["actual_onset_s"] < index * plan.tr_s:
+                trial = pending.pop(0)
+                sink.onset(trial["index"], trial["actual_onset_s"], trial["actual_duration_s"])
+            names = record.files.get(index)
+            if not names:
+                sink.volume(index, VolumeStatus.MISSING, None)
+                continue
+            part = read_part(self.export_dir / names[0])
+            volume = Volume(
+                index=index,
+                data=part.data,
+                affine=part.affine,
+                series=part.series,
+                tr_s=part.tr_s,
+                source=part.path,
+                stamps={"received": time.time()},
+            )
+            sink.volume(index, VolumeStatus.OK, volume)
+        return {"type": "log", "run_id": plan.run_id, "log": {"trials": trials, "aborted": False}}
+
+
+def _load_json(path: Path | None) -> dict[str, Any]:
+    import json
+
+    if path is None:
+        raise AcquisitionError("the simulated scanner wrote no ground truth")
+    data: dict[str, Any] = json.loads(Path(path).read_text())
+    return data
+
+
+def utc(timestamp: float | None) -> dt.datetime | None:
+    return None if timestamp is None else dt.datetime.fromtimestamp(timestamp, dt.UTC)

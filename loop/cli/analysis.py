@@ -1,0 +1,62 @@
+"""``cortexloop replay`` and ``cortexloop report``: a recorded session analysed again, and shown."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from db import open_database
+from db.engine import DEFAULT_DB_FILENAME
+from loop.cli._common import DbOption, console
+
+__all__ = ["replay", "report"]
+
+SessionArgument = Annotated[str, typer.Argument(help="Session id or sub-X/ses-Y.", show_default=False)]
+
+
+def replay(session: SessionArgument, db: DbOption = DEFAULT_DB_FILENAME) -> None:
+    """Re-run a recorded session's analysis from its volume files and compare it with the record.
+
+    Exits with status 1 when a run cannot be read back in full or differs from what was recorded.
+    """
+    from loop.replay import replay_session
+
+    with open_database(db) as database:
+        runs = replay_session(database, session)
+    table = Table(title=f"replay of {session}")
+    for column in ("run", "kind", "volumes", "unreadable", "max |Δ signal|", "max |Δ FD| (mm)",
+                   "max |Δ response| (%)", "r (responses)", "faithful"):  # fmt: skip
+        table.add_column(column, justify="right")
+    for run in runs:
+        table.add_row(
+            str(run.index), run.kind, f"{run.volumes}/{run.recorded}", str(len(run.unreadable)),
+            _g(run.max_signal_diff), _g(run.max_fd_diff_mm), _g(run.max_response_diff), _g(run.response_r),
+            "yes" if run.faithful else "[red]no[/]",
+        )  # fmt: skip
+    console.print(table)
+    for run in runs:
+        for path in run.unreadable[:5]:
+            console.print(f"run {run.index}: {path} is gone or changed since it was recorded")
+    if not all(run.faithful for run in runs):
+        raise typer.Exit(1)
+
+
+def report(
+    session: SessionArgument,
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
+    db: DbOption = DEFAULT_DB_FILENAME,
+) -> None:
+    """Write a session's report: outcome, scores, images, predicted vs measured, time courses, motion."""
+    from loop.report import write_report
+
+    with open_database(db) as database:
+        path = write_report(database, session, out)
+    console.print(f"wrote the report of {session} to {path}")
+
+
+def _g(value: float) -> str:
+    return "-" if not math.isfinite(value) else f"{value:.3g}"

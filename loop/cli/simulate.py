@@ -1,0 +1,166 @@
+"""``cortexloop simulate``: a whole closed-loop session against the virtual subject."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from db.errors import ConfigError
+from db.files import write_atomic
+from loop.cli._common import console
+from loop.config import SessionConfig, load_config, to_toml
+
+__all__ = ["simulate"]
+
+
+def simulate(
+    config_path: Annotated[
+        Path | None, typer.Option("--config", help="A session file (default: the embedded defaults).")
+    ] = None,
+    rounds: Annotated[int | None, typer.Option(help="Closed-loop rounds (default: the file's).")] = None,
+    speed: Annotated[
+        float | None, typer.Option(help="Times faster than real time (default: the file's).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="The session's and the virtual subject's seed.")] = None,
+    db: Annotated[
+        str | None, typer.Option("--db", help="The session database (default: OUT/cortexloop.sqlite).")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="The session folder (must not hold a session yet).")
+    ] = Path("simulation"),
+    in_process: Annotated[
+        bool,
+        typer.Option(
+            "--in-process",
+            help="Scan and present in this process, as fast as it goes (no network, no processes).",
+        ),
+    ] = False,
+    device: Annotated[
+        str | None, typer.Option(help="cpu or cuda (default: the GPU when there is one).")
+    ] = None,
+) -> None:
+    """Run a whole session against the virtual subject: presenter, scanner, bridge and controller.
+
+    Each part runs in a process of its own and they talk over ZeroMQ, as in the scanner; the round
+    tables are printed as the rounds end, and the session's database, images, models, logs and
+    report are left in OUT.
+    """
+    config = load_config(config_path) if config_path is not None else SessionConfig()
+    config = _override(config, rounds=rounds, speed=speed, seed=seed, db=db, out=out)
+    if (out / "session.toml").exists():
+        raise ConfigError(f"{out} holds a session already; choose another --out, or delete it to start over")
+    started = time.monotonic()
+    if in_process:
+        _run_in_process(config, out, device)
+    else:
+        from loop.simulation import SimulatedSession
+
+        SimulatedSession(config, out, console=console).run()
+    _print_outcome(config, out)
+    console.print(f"session done in {time.monotonic() - started:.0f} s; everything is in {out}")
+
+
+def _override(
+    config: SessionConfig,
+    *,
+    rounds: int | None,
+    speed: float | None,
+    seed: int | None,
+    db: str | None,
+    out: Path,
+) -> SessionConfig:
+    session = dataclasses.replace(
+        config.session,
+        output=str(out.resolve()),
+        database=db or str((out / "cortexloop.sqlite").resolve()),
+        kind="simulation",
+        seed=config.session.seed if seed is None else seed,
+    )
+    changes: dict[str, object] = {"session": session}
+    if rounds is not None:
+        if rounds < 0:
+            raise ConfigError(f"--rounds must be 0 or more, not {rounds}")
+        changes["rounds"] = dataclasses.replace(config.rounds, count=rounds)
+    if speed is not None:
+        if not speed > 0:
+            raise ConfigError(f"--speed must be positive, not {speed}")
+        changes["simulation"] = dataclasses.replace(config.simulation, speed=speed)
+    return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+
+
+def _run_in_process(config: SessionConfig, out: Path, device: str | None) -> None:
+    from db import open_database
+    from loop.acquisition import InProcessAcquisition
+    from loop.console import ConsoleObserver
+    from loop.session import Controller
+    from scanner_bridge.simulate.scanner import SimulatedScanner
+    from scanner_bridge.simulate.subject import SubjectConfig, VirtualSubject
+    from stimulus._torch import reuse_freed_memory
+    from stimulus.present import VirtualClock
+
+    reuse_freed_memory()
+    out.mkdir(parents=True, exist_ok=True)
+    stimuli = Path(config.session.output) / "stimuli"
+    truth = out / "export-truth"
+    config = dataclasses.replace(
+        config,
+        scanner=dataclasses.replace(config.scanner, stimulus_dir=str(stimuli)),
+        atlas=dataclasses.replace(
+            config.atlas, labels=str(truth / "rois.nii.gz"), names=str(truth / "rois.tsv")
+        ),
+        simulation=dataclasses.replace(config.simulation, truth=str(truth)),
+        source=str((out / "session.toml").resolve()),
+    )
+    write_atomic(out / "session.toml", to_toml(config).encode())  # recorded with the session
+    subject = VirtualSubject(SubjectConfig.from_spec(config.simulation.subject, seed=config.session.seed))
+    scanner = SimulatedScanner(
+        subject,
+        out / "export",
+        tr_s=config.scanner.tr_s,
+        clock=VirtualClock(),
+        fmt=config.simulation.format,
+        stimulus_dir=stimuli,
+        truth_dir=truth,
+    )
+    with open_database(config.database_target, create=True) as database:
+        Controller(
+            config,
+            database,
+            InProcessAcquisition(scanner, export_dir=out / "export"),
+            atlas=(truth / "rois.nii.gz", truth / "rois.tsv"),
+            truth_dir=truth,
+            observer=ConsoleObserver(console),
+            device=device,
+        ).run()
+
+
+def _print_outcome(config: SessionConfig, out: Path) -> None:
+    from db import open_database
+    from loop.summary import session_outcome
+
+    with open_database(config.database_target) as database, database.reader() as s:
+        outcome = session_outcome(s, f"{config.session.subject}/{config.session.session}")
+    table = Table(title=f"{outcome.session}: target vs non-target images over all rounds")
+    for column in ("target", "target images", "non-target images", "t", "p", "Cohen's d", "driven"):
+        table.add_column(column, justify="left" if column == "target" else "right")
+    for c in outcome.contrasts:
+        table.add_row(
+            c.roi,
+            f"{c.target_mean:.2f} (n={c.n_target})",
+            f"{c.nontarget_mean:.2f} (n={c.n_nontarget})",
+            f"{c.t:.2f}",
+            f"{c.p:.3g}",
+            f"{c.cohens_d:.2f}",
+            "yes" if c.drives_target else "no",
+        )
+    console.print(table)
+    drive = ", ".join(f"round {k}: {v:.2f}" for k, v in outcome.round_drive.items())
+    console.print(
+        f"{len(outcome.driven)} of {len(outcome.contrasts)} target ROIs driven above non-target images; "
+        f"mean measured drive by round (% signal change): {drive or '-'}"
+    )

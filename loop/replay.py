@@ -1,0 +1,184 @@
+"""Replay: the analysis of a recorded session run again from its files, and compared with the record.
+
+For every run of a session, each volume is read back from the file it was
+recorded from and goes through the same real-time path as in the session
+(:class:`RunAnalyzer`: registration, ROI means, model voxels); after the
+run, single-trial responses are estimated from the recorded onsets, as the
+controller did. Each is compared with what the database holds: the ROI
+signal of every volume, its framewise displacement, every trial's measured
+response. A file that is gone, or differs from its recorded SHA-256, is
+reported and its volume left out, as a missing volume was then.
+
+Differences at the level of floating-point rounding are what a faithful
+record gives; anything larger means the files, the atlas or the code
+changed since the session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import select
+from sqlalchemy.orm import Session as OrmSession
+
+from db import Database
+from db.errors import ConfigError
+from db.models import MeasuredResponse, Presentation, ResponseMethod, Roi, Run, Status, Volume, VolumeStatus
+from db.queries import find_session, roi_timeseries
+from loop.analysis.design import Trial
+from loop.analysis.realtime import RunAnalyzer
+from loop.analysis.roi import RoiAtlas, RoiSignals
+from loop.dataset import single_trial_responses
+from scanner_bridge.readers import read_part
+
+__all__ = ["RunReplay", "replay_session", "session_atlas"]
+
+Array = npt.NDArray[np.float64]
+
+
+@dataclass
+class RunReplay:
+    """One run replayed: what could be read, and how far the replay is from the record."""
+
+    index: int
+    kind: str
+    volumes: int = 0  # replayed from their files
+    recorded: int = 0  # recorded with a file
+    unreadable: list[str] = field(default_factory=list)  # files gone or changed since
+    max_signal_diff: float = float("nan")  # largest |replayed - recorded| ROI signal
+    max_fd_diff_mm: float = float("nan")
+    max_response_diff: float = float("nan")  # percent signal change
+    response_r: float = float("nan")  # replayed against recorded responses, all trials and ROIs
+
+    @property
+    def faithful(self) -> bool:
+        """Every volume read back, and the replay equals the record to rounding."""
+        close = all(
+            not np.isfinite(d) or d < 1e-6
+            for d in (self.max_signal_diff, self.max_fd_diff_mm, self.max_response_diff)
+        )
+        return not self.unreadable and self.volumes == self.recorded and close
+
+
+def session_atlas(s: OrmSession, session_id: int) -> RoiAtlas:
+    """The session's ROI atlas: the recorded label image with the recorded ROI names."""
+    session = find_session(s, str(session_id))
+    if not session.atlas_path:
+        raise ConfigError(f"session {session_id} recorded no atlas; it cannot be replayed")
+    path = Path(session.atlas_path)
+    if not path.is_file():
+        raise ConfigError(f"the session's atlas {path} is gone; replay needs the files the session used")
+    if session.atlas_sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != session.atlas_sha256:
+        raise ConfigError(f"the atlas {path} has changed since the session (its SHA-256 differs)")
+    rois = s.execute(select(Roi.label_value, Roi.name).where(Roi.session_id == session.id)).all()
+    labels = np.asarray(nib.load(path).dataobj).astype(np.int16)  # type: ignore[attr-defined]
+    return RoiAtlas(
+        labels=labels,
+        affine=np.asarray(nib.load(path).affine, dtype=np.float64),  # type: ignore[attr-defined]
+        names={int(v): str(n) for v, n in rois if v is not None},
+    )
+
+
+def replay_session(database: Database, ref: str) -> list[RunReplay]:
+    with database.reader() as s:
+        session = find_session(s, ref)
+        atlas = session_atlas(s, session.id)
+        runs = s.execute(
+            select(Run)
+            .where(Run.session_id == session.id, Run.status == Status.COMPLETED)
+            .order_by(Run.index)
+        ).scalars()
+        return [_replay_run(s, run, atlas) for run in runs]
+
+
+def _replay_run(s: OrmSession, run: Run, atlas: RoiAtlas) -> RunReplay:
+    signals = RoiSignals(atlas, np.argwhere(atlas.labels > 0))
+    voxel_mm = np.sqrt((atlas.affine[:3, :3] ** 2).sum(0))
+    n_volumes = run.n_volumes_planned or 0
+    trials = s.execute(
+        select(
+            Presentation.id,
+            Presentation.actual_onset_s,
+            Presentation.actual_duration_s,
+            Presentation.planned_duration_s,
+        )
+        .where(Presentation.run_id == run.id)
+        .order_by(Presentation.trial_index)
+    ).all()
+    analyzer = RunAnalyzer(signals, run.tr_s, n_volumes, max_trials=max(len(trials), 1), voxel_mm=voxel_mm)
+    result = RunReplay(run.index, run.kind.value)
+    volumes = s.execute(
+        select(
+            Volume.index,
+            Volume.status,
+            Volume.file_path,
+            Volume.file_sha256,
+            Volume.framewise_displacement_mm,
+        )
+        .where(Volume.run_id == run.id)
+        .order_by(Volume.index)
+    ).all()
+    indices, values, motion, fd_diff = [], [], [], []
+    replayed: dict[int, Array] = {}
+    for index, status, path, sha, fd in volumes:
+        if status is VolumeStatus.MISSING or not path:
+            continue
+        result.recorded += 1
+        try:
+            raw = Path(path).read_bytes()
+        except OSError:
+            result.unreadable.append(path)
+            continue
+        if sha and hashlib.sha256(raw).hexdigest() != sha:
+            result.unreadable.append(path)
+            continue
+        volume = analyzer.process(index, read_part(path, raw).data)
+        indices.append(index)
+        values.append(volume.values)
+        motion.append(volume.motion)
+        replayed[index] = volume.values[: len(signals.roi_names)]
+        if fd is not None:
+            fd_diff.append(abs(volume.fd_mm - fd))
+    result.volumes = len(indices)
+    recorded = roi_timeseries(s, run.id)
+    order = [recorded.roi_names.index(name) for name in signals.roi_names]
+    diffs = [
+        abs(np.asarray(row, dtype=np.float64)[order] - replayed[index]).max()
+        for index, row in zip(recorded.volume_index, recorded.values, strict=True)
+        if index in replayed and None not in row
+    ]
+    result.max_signal_diff = float(max(diffs)) if diffs else float("nan")
+    result.max_fd_diff_mm = float(max(fd_diff)) if fd_diff else float("nan")
+    if indices and trials and all(t[1] is not None for t in trials):
+        design = [Trial(t[1] or 0.0, t[2] or t[3], str(t[0])) for t in trials]
+        responses = single_trial_responses(
+            np.stack(values), indices, design, run.tr_s, n_volumes, motion=np.stack(motion)
+        )[:, : len(signals.roi_names)]
+        stored = _recorded_responses(s, [t[0] for t in trials], signals.roi_names)
+        if stored is not None:
+            result.max_response_diff = float(np.abs(responses - stored).max())
+            result.response_r = float(np.corrcoef(responses.ravel(), stored.ravel())[0, 1])
+    return result
+
+
+def _recorded_responses(s: OrmSession, presentation_ids: list[int], roi_names: list[str]) -> Array | None:
+    rows = s.execute(
+        select(MeasuredResponse.presentation_id, Roi.name, MeasuredResponse.value)
+        .join(Roi, Roi.id == MeasuredResponse.roi_id)
+        .where(
+            MeasuredResponse.presentation_id.in_(presentation_ids),
+            MeasuredResponse.method == ResponseMethod.LSS,
+        )
+    ).all()
+    if not rows:
+        return None
+    row_of = {pid: k for k, pid in enumerate(presentation_ids)}
+    out = np.full((len(presentation_ids), len(roi_names)), np.nan)
+    for pid, name, value in rows:
+        out[row_of[pid], roi_names.index(name)] = value
+    return out

@@ -1,0 +1,280 @@
+"""A simulated session run the way a scanner session runs: every part in a process of its own.
+
+``cortexloop simulate`` starts, in a session folder:
+
+- the presenter (``cortexloop present --no-window --triggers network``),
+  on a clock ``speed`` times faster than real time;
+- the simulated scanner (``cortexloop bridge simulate --presenter``): it
+  writes the virtual subject's atlas and ground truth, then for each plan
+  the presenter arms, sends triggers and writes volumes as files;
+- the bridge (``cortexloop bridge watch --series``) for the current run,
+  restarted on the same endpoint when the next run's first file appears
+  (as an operator restarts it between runs in the scanner);
+- the controller (``cortexloop session run``) on a session file written
+  here, with the endpoints, the key and the atlas filled in.
+
+They talk only over ZeroMQ and the export folder, as in the scanner. This
+module supervises them: a controller killed mid-session (SIGKILL, the
+OOM killer) is started again with ``--resume`` (at most
+:data:`MAX_RESTARTS` times); any other part that fails stops the session
+with the part's log named. ``services.json`` in the folder names every
+process, for whoever wants to look (or to kill one, as the tests do).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+
+from db.errors import CortexloopError
+from db.files import write_atomic
+from loop.config import SessionConfig, to_toml
+from scanner_bridge import generate_key_file
+
+__all__ = ["MAX_RESTARTS", "SimulatedSession", "SimulationError"]
+
+MAX_RESTARTS = 3
+POLL_S = 0.1
+ATLAS_TIMEOUT_S = 120.0  # the scanner builds the virtual subject (and loads its network) first
+
+
+class SimulationError(CortexloopError):
+    """A part of the simulated session failed (the message names its log)."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "loop.cli", *args]
+
+
+class SimulatedSession:
+    """One simulated session in ``out``: write its files, start its processes, supervise them."""
+
+    def __init__(self, config: SessionConfig, out: Path, *, console: Console) -> None:
+        self.out = out.resolve()
+        self.console = console
+        self.logs = self.out / "logs"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._log_files: dict[str, IO[bytes]] = {}
+        self.config = self._session_config(config)
+        self.config_path = self.out / "session.toml"
+        self.n_runs = 1 + self.config.rounds.count
+        self.bridge_run = 0
+
+    def _session_config(self, config: SessionConfig) -> SessionConfig:
+        """The session file of this simulation: everything in ``out``, fresh endpoints."""
+        out = self.out
+        truth = out / "export-truth"
+        section = dataclasses.replace(
+            config.session,
+            kind="simulation",
+            output=str(out),
+            database=config.session.database
+            if "://" in config.session.database
+            else str(config.resolve(config.session.database).resolve()),
+        )
+        scanner = dataclasses.replace(
+            config.scanner,
+            bridge=f"tcp://127.0.0.1:{_free_port()}",
+            presenter=f"tcp://127.0.0.1:{_free_port()}",
+            key_file=str(out / "cortexloop.key"),
+            stimulus_dir=str(out / "stimuli"),
+        )
+        atlas = dataclasses.replace(
+            config.atlas, labels=str(truth / "rois.nii.gz"), names=str(truth / "rois.tsv")
+        )
+        simulation = dataclasses.replace(config.simulation, truth=str(truth))
+        return dataclasses.replace(
+            config,
+            session=section,
+            scanner=scanner,
+            atlas=atlas,
+            simulation=simulation,
+            source=str(out / "session.toml"),
+        )
+
+    # -- running --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run the session to its end; :class:`SimulationError` if a part fails."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        (self.out / "export").mkdir(exist_ok=True)
+        if not (self.out / "cortexloop.key").exists():
+            generate_key_file(self.out / "cortexloop.key")
+        write_atomic(self.config_path, to_toml(self.config).encode())
+        c, speed = self.config, self.config.simulation.speed
+        common = ("--key-file", c.scanner.key_file)
+        try:
+            self._start(
+                "presenter",
+                "present",
+                "--no-window",
+                "--speed",
+                str(speed),
+                "--triggers",
+                "network",
+                "--endpoint",
+                c.scanner.presenter,
+                *common,
+                "--stimulus-dir",
+                c.scanner.stimulus_dir,
+                "--events-dir",
+                str(self.out / "events"),
+            )
+            self._start(
+                "scanner",
+                "bridge",
+                "simulate",
+                str(self.out / "export"),
+                "--tr",
+                str(c.scanner.tr_s),
+                "--presenter",
+                c.scanner.presenter,
+                *common,
+                "--speed",
+                str(speed),
+                "--runs",
+                str(self.n_runs),
+                "--subject",
+                c.simulation.subject,
+                "--seed",
+                str(c.session.seed),
+                "--format",
+                c.simulation.format,
+                "--stimulus-dir",
+                c.scanner.stimulus_dir,
+                "--truth",
+                c.simulation.truth,
+            )
+            self._wait_for_atlas()
+            self._start_bridge(1)
+            self._start_controller(resume=False)
+            self._supervise()
+        finally:
+            self._stop_all()
+
+    def _supervise(self) -> None:
+        restarts = 0
+        while True:
+            controller = self.processes["controller"]
+            code = controller.poll()
+            if code == 0:
+                return
+            if code is not None:
+                if code > 0:
+                    raise SimulationError(
+                        f"the controller stopped with exit status {code}; see {self._log('controller')}"
+                    )
+                if restarts >= MAX_RESTARTS:
+                    raise SimulationError(f"the controller was killed {restarts + 1} times; giving up")
+                self.console.print(f"[yellow]the controller was killed (signal {-code}); resuming it[/]")
+                restarts += 1
+                self._start_controller(resume=True)
+                continue
+            for name in ("presenter", "bridge"):
+                if self.processes[name].poll() is not None:
+                    raise SimulationError(f"the {name} stopped unexpectedly; see {self._log(name)}")
+            scanner = self.processes["scanner"].poll()
+            if scanner not in (None, 0):
+                raise SimulationError(f"the simulated scanner failed; see {self._log('scanner')}")
+            if self.bridge_run < self.n_runs and self._run_started(self.bridge_run + 1):
+                self._start_bridge(self.bridge_run + 1)
+            time.sleep(POLL_S)
+
+    def _run_started(self, run: int) -> bool:
+        export = self.out / "export"
+        first = (
+            f"run{run:02d}_vol_00000.nii"
+            if self.config.simulation.format == "nifti"
+            else f"{run:03d}_000001_001.dcm"
+        )
+        return (export / first).exists()
+
+    def _wait_for_atlas(self) -> None:
+        deadline = time.monotonic() + ATLAS_TIMEOUT_S
+        while not Path(self.config.atlas.names).exists():
+            if self.processes["scanner"].poll() is not None or time.monotonic() > deadline:
+                raise SimulationError(f"the simulated scanner wrote no atlas; see {self._log('scanner')}")
+            time.sleep(POLL_S)
+
+    # -- processes ------------------------------------------------------------------------------
+
+    def _start_bridge(self, run: int) -> None:
+        old = self.processes.get("bridge")
+        if old is not None:
+            old.send_signal(signal.SIGTERM)
+            old.wait(30)
+        series = f"run{run:02d}_vol_#####.nii" if self.config.simulation.format == "nifti" else str(run)
+        self._start(
+            "bridge",
+            "bridge",
+            "watch",
+            str(self.out / "export"),
+            "--endpoint",
+            self.config.scanner.bridge,
+            "--key-file",
+            self.config.scanner.key_file,
+            "--series",
+            series,
+            "--spool",
+            str(self.out / "spool"),
+        )
+        self.bridge_run = run
+
+    def _start_controller(self, *, resume: bool) -> None:
+        args = ["session", "run", "--config", str(self.config_path)] + (["--resume"] if resume else [])
+        # The controller's console is this one: its tables and warnings are the session's output.
+        process = subprocess.Popen(_command(*args), stdout=None, stderr=self._file("controller"))
+        self.processes["controller"] = process
+        self._write_services()
+
+    def _start(self, name: str, *args: str) -> None:
+        self.processes[name] = subprocess.Popen(
+            _command(*args), stdout=self._file(name), stderr=subprocess.STDOUT
+        )
+        self._write_services()
+
+    def _file(self, name: str) -> IO[bytes]:
+        if name not in self._log_files:
+            self._log_files[name] = open(self._log(name), "ab")  # noqa: SIM115 (closed in _stop_all)
+        return self._log_files[name]
+
+    def _log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def _write_services(self) -> None:
+        services: dict[str, Any] = {name: p.pid for name, p in self.processes.items()}
+        services["endpoints"] = {
+            "presenter": self.config.scanner.presenter,
+            "bridge": self.config.scanner.bridge,
+        }
+        write_atomic(self.out / "services.json", json.dumps(services, indent=1).encode())
+
+    def _stop_all(self) -> None:
+        for name in ("controller", "scanner", "bridge", "presenter"):
+            process = self.processes.get(name)
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for f in self._log_files.values():
+            f.close()

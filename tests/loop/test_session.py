@@ -1,0 +1,121 @@
+"""Whole sessions on the default settings: does the closed loop do what it is for?
+
+Three seeds (three virtual subjects), each a whole default session run in
+one process (``cortexloop simulate --in-process``: same plans, analysis,
+models, synthesis and records as the networked session, without waiting on
+a clock). Then the recorded sessions are replayed and reported.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from db import open_database
+from loop.replay import replay_session
+from loop.report import write_report
+from loop.summary import SessionOutcome, session_outcome
+
+SEEDS = (0, 1, 2)
+SESSION_TIMEOUT_S = 400
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """Each seed's session folder, after ``cortexloop simulate --in-process --seed N`` ran in it."""
+    root = tmp_path_factory.mktemp("sessions")
+    folders = {}
+    for seed in SEEDS:
+        out = root / f"seed{seed}"
+        done = subprocess.run(
+            [sys.executable, "-m", "loop.cli", "--log-level", "warning", "simulate", "--in-process",
+             "--seed", str(seed), "--out", str(out)],
+            capture_output=True, text=True, timeout=SESSION_TIMEOUT_S, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "target ROIs driven above non-target images" in done.stdout
+        folders[seed] = out
+    return folders
+
+
+def outcome(folder: Path) -> SessionOutcome:
+    with open_database(folder / "cortexloop.sqlite") as database, database.reader() as s:
+        return session_outcome(s, "sub-01/ses-01")
+
+
+@pytest.mark.timeout(3 * SESSION_TIMEOUT_S)
+def test_synthesized_images_drive_their_targets_above_others(sessions: dict[int, Path]) -> None:
+    # Paper 000, Experiment 2: 4 of 5 target ROIs in people. Here, in every one of three subjects.
+    for seed, folder in sessions.items():
+        result = outcome(folder)
+        assert len(result.contrasts) == 5, (seed, result)
+        table = [(c.roi, round(c.t, 2), round(c.p, 4)) for c in result.contrasts]
+        assert len(result.driven) >= 4, (seed, table)
+
+
+@pytest.mark.timeout(3 * SESSION_TIMEOUT_S)
+def test_the_last_round_drives_its_targets_harder_than_the_first(sessions: dict[int, Path]) -> None:
+    for seed, folder in sessions.items():
+        drive = outcome(folder).round_drive
+        assert len(drive) == 3, (seed, drive)
+        assert drive[3] > drive[1], (seed, drive)
+
+
+@pytest.mark.timeout(3 * SESSION_TIMEOUT_S)
+def test_every_volume_is_recorded_once_and_every_trial_measured(sessions: dict[int, Path]) -> None:
+    with sqlite3.connect(sessions[0] / "cortexloop.sqlite") as db:
+        runs = db.execute('SELECT id, n_volumes_planned, status FROM runs ORDER BY "index"').fetchall()
+        assert [r[2] for r in runs] == ["completed"] * 4
+        for run_id, planned, _ in runs:
+            rows = db.execute('SELECT "index" FROM volumes WHERE run_id = ? ORDER BY "index"', (run_id,))
+            indices = [i for (i,) in rows]
+            assert indices == list(range(planned))
+            unmeasured = db.execute(
+                "SELECT COUNT(*) FROM presentations p WHERE p.run_id = ? AND (p.actual_onset_s IS NULL OR "
+                "(SELECT COUNT(*) FROM measured_responses m WHERE m.presentation_id = p.id) != 6)",
+                (run_id,),
+            ).fetchone()[0]
+            assert unmeasured == 0
+        versions = db.execute("SELECT COUNT(*) FROM encoding_models").fetchone()[0]
+        assert versions == 4  # fitted after the training run and after each round
+
+
+@pytest.mark.timeout(3 * SESSION_TIMEOUT_S)
+def test_replaying_a_recorded_session_reproduces_what_was_recorded(sessions: dict[int, Path]) -> None:
+    with open_database(sessions[1] / "cortexloop.sqlite") as database:
+        runs = replay_session(database, "sub-01/ses-01")
+    assert [r.index for r in runs] == [1, 2, 3, 4]
+    assert all(r.faithful for r in runs), runs
+    assert all(r.response_r > 0.999999 for r in runs)
+
+
+@pytest.mark.timeout(3 * SESSION_TIMEOUT_S)
+def test_replay_notices_a_volume_file_that_changed(sessions: dict[int, Path]) -> None:
+    folder = sessions[2]
+    victim = folder / "export" / "run03_vol_00010.nii"
+    data = bytearray(victim.read_bytes())
+    data[-2000:] = bytes(2000)  # a corrupted tail: some voxels read as zero
+    victim.write_bytes(bytes(data))
+    with open_database(folder / "cortexloop.sqlite") as database:
+        runs = {r.index: r for r in replay_session(database, "sub-01/ses-01")}
+    assert [runs[k].faithful for k in (1, 2, 3, 4)] == [True, True, False, True]
+    assert runs[3].max_signal_diff > 0
+
+
+@pytest.mark.timeout(3 * SESSION_TIMEOUT_S)
+def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Path]) -> None:
+    folder = sessions[0]
+    with open_database(folder / "cortexloop.sqlite") as database:
+        path = write_report(database, "sub-01/ses-01", folder / "report.html")
+    text = path.read_text()
+    result = outcome(folder)
+    assert f"{len(result.driven)} of 5 target ROIs" in text
+    sections = ("Outcome", "Rounds", "Images", "Predicted against measured", "Runs", "Warnings and errors")
+    for section in sections:
+        assert f"<h2>{section}</h2>" in text
+    assert text.count("<h3>round ") == 15  # 3 rounds x 5 targets, each with its images
+    assert text.count('class=figure src="data:image/png') == 1 + 4  # the scatter, one figure per run

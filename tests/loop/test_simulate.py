@@ -1,0 +1,125 @@
+"""``cortexloop simulate`` as the README runs it: every part a process, talking over ZeroMQ.
+
+A short session (small training run, two rounds of few, quickly synthesized
+images) keeps this to a couple of minutes; the science of the default
+session is tested in test_session.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SHORT = """
+[training]
+images = 30
+repeated = 6
+repeats = 2
+lead_out_s = 12.0
+
+[rounds]
+count = 2
+targets = ["FFA", "PPA"]
+targets_per_round = 2
+images_per_target = 2
+
+[synthesis]
+steps = 8
+
+[model]
+budget = 200
+
+[simulation]
+speed = 20.0
+"""
+
+
+def start_simulation(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    config = tmp_path / "short.toml"
+    config.write_text(SHORT)
+    out = tmp_path / "session"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "loop.cli", "--log-level", "warning", "simulate", "--config", str(config),
+         "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    return process, out
+
+
+def volumes_recorded(database: Path, run_index: int) -> int:
+    if not database.exists():
+        return 0
+    try:
+        with sqlite3.connect(database, timeout=1) as db:
+            row = db.execute(
+                'SELECT COUNT(*) FROM volumes v JOIN runs r ON r.id = v.run_id WHERE r."index" = ?',
+                (run_index,),
+            ).fetchone()
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
+    return int(row[0])
+
+
+def check_every_volume_recorded_once(database: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(database) as db:
+        runs = db.execute(
+            'SELECT id, "index", n_volumes_planned, status FROM runs ORDER BY "index"'
+        ).fetchall()
+        for run_id, index, planned, status in runs:
+            assert status == "completed", (index, status)
+            rows = db.execute(
+                'SELECT "index", status FROM volumes WHERE run_id = ? ORDER BY "index"', (run_id,)
+            )
+            recorded = rows.fetchall()
+            assert [i for i, _ in recorded] == list(range(planned)), index  # none lost, none twice
+            assert {s for _, s in recorded} == {"ok"}, index
+        return db.execute("SELECT code, message FROM events ORDER BY id").fetchall()
+
+
+@pytest.mark.timeout(400)
+def test_a_simulated_session_runs_in_separate_processes_to_its_end(tmp_path: Path) -> None:
+    process, out = start_simulation(tmp_path)
+    output, _ = process.communicate(timeout=380)
+    assert process.returncode == 0, output[-4000:]
+    assert "round 1: mean measured drive" in output  # the round tables
+    assert "round 2: mean measured drive" in output
+    assert "of 2 target ROIs driven above non-target images" in output
+    events = check_every_volume_recorded_once(out / "cortexloop.sqlite")
+    assert ("session.completed", "session completed: 2 round(s)") in events
+    services = json.loads((out / "services.json").read_text())
+    assert set(services) >= {"presenter", "scanner", "bridge", "controller"}
+    assert (out / "logs" / "controller.log").exists()
+    # Each run had a bridge of its own (restarted on the same endpoint), and the presenter wrote its events.
+    assert len(list((out / "events").glob("*_events.tsv"))) == 3
+
+
+@pytest.mark.timeout(400)
+def test_a_controller_killed_mid_run_resumes_and_records_every_volume_exactly_once(tmp_path: Path) -> None:
+    process, out = start_simulation(tmp_path)
+    database = out / "cortexloop.sqlite"
+    try:
+        deadline = time.monotonic() + 300
+        while volumes_recorded(database, 2) < 8:  # well into round 1's run
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline, "round 1 never started"
+            time.sleep(0.05)
+        controller = json.loads((out / "services.json").read_text())["controller"]
+        os.kill(controller, signal.SIGKILL)
+        output, _ = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output[-4000:]
+    assert "the controller was killed (signal 9); resuming it" in output
+    events = check_every_volume_recorded_once(database)
+    codes = [code for code, _ in events]
+    assert "session.resumed" in codes
+    assert "run.resumed" in codes
+    assert codes[-1] == "session.completed"
