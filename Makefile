@@ -15,7 +15,8 @@ STAMP := $(VENV)/.cortexloop-installed
 .PHONY: demo test lint typecheck pytest benchmark xvfb clean
 
 demo: $(STAMP)
-	$(BIN)/cortexloop demo
+	rm -rf demo-output  # the demo's own folder, remade each time
+	$(BIN)/cortexloop simulate --out demo-output
 
 test: lint typecheck pytest
 

@@ -147,7 +147,9 @@ class NetworkAcquisition:
         with receiver as rx:
             last_volume = time.monotonic()
             while delivered < plan.n_volumes or final is None:
-                final = self._take_events(plan, sink) or final
+                final = (
+                    self._take_events(plan, sink, wait_s=0.1 if delivered >= plan.n_volumes else 0) or final
+                )
                 if delivered >= plan.n_volumes:
                     if final is None and time.monotonic() - last_volume > self.settings.volume_timeout_s:
                         raise AcquisitionError(
@@ -176,11 +178,12 @@ class NetworkAcquisition:
             self.earlier_series.add(series)
         return final
 
-    def _take_events(self, plan: RunPlan, sink: RunSink) -> dict[str, Any] | None:
-        """Handle the presenter's events so far; the final log when it has come."""
+    def _take_events(self, plan: RunPlan, sink: RunSink, *, wait_s: float = 0) -> dict[str, Any] | None:
+        """Handle the presenter's events so far (waiting up to ``wait_s`` for the first); the final log."""
         final = None
         while True:
-            event = self._events.pop(0) if self._events else self.presenter.next_event(0)
+            event = self._events.pop(0) if self._events else self.presenter.next_event(wait_s)
+            wait_s = 0
             if event is None:
                 return final
             if event.get("run_id") not in (None, plan.run_id):

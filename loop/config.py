@@ -99,7 +99,7 @@ class SynthesisSettings:
     display_size: int = 256
     objective: str = "voxel-weighted"
     diversity: float = 0.1
-    learning_rate: float = 0.05
+    learning_rate: float = 0.01
     init: str = "best"
 
 
@@ -315,7 +315,7 @@ image_size = 128     # pixels the model sees while optimizing
 display_size = 256   # pixels written for the presenter
 objective = "voxel-weighted"
 diversity = 0.1
-learning_rate = 0.05
+learning_rate = 0.01
 init = "best"        # best (from the images that drove the target most so far), noise or grey
 
 [model]

@@ -39,7 +39,7 @@ def round_table(summary: RoundSummary) -> Table:
         "measured",
         *(["true"] if truth else []),
         "vs best natural",
-        "vs median natural",
+        "median→best natural",
         "t (vs non-target)",
         "p",
     ):
@@ -52,7 +52,7 @@ def round_table(summary: RoundSummary) -> Table:
         p = _number(row.p, 3)
         cells += [
             _number(row.vs_best),
-            _number(row.vs_median),
+            _number(row.natural_range),
             _number(row.t),
             f"[bold]{p}[/]" if significant else p,
         ]

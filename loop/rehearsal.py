@@ -1,9 +1,9 @@
-"""A synthetic rehearsal recording: one block-design run through the real write path.
+"""A synthetic rehearsal recording: one block-design run through the real write path, in a second.
 
-Until the simulated scanner and the controller exist, this is what the demo
-records: ROI signals that follow a canonical HRF-convolved block design with
-drift and noise, written volume by volume with :class:`db.SessionRecorder`,
-exactly as the controller will write them.
+ROI signals that follow a canonical HRF-convolved block design with drift
+and noise, written volume by volume with :class:`db.SessionRecorder` as the
+controller writes them: a small recorded session for the database's
+commands and their tests, without a virtual subject or an encoding model.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ ROW_METRICS = (
     "target_measured",
     "target_true",
     "drive_vs_best",
-    "drive_vs_median",
+    "drive_natural_range",
     "target_t",
     "target_p",
 )
@@ -188,17 +188,17 @@ def _scatter(s: OrmSession, session_id: int) -> tuple[str, str]:
     for ax, record in zip(axes[0], rounds, strict=True):
         rows = s.execute(
             select(Roi.name, Prediction.value, MeasuredResponse.value)
-            .join(Run, Run.round_id == record.id)
-            .join(Presentation, Presentation.run_id == Run.id)
+            .select_from(Presentation)
+            .join(Run, Run.id == Presentation.run_id)
             .join(MeasuredResponse, MeasuredResponse.presentation_id == Presentation.id)
+            .join(Roi, Roi.id == MeasuredResponse.roi_id)
             .join(
                 Prediction,
                 (Prediction.stimulus_id == Presentation.stimulus_id)
                 & (Prediction.roi_id == MeasuredResponse.roi_id)
                 & (Prediction.model_version_id == record.model_version_id),
             )
-            .join(Roi, Roi.id == MeasuredResponse.roi_id)
-            .where(MeasuredResponse.method == ResponseMethod.LSS)
+            .where(Run.round_id == record.id, MeasuredResponse.method == ResponseMethod.LSS)
         ).all()
         for roi in dict.fromkeys(r[0] for r in rows):
             points = np.array([(p, m) for name, p, m in rows if name == roi])

@@ -11,7 +11,8 @@ every image of a round, and what each image was:
   two-sided p value, and Cohen's d (pooled standard deviation).
 - :func:`drive`: each target ROI's mean response to its synthesized images
   relative to its response to the best and to the median natural image
-  shown as controls in the same round (a ratio: 1.0 means as strong).
+  shown as controls in the same round: the ratio to the best (1.0 means as
+  strong) and the place in the natural range (0 at the median, 1 at the best).
 """
 
 from __future__ import annotations
@@ -57,8 +58,13 @@ class Drive:
         return self.synthesized / self.best_natural if self.best_natural else float("nan")
 
     @property
-    def vs_median(self) -> float:
-        return self.synthesized / self.median_natural if self.median_natural else float("nan")
+    def natural_range(self) -> float:
+        """Where the synthesized response lies among the natural controls: 0 at the median, 1 at the best.
+
+        (A ratio to the median would blow up when the median response is near zero.)
+        """
+        span = self.best_natural - self.median_natural
+        return (self.synthesized - self.median_natural) / span if span > 0 else float("nan")
 
 
 def prediction_accuracy(

@@ -47,7 +47,7 @@ from sqlalchemy import func, select
 from db import Database, EventLevel, RoiSpec, RunKind, SessionKind, SessionRecorder, StimulusKind
 from db.errors import ConfigError, CortexloopError
 from db.files import write_atomic
-from db.models import EncodingModelVersion, Round, Run, Status, Stimulus, Volume, VolumeStatus
+from db.models import EncodingModelVersion, Presentation, Round, Run, Status, Stimulus, Volume, VolumeStatus
 from loop.acquisition import Acquisition, AcquisitionError, utc
 from loop.analysis.design import Trial
 from loop.analysis.realtime import RunAnalyzer, VolumeResult
@@ -81,7 +81,7 @@ class TargetRow:
     predicted: float  # mean predicted response to its images (percent signal change)
     measured: float  # mean measured response to its images
     vs_best: float  # measured, relative to the best natural image's (1.0 = as strong)
-    vs_median: float
+    natural_range: float  # 0 at the median natural image's response, 1 at the best's
     t: float  # target vs non-target images
     p: float
     true: float | None = None  # the virtual subject's true response (simulation only)
@@ -277,52 +277,53 @@ class Controller:
     # -- the training run -------------------------------------------------------------------------
 
     def _training(self) -> None:
-        t = self.config.training
         if 1 not in self.state.runs:
-            from stimulus.natural import natural_image_set
-
-            images = natural_image_set(
-                t.images, size=self.config.synthesis.display_size, seed=self.config.session.seed
-            )
-            natural = []
-            for k in range(t.images):
-                name, sha = save_png(images.pixels[k], self.stimulus_dir, f"natural/nat_{k:03d}.png")
-                natural.append(PlannedStimulus(name, sha, "natural"))
-                self._rec.record_stimulus(
-                    sha256=sha,
-                    path=name,
-                    kind=StimulusKind.NATURAL,
-                    width=images.pixels.shape[2],
-                    height=images.pixels.shape[1],
-                )
-            order = training_order(t.images, t.repeated, t.repeats, seed=self.config.session.seed)
-            stimuli = [natural[k] for k in order]
-            plan = plan_run(
-                self._run_id(1),
-                stimuli,
-                tr_s=self.config.scanner.tr_s,
-                trial_s=t.trial_s,
-                isi_s=t.isi_s,
-                lead_in_s=t.lead_in_s,
-                lead_out_s=t.lead_out_s,
-                design=t.design,
-            )
+            plan = self._saved_plan(1) or self._training_plan()
             self._acquire(1, plan, kind=RunKind.TRAINING, round_id=None)
         if self.state.model_id is None or self.state.model_n < self._n_distinct():
             self._fit(description="fitted on the training run")
+
+    def _training_plan(self) -> RunPlan:
+        """Write and record the natural images, and plan the training run."""
+        from stimulus.natural import natural_image_set
+
+        t = self.config.training
+        images = natural_image_set(
+            t.images, size=self.config.synthesis.display_size, seed=self.config.session.seed
+        )
+        natural = []
+        for k in range(t.images):
+            name, sha = save_png(images.pixels[k], self.stimulus_dir, f"natural/nat_{k:03d}.png")
+            natural.append(PlannedStimulus(name, sha, "natural"))
+            self._rec.record_stimulus(
+                sha256=sha,
+                path=name,
+                kind=StimulusKind.NATURAL,
+                width=images.pixels.shape[2],
+                height=images.pixels.shape[1],
+            )
+        order = training_order(t.images, t.repeated, t.repeats, seed=self.config.session.seed)
+        return plan_run(
+            self._run_id(1),
+            [natural[k] for k in order],
+            tr_s=self.config.scanner.tr_s,
+            trial_s=t.trial_s,
+            isi_s=t.isi_s,
+            lead_in_s=t.lead_in_s,
+            lead_out_s=t.lead_out_s,
+            design=t.design,
+        )
 
     # -- a round ----------------------------------------------------------------------------------
 
     def _round(self, index: int) -> None:
         r = self.config.rounds
-        round_id, targets = self._open_round(index)
+        round_id, targets, model_id = self._open_round(index)
         number = 1 + index  # run 1 is the training run; round k is run k + 1
-        model_id = self.state.model_id
         if number not in self.state.runs:
-            stimuli = self._round_stimuli(index, targets)
-            plan = plan_run(
+            plan = self._saved_plan(number) or plan_run(
                 self._run_id(number),
-                stimuli,
+                self._round_stimuli(index, targets),
                 tr_s=self.config.scanner.tr_s,
                 trial_s=r.trial_s,
                 isi_s=r.isi_s,
@@ -340,22 +341,32 @@ class Controller:
         self.state.rounds_done = index
         self.observer.round_ended(summary)
 
-    def _open_round(self, index: int) -> tuple[int, list[str]]:
-        """The round's id and targets: the one left running by a killed controller, or a new one."""
+    def _open_round(self, index: int) -> tuple[int, list[str], int | None]:
+        """The round's id, targets and model: the one left running by a killed controller, or a new one."""
         with self.database.reader() as s:
             existing = s.execute(
-                select(Round.id, Round.targets).where(
+                select(Round.id, Round.targets, Round.model_version_id).where(
                     Round.session_id == self._rec.session_id, Round.index == index
                 )
             ).first()
         if existing is not None:
-            return existing[0], list(existing[1]["rois"])
+            return existing[0], list(existing[1]["rois"]), existing[2]
         targets = self._choose_targets(index)
         round_id = self._rec.start_round(
             policy=self.config.rounds.policy, targets=targets, model_version_id=self.state.model_id
         )
         self._event("info", "round.started", f"round {index}: targets {', '.join(targets)}")
-        return round_id, targets
+        return round_id, targets, self.state.model_id
+
+    def _saved_plan(self, number: int) -> RunPlan | None:
+        """The plan of run ``number`` if the run was begun (it keeps the plan it was begun with)."""
+        with self.database.reader() as s:
+            begun = s.scalar(
+                select(Run.id).where(Run.session_id == self._rec.session_id, Run.index == number)
+            )
+        if begun is None:
+            return None
+        return RunPlan.from_json((self.out / "plans" / f"{self._run_id(number)}.json").read_text())
 
     def _choose_targets(self, index: int) -> list[str]:
         r = self.config.rounds
@@ -380,6 +391,7 @@ class Controller:
             lr=s.learning_rate,
             diversity=s.diversity,
             seed=seed,
+            patience=s.steps,  # "no better than the start yet" is no reason to stop
         )
         self.observer.message(
             "info",
@@ -536,6 +548,7 @@ class Controller:
                 self._event(
                     "warning", "run.resumed", f"picking up run {number} ({plan.run_id})", run_id=existing[0]
                 )
+                self._record_plan(existing[0], plan)  # killed between the run's record and its trials'
                 return existing[0], True
             raise SessionError(
                 f"run {number} of this session ended {existing[1]}; a session with an aborted run cannot be "
@@ -545,8 +558,14 @@ class Controller:
         run_id = self._rec.start_run(
             kind=kind, tr_s=plan.tr_s, n_volumes_planned=plan.n_volumes, round_id=round_id
         )
+        self._record_plan(run_id, plan)
+        return run_id, False
+
+    def _record_plan(self, run_id: int, plan: RunPlan) -> None:
         with self.database.reader() as s:
             ids = dict(s.execute(select(Stimulus.sha256, Stimulus.id)).all())
+            if s.scalar(select(func.count(Presentation.id)).where(Presentation.run_id == run_id)):
+                return  # recorded before a restart
         self._rec.record_presentations(
             run_id,
             [
@@ -561,7 +580,6 @@ class Controller:
                 for k, t in enumerate(plan.trials)
             ],
         )
-        return run_id, False
 
     def _truth(self, number: int, plan: RunPlan) -> Array | None:
         if self.truth_dir is None:
@@ -755,7 +773,7 @@ class Controller:
                 predicted=float(predicted[roi][own].mean()),
                 measured=float(measured[roi][own].mean()),
                 vs_best=d.vs_best if d else float("nan"),
-                vs_median=d.vs_median if d else float("nan"),
+                natural_range=d.natural_range if d else float("nan"),
                 t=c.t if c else float("nan"),
                 p=c.p if c else float("nan"),
                 true=float(truth[roi][own].mean()) if truth is not None else None,
@@ -779,7 +797,7 @@ class Controller:
                 add("target_d", c.cohens_d, roi)
             if d is not None:
                 add("drive_vs_best", d.vs_best, roi, best=d.best_natural, synthesized=d.synthesized)
-                add("drive_vs_median", d.vs_median, roi, median=d.median_natural, synthesized=d.synthesized)
+                add("drive_natural_range", d.natural_range, roi, median=d.median_natural, best=d.best_natural)
             if row.true is not None:
                 add("target_true", row.true, roi)
         mean_drive = float(np.mean([row.measured for row in rows])) if rows else float("nan")

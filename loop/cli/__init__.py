@@ -22,7 +22,6 @@ from db.errors import CortexloopError
 from loop.cli.analysis import replay, report
 from loop.cli.bridge import app as bridge_app
 from loop.cli.db import app as db_app
-from loop.cli.demo import demo
 from loop.cli.model import app as model_app
 from loop.cli.present import present
 from loop.cli.session import app as session_app
@@ -42,7 +41,6 @@ app.add_typer(bridge_app, name="bridge")
 app.add_typer(db_app, name="db")
 app.add_typer(model_app, name="model")
 app.add_typer(session_app, name="session")
-app.command()(demo)
 app.command()(synth)
 app.command()(decode)
 app.command()(present)

@@ -61,8 +61,10 @@ def simulate(
         from loop.simulation import SimulatedSession
 
         SimulatedSession(config, out, console=console).run()
-    _print_outcome(config, out)
-    console.print(f"session done in {time.monotonic() - started:.0f} s; everything is in {out}")
+    report = _print_outcome(config, out)
+    console.print(
+        f"session done in {time.monotonic() - started:.0f} s; everything is in {out}, the report in {report}"
+    )
 
 
 def _override(
@@ -139,12 +141,17 @@ def _run_in_process(config: SessionConfig, out: Path, device: str | None) -> Non
         ).run()
 
 
-def _print_outcome(config: SessionConfig, out: Path) -> None:
+def _print_outcome(config: SessionConfig, out: Path) -> Path:
+    """Print the session's outcome; write its report and return where."""
     from db import open_database
+    from loop.report import write_report
     from loop.summary import session_outcome
 
-    with open_database(config.database_target) as database, database.reader() as s:
-        outcome = session_outcome(s, f"{config.session.subject}/{config.session.session}")
+    ref = f"{config.session.subject}/{config.session.session}"
+    with open_database(config.database_target) as database:
+        with database.reader() as s:
+            outcome = session_outcome(s, ref)
+        report = write_report(database, ref, out / "report.html")
     table = Table(title=f"{outcome.session}: target vs non-target images over all rounds")
     for column in ("target", "target images", "non-target images", "t", "p", "Cohen's d", "driven"):
         table.add_column(column, justify="left" if column == "target" else "right")
@@ -164,3 +171,4 @@ def _print_outcome(config: SessionConfig, out: Path) -> None:
         f"{len(outcome.driven)} of {len(outcome.contrasts)} target ROIs driven above non-target images; "
         f"mean measured drive by round (% signal change): {drive or '-'}"
     )
+    return report

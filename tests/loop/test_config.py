@@ -30,7 +30,7 @@ def test_the_example_is_the_defaults(tmp_path: Path) -> None:
         ('[rounds]\ncount = "three"\n', r"\[rounds\] count must be int, got 'three'"),
         ("[scanner]\ntr_s = true\n", r"\[scanner\] tr_s must be a number, got True"),
         ('[rounds]\ntargets = ["V1", 2]\n', r"\[rounds\] targets must be a list of strings"),
-        ("[rounds]\ntargets_per_round = 9\n", r"targets_per_round \(9\) must be between 1 and the 6 targets"),
+        ("[rounds]\ntargets_per_round = 9\n", r"targets_per_round \(9\) must be between 1 and the 5 targets"),
         (
             "[training]\ntrial_s = 5.0\n",
             r"\[training\] trial_s \(5.0\) must be positive and shorter than isi_s",

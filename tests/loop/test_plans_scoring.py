@@ -70,6 +70,6 @@ def test_drive_compares_synthesized_images_with_the_natural_controls_of_their_ta
     control = [None, None, "best_natural", "median_natural"]
     result = drive({"V1": np.array([3.0, 5.0, 2.0, 1.0])}, made_for, control)
     assert len(result) == 1
-    assert (result[0].vs_best, result[0].vs_median) == (2.0, 4.0)
+    assert (result[0].vs_best, result[0].natural_range) == (2.0, 3.0)  # 4 against best 2 and median 1
     accuracy = prediction_accuracy({"V1": [1.0, 2.0, 3.0]}, {"V1": [2.0, 4.0, 6.5]})
     assert accuracy["V1"] > 0.99
