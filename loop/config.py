@@ -94,19 +94,19 @@ class RoundsConfig:
 
 @dataclass(frozen=True)
 class SynthesisSettings:
-    steps: int = 128
-    image_size: int = 128
+    steps: int = 64
+    image_size: int = 96
     display_size: int = 256
     objective: str = "voxel-weighted"
     diversity: float = 0.1
-    learning_rate: float = 0.01
+    learning_rate: float = 0.02
     init: str = "best"
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "efficientnet-lite0"
-    image_size: int = 128
+    image_size: int = 96
     budget: int = 1000
     reduction: str = "pool"
     folds: int = 5
@@ -310,17 +310,17 @@ trial_s = 1.0
 isi_s = 4.0
 
 [synthesis]
-steps = 128
-image_size = 128     # pixels the model sees while optimizing
+steps = 64
+image_size = 96      # pixels the model sees while optimizing (the model's)
 display_size = 256   # pixels written for the presenter
 objective = "voxel-weighted"
 diversity = 0.1
-learning_rate = 0.01
+learning_rate = 0.02
 init = "best"        # best (from the images that drove the target most so far), noise or grey
 
 [model]
 backbone = "efficientnet-lite0"
-image_size = 128
+image_size = 96
 budget = 1000        # features per layer
 reduction = "pool"   # pool or smooth
 folds = 5

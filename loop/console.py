@@ -90,14 +90,21 @@ class ConsoleObserver(Observer):
         )
 
     def volume(
-        self, label: str, index: int, n_volumes: int, status: str, result: VolumeResult | None
+        self,
+        label: str,
+        index: int,
+        n_volumes: int,
+        status: str,
+        result: VolumeResult | None,
+        latency_ms: float | None = None,
     ) -> None:
         if self._progress is None or self._task is None:
             return
         self._missing += status == "missing"
         detail = f"{self._missing} missing"
         if result is not None:
-            detail = f"{1e3 * result.seconds:4.1f} ms  FD {result.fd_mm:4.2f} mm  {detail}"
+            since = f"  {latency_ms:5.0f} ms from the scanner" if latency_ms is not None else ""
+            detail = f"analysed in {1e3 * result.seconds:4.1f} ms{since}  FD {result.fd_mm:4.2f} mm  {detail}"
         self._progress.update(self._task, completed=index + 1, detail=detail)
 
     def run_ended(self, label: str, summary: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ changed since the session.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,16 +85,15 @@ def session_atlas(s: OrmSession, session_id: int) -> RoiAtlas:
     )
 
 
-def replay_session(database: Database, ref: str) -> list[RunReplay]:
+def replay_session(database: Database, ref: str, *, runs: Sequence[int] | None = None) -> list[RunReplay]:
+    """Replay every completed run of session ``ref`` (or those numbered in ``runs``)."""
     with database.reader() as s:
         session = find_session(s, ref)
         atlas = session_atlas(s, session.id)
-        runs = s.execute(
-            select(Run)
-            .where(Run.session_id == session.id, Run.status == Status.COMPLETED)
-            .order_by(Run.index)
-        ).scalars()
-        return [_replay_run(s, run, atlas) for run in runs]
+        query = select(Run).where(Run.session_id == session.id, Run.status == Status.COMPLETED)
+        if runs is not None:
+            query = query.where(Run.index.in_(list(runs)))
+        return [_replay_run(s, run, atlas) for run in s.execute(query.order_by(Run.index)).scalars()]
 
 
 def _replay_run(s: OrmSession, run: Run, atlas: RoiAtlas) -> RunReplay:

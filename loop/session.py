@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,15 @@ class Observer:
         pass
 
     def volume(
-        self, label: str, index: int, n_volumes: int, status: str, result: VolumeResult | None
+        self,
+        label: str,
+        index: int,
+        n_volumes: int,
+        status: str,
+        result: VolumeResult | None,
+        latency_ms: float | None = None,
     ) -> None:
-        pass
+        """A volume analysed (``result``) or missing; ``latency_ms`` from its file's writing to now."""
 
     def run_ended(self, label: str, summary: dict[str, Any]) -> None:
         pass
@@ -391,7 +398,7 @@ class Controller:
             lr=s.learning_rate,
             diversity=s.diversity,
             seed=seed,
-            patience=s.steps,  # "no better than the start yet" is no reason to stop
+            patience=s.steps + 1,  # "no better than the start yet" is no reason to stop
         )
         self.observer.message(
             "info",
@@ -495,15 +502,17 @@ class Controller:
         sink.label = label
         try:
             final = self.acquisition.acquire(plan, number, sink, resume=resume)
-        except AcquisitionError:
-            self._rec.end_run(run_id, status=Status.ABORTED)
-            raise
+        except AcquisitionError as exc:  # the run stays open: a resumed session picks it up
+            raise AcquisitionError(
+                f"{exc}. Fix that, then continue with `cortexloop session run --resume`"
+            ) from exc
         trials = final["log"]["trials"]
         if final["log"].get("aborted") or any(t.get("actual_onset_s") is None for t in trials):
             self._rec.end_run(run_id, status=Status.ABORTED)
+            self._rec.end_session(status=Status.ABORTED)
             raise SessionError(
-                f"run {plan.run_id} was aborted at the presenter; its volumes are recorded, the run is "
-                "marked aborted. Resume the session to plan it again."
+                f"run {plan.run_id} was aborted at the presenter; its volumes are recorded and the session "
+                "is ended as aborted. Start a new session (another [session] session label) to go on."
             )
         self._rec.record_onsets(run_id, trials)
         design = [
@@ -552,7 +561,7 @@ class Controller:
                 return existing[0], True
             raise SessionError(
                 f"run {number} of this session ended {existing[1]}; a session with an aborted run cannot be "
-                "resumed automatically: start a new session (another [session] session label)"
+                "resumed: start a new session (another [session] session label)"
             )
         write_atomic(self.out / "plans" / f"{plan.run_id}.json", plan.to_json().encode())
         run_id = self._rec.start_run(
@@ -883,7 +892,9 @@ class _RunSink:
                 framewise_displacement_mm=result.fd_mm,
             )
             self.recorded.add(index)
-        self.c.observer.volume(self.label, index, self.plan.n_volumes, status.value, result)
+        written = volume.stamps.get("written")
+        latency = 1e3 * (time.time() - written) if written is not None else None
+        self.c.observer.volume(self.label, index, self.plan.n_volumes, status.value, result, latency)
 
     def onset(self, trial: int, onset_s: float, duration_s: float | None) -> None:
         if trial in self.onsets:

@@ -8,6 +8,7 @@ a clock). Then the recorded sessions are replayed and reported.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -21,25 +22,54 @@ from loop.report import write_report
 from loop.summary import SessionOutcome, session_outcome
 
 SEEDS = (0, 1, 2)
-SESSION_TIMEOUT_S = 400
+SESSION_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
 def sessions(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    """Each seed's session folder, after ``cortexloop simulate --in-process --seed N`` ran in it."""
+    """Each seed's session folder, after ``cortexloop simulate --in-process --seed N`` ran in it.
+
+    The three run side by side, one thread each: on two cores that beats one after another.
+    """
     root = tmp_path_factory.mktemp("sessions")
-    folders = {}
-    for seed in SEEDS:
-        out = root / f"seed{seed}"
-        done = subprocess.run(
-            [sys.executable, "-m", "loop.cli", "--log-level", "warning", "simulate", "--in-process",
-             "--seed", str(seed), "--out", str(out)],
-            capture_output=True, text=True, timeout=SESSION_TIMEOUT_S, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        assert "target ROIs driven above non-target images" in done.stdout
-        folders[seed] = out
+    folders = {seed: root / f"seed{seed}" for seed in SEEDS}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {
+        seed: subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "loop.cli",
+                "--log-level",
+                "warning",
+                "simulate",
+                "--in-process",
+                "--seed",
+                str(seed),
+                "--out",
+                str(out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for seed, out in folders.items()
+    }
+    try:
+        for seed, process in runs.items():
+            output, _ = process.communicate(timeout=SESSION_TIMEOUT_S)
+            assert process.returncode == 0, (seed, output[-4000:])
+            assert "target ROIs driven above non-target images" in output
+    finally:
+        for process in runs.values():
+            process.kill()
     return folders
+
+
+def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "loop.cli", "--log-level", "warning", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
 def outcome(folder: Path) -> SessionOutcome:
@@ -47,7 +77,7 @@ def outcome(folder: Path) -> SessionOutcome:
         return session_outcome(s, "sub-01/ses-01")
 
 
-@pytest.mark.timeout(3 * SESSION_TIMEOUT_S)
+@pytest.mark.timeout(SESSION_TIMEOUT_S)
 def test_synthesized_images_drive_their_targets_above_others(sessions: dict[int, Path]) -> None:
     # Paper 000, Experiment 2: 4 of 5 target ROIs in people. Here, in every one of three subjects.
     for seed, folder in sessions.items():
@@ -57,7 +87,7 @@ def test_synthesized_images_drive_their_targets_above_others(sessions: dict[int,
         assert len(result.driven) >= 4, (seed, table)
 
 
-@pytest.mark.timeout(3 * SESSION_TIMEOUT_S)
+@pytest.mark.timeout(SESSION_TIMEOUT_S)
 def test_the_last_round_drives_its_targets_harder_than_the_first(sessions: dict[int, Path]) -> None:
     for seed, folder in sessions.items():
         drive = outcome(folder).round_drive
@@ -65,7 +95,7 @@ def test_the_last_round_drives_its_targets_harder_than_the_first(sessions: dict[
         assert drive[3] > drive[1], (seed, drive)
 
 
-@pytest.mark.timeout(3 * SESSION_TIMEOUT_S)
+@pytest.mark.timeout(SESSION_TIMEOUT_S)
 def test_every_volume_is_recorded_once_and_every_trial_measured(sessions: dict[int, Path]) -> None:
     with sqlite3.connect(sessions[0] / "cortexloop.sqlite") as db:
         runs = db.execute('SELECT id, n_volumes_planned, status FROM runs ORDER BY "index"').fetchall()
@@ -84,29 +114,31 @@ def test_every_volume_is_recorded_once_and_every_trial_measured(sessions: dict[i
         assert versions == 4  # fitted after the training run and after each round
 
 
-@pytest.mark.timeout(3 * SESSION_TIMEOUT_S)
+@pytest.mark.timeout(SESSION_TIMEOUT_S)
 def test_replaying_a_recorded_session_reproduces_what_was_recorded(sessions: dict[int, Path]) -> None:
-    with open_database(sessions[1] / "cortexloop.sqlite") as database:
-        runs = replay_session(database, "sub-01/ses-01")
-    assert [r.index for r in runs] == [1, 2, 3, 4]
-    assert all(r.faithful for r in runs), runs
-    assert all(r.response_r > 0.999999 for r in runs)
+    shown = cli("replay", "sub-01/ses-01", "--db", sessions[1] / "cortexloop.sqlite")
+    assert shown.returncode == 0, shown.stdout + shown.stderr  # every run faithful, by the command's contract
+    rows = [line for line in shown.stdout.splitlines() if line.startswith("│")]
+    assert len(rows) == 4  # the training run and three rounds
+    assert all(row.rstrip(" │").endswith("yes") for row in rows)
 
 
-@pytest.mark.timeout(3 * SESSION_TIMEOUT_S)
+@pytest.mark.timeout(SESSION_TIMEOUT_S)
 def test_replay_notices_a_volume_file_that_changed(sessions: dict[int, Path]) -> None:
     folder = sessions[2]
     victim = folder / "export" / "run03_vol_00010.nii"
     data = bytearray(victim.read_bytes())
-    data[-2000:] = bytes(2000)  # a corrupted tail: some voxels read as zero
+    middle = len(data) // 2
+    data[middle : middle + 4000] = bytes(4000)  # 2000 voxels in the middle of the brain read as zero
     victim.write_bytes(bytes(data))
     with open_database(folder / "cortexloop.sqlite") as database:
-        runs = {r.index: r for r in replay_session(database, "sub-01/ses-01")}
-    assert [runs[k].faithful for k in (1, 2, 3, 4)] == [True, True, False, True]
-    assert runs[3].max_signal_diff > 0
+        (run,) = replay_session(database, "sub-01/ses-01", runs=[3])
+    assert not run.faithful
+    assert run.max_signal_diff > 0.01
+    assert run.volumes == run.recorded  # the file still parses: its values differ from the record
 
 
-@pytest.mark.timeout(3 * SESSION_TIMEOUT_S)
+@pytest.mark.timeout(SESSION_TIMEOUT_S)
 def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Path]) -> None:
     folder = sessions[0]
     with open_database(folder / "cortexloop.sqlite") as database:

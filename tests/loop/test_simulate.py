@@ -117,5 +117,15 @@ def test_a_session_across_processes_survives_its_controller_killed_mid_run(tmp_p
     assert {p.name for p in (out / "logs").iterdir()} == {
         f"{n}.log" for n in ("presenter", "scanner", "bridge", "controller")
     }
+    # The virtual subject saw what the presenter showed, when it showed it: recorded onsets are the truth's.
+    with sqlite3.connect(database) as db:
+        for run in (1, 2, 3):
+            recorded = db.execute(
+                "SELECT p.actual_onset_s FROM presentations p JOIN runs r ON r.id = p.run_id "
+                'WHERE r."index" = ? ORDER BY p.trial_index',
+                (run,),
+            ).fetchall()
+            truth = json.loads((out / "export-truth" / f"run{run:02d}_truth.json").read_text())
+            assert [onset for (onset,) in recorded] == [p["onset_s"] for p in truth["presentations"]]
     # The presenter wrote each run's BIDS events (a run picked up after the kill included).
     assert len(list((out / "events").glob("*_events.tsv"))) == 3

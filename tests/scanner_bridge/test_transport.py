@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +89,7 @@ def test_a_gap_is_declared_missing_then_a_late_arrival_is_still_delivered(
             "rejected": 0,
             "rejected_by_reason": {},
             "events": 0,
+            "old_series": 0,
         }
 
 
@@ -258,3 +260,24 @@ def test_spool_files_are_whole_or_absent(tmp_path: Path) -> None:
     np.testing.assert_array_equal(spool.get(5).data, make_volume(5).data)
     content_length = int.from_bytes((spool.directory / "00005.vol").read_bytes()[:4], "big")
     assert json.loads((spool.directory / "00005.vol").read_bytes()[4 : 4 + content_length])["index"] == 5
+
+
+def test_a_bridge_still_serving_an_earlier_run_is_not_listened_to(tmp_path: Path, key: bytes) -> None:
+    """Between runs the bridge is restarted on the same endpoint; until then it serves the last run."""
+    with VolumePublisher(ANY_PORT, key, Spool(tmp_path / "old")) as old:
+        for i in range(3):
+            old.publish(make_volume(i))  # series "s": the run before
+        endpoint = old.endpoint
+        with VolumeReceiver(endpoint, key, config=FAST, refuse_series={"s"}) as receiver:
+            with pytest.raises(ReceiveTimeoutError):
+                receiver.get(timeout_s=0.5)
+            assert receiver.stats.old_series == 3
+            old.close()
+            with VolumePublisher(endpoint, key, Spool(tmp_path / "new")) as new:
+                for i in range(2):
+                    new.publish(dataclasses.replace(make_volume(i), series="t"))
+                arrivals = [receiver.get(timeout_s=5) for _ in range(2)]
+    assert [(a.index, a.status.value, a.volume and a.volume.series) for a in arrivals] == [
+        (0, "ok", "t"),
+        (1, "ok", "t"),
+    ]
