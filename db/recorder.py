@@ -348,6 +348,34 @@ class SessionRecorder:
                 s.execute(insert(RoiSignal), signals)
         return volume_id
 
+    def fill_missing_volume(
+        self,
+        run_id: int,
+        index: int,
+        *,
+        roi_signals: Mapping[str, float],
+        arrived_at: dt.datetime | None = None,
+        processed_at: dt.datetime | None = None,
+        file_path: str | None = None,
+    ) -> None:
+        """A volume recorded as missing has come after all: it becomes ``late``, with its signals.
+
+        One record per volume still: the missing one is completed, not joined by a second.
+        """
+        with self.database.transaction() as s:
+            record = s.scalar(select(Volume).where(Volume.run_id == run_id, Volume.index == index))
+            if record is None or record.status is not VolumeStatus.MISSING:
+                raise RecordNotFoundError(f"volume {index} of run id {run_id} is not recorded as missing")
+            record.status = VolumeStatus.LATE
+            record.arrived_at, record.processed_at, record.file_path = arrived_at, processed_at, file_path
+            s.execute(
+                insert(RoiSignal),
+                [
+                    {"volume_id": record.id, "roi_id": self._roi_id(n), "value": float(v)}
+                    for n, v in roi_signals.items()
+                ],
+            )
+
     def record_event(
         self,
         level: EventLevel,

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from db.errors import CortexloopError
 from db.models import VolumeStatus
-from scanner_bridge import ScaledClock, VolumeReceiver
+from scanner_bridge import ReceiverConfig, ScaledClock, VolumeReceiver
 from scanner_bridge.clock import Clock
 from scanner_bridge.errors import ReceiveTimeoutError
 from scanner_bridge.readers import read_part
@@ -56,6 +56,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+REAL_GRACE_S = 2.0
 
 
 class AcquisitionError(CortexloopError):
@@ -137,9 +139,13 @@ class NetworkAcquisition:
         def on_bridge_event(event: BridgeEvent) -> None:
             sink.event(event.level, f"bridge.{event.code}", event.message)
 
+        # A volume is declared missing after two TRs, and never before REAL_GRACE_S of real time: a bridge
+        # restarting between runs takes a second or two however fast a simulation runs.
+        after = max(ReceiverConfig().missing_after_trs, REAL_GRACE_S * self.settings.speed / plan.tr_s)
         receiver = VolumeReceiver(
             self.settings.bridge,
             self.settings.key,
+            config=ReceiverConfig(missing_after_trs=after, default_tr_s=plan.tr_s),
             clock=clock,
             on_event=on_bridge_event,
             refuse_series=self.earlier_series,

@@ -491,12 +491,14 @@ class Controller:
         """
         run_id, resume = self._open_run(number, plan, kind=kind, round_id=round_id)
         with self.database.reader() as s:
-            recorded = set(s.scalars(select(Volume.index).where(Volume.run_id == run_id)))
+            rows = s.execute(select(Volume.index, Volume.status).where(Volume.run_id == run_id)).all()
+        recorded = {index for index, _ in rows}
+        recorded_missing = {index for index, status in rows if status is VolumeStatus.MISSING}
         plan = RunPlan.from_json((self.out / "plans" / f"{plan.run_id}.json").read_text())
         stimuli = [
             PlannedStimulus(t.stimulus, t.sha256, t.condition or "", t.target_roi) for t in plan.trials
         ]
-        sink = _RunSink(self, run_id, plan, recorded)
+        sink = _RunSink(self, run_id, plan, recorded, recorded_missing)
         label = "training run" if kind is RunKind.TRAINING else f"round {number - 1}"
         self.observer.run_started(label, plan)
         sink.label = label
@@ -519,13 +521,14 @@ class Controller:
             Trial(float(t["actual_onset_s"]), float(t["actual_duration_s"] or p.duration_s), p.stimulus)
             for t, p in zip(trials, plan.trials, strict=True)
         ]
+        order = np.argsort(sink.indices)  # a late volume came after later ones
         responses = single_trial_responses(
-            np.stack(sink.values),
-            sink.indices,
+            np.stack(sink.values)[order],
+            [sink.indices[k] for k in order],
             design,
             plan.tr_s,
             plan.n_volumes,
-            motion=np.stack(sink.motion),
+            motion=np.stack(sink.motion)[order],
         )
         n_rois = len(self.roi_names)
         result = _RunResult(
@@ -839,8 +842,16 @@ class Controller:
 class _RunSink:
     """Takes one run's volumes and onsets from the acquisition: analyses, records, tells the observer."""
 
-    def __init__(self, controller: Controller, run_id: int, plan: RunPlan, recorded: set[int]) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        run_id: int,
+        plan: RunPlan,
+        recorded: set[int],
+        recorded_missing: set[int],
+    ) -> None:
         self.c, self.run_id, self.plan, self.recorded = controller, run_id, plan, recorded
+        self.recorded_missing = recorded_missing  # recorded as missing: completed if the volume comes
         self.analyzer = RunAnalyzer(
             controller.signals,
             plan.tr_s,
@@ -863,6 +874,8 @@ class _RunSink:
             self.missing.append(index)
             if index not in self.recorded:
                 rec.record_volume(self.run_id, index, roi_signals={}, status=VolumeStatus.MISSING)
+                self.recorded.add(index)
+                self.recorded_missing.add(index)
                 self.c._event(
                     "warning",
                     "volume.missing",
@@ -880,18 +893,36 @@ class _RunSink:
         self.motion.append(result.motion)
         if status is VolumeStatus.LATE:
             self.late.append(index)
+        signals = dict(zip(self.c.roi_names, result.values[: len(self.c.roi_names)], strict=True))
+        arrived, now = utc(volume.stamps.get("received")), dt.datetime.now(dt.UTC)
         if index not in self.recorded:
             rec.record_volume(
                 self.run_id,
                 index,
-                roi_signals=dict(zip(self.c.roi_names, result.values[: len(self.c.roi_names)], strict=True)),
+                roi_signals=signals,
                 status=status,
-                arrived_at=utc(volume.stamps.get("received")),
-                processed_at=dt.datetime.now(dt.UTC),
+                arrived_at=arrived,
+                processed_at=now,
                 file_path=volume.source or None,
-                framewise_displacement_mm=result.fd_mm,
+                framewise_displacement_mm=result.fd_mm if math.isfinite(result.fd_mm) else None,
             )
             self.recorded.add(index)
+        elif index in self.recorded_missing:
+            rec.fill_missing_volume(
+                self.run_id,
+                index,
+                roi_signals=signals,
+                arrived_at=arrived,
+                processed_at=now,
+                file_path=volume.source,
+            )
+            self.recorded_missing.discard(index)
+            self.c._event(
+                "warning",
+                "volume.late",
+                f"{self.label}: volume {index} came late; recorded",
+                run_id=self.run_id,
+            )
         written = volume.stamps.get("written")
         latency = 1e3 * (time.time() - written) if written is not None else None
         self.c.observer.volume(self.label, index, self.plan.n_volumes, status.value, result, latency)

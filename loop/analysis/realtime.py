@@ -72,7 +72,11 @@ class RunAnalyzer:
         return self.glm.add_trial(trial)
 
     def process(self, index: int, volume: npt.ArrayLike) -> VolumeResult:
-        """Analyse the volume at ``index`` (indices may skip missing volumes, never go back)."""
+        """Analyse the volume at ``index``.
+
+        Indices may skip missing volumes. A late volume (an index already passed) is
+        measured (motion, ROI means, model voxels) but stays out of the provisional fit.
+        """
         started = time.perf_counter()
         data = np.asarray(volume, dtype=np.float64)
         if self._registration is None:
@@ -83,12 +87,15 @@ class RunAnalyzer:
         if self._baseline is None:
             self._baseline = np.where(values != 0, values, 1.0)
         percent = 100.0 * (values / self._baseline - 1.0)
-        while self.glm.volumes_added < index:  # a missing volume: its row stays out of the fit
-            self.glm.skip_volume()
-        self.glm.add_volume(index, percent, motion)
-        previous = self._last_motion if self._last_motion is not None else motion
-        self._last_motion = motion
-        fd = float(framewise_displacement(np.stack([previous, motion]))[1])
+        if index >= self.glm.volumes_added:
+            while self.glm.volumes_added < index:  # a missing volume: its row stays out of the fit
+                self.glm.skip_volume()
+            self.glm.add_volume(index, percent, motion)
+            previous = self._last_motion if self._last_motion is not None else motion
+            self._last_motion = motion
+            fd = float(framewise_displacement(np.stack([previous, motion]))[1])
+        else:  # a late volume, after later ones were fitted: measured, but out of the provisional fit
+            fd = float("nan")
         result = VolumeResult(
             index, values, percent[: self.n_rois], motion, fd, time.perf_counter() - started
         )

@@ -39,21 +39,25 @@ def small_config(out: Path) -> SessionConfig:
 
 
 class Dropping(InProcessAcquisition):
-    """Loses one volume on the way, as a network can."""
+    """Loses one volume on the way, as a network can; or delivers it late, after ``late_after``."""
 
-    def __init__(self, *args: Any, drop: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, drop: int, late_after: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.drop = drop
+        self.drop, self.late_after = drop, late_after
 
     def acquire(self, plan: RunPlan, number: int, sink: RunSink, *, resume: bool = False) -> dict[str, Any]:
-        drop = self.drop
+        drop, late_after = self.drop, self.late_after
+        held: list[Volume | None] = []
 
         class Lossy:
             def volume(self, index: int, status: VolumeStatus, volume: Volume | None) -> None:
                 if index == drop:
+                    held.append(volume)
                     sink.volume(index, VolumeStatus.MISSING, None)
-                else:
-                    sink.volume(index, status, volume)
+                    return
+                sink.volume(index, status, volume)
+                if index == late_after:
+                    sink.volume(drop, VolumeStatus.LATE, held[0])
 
             def onset(self, trial: int, onset_s: float, duration_s: float | None) -> None:
                 sink.onset(trial, onset_s, duration_s)
@@ -139,4 +143,19 @@ def test_a_run_that_cannot_go_on_stays_open_and_a_resumed_session_completes_it(t
     assert runs[0][2] == "completed"
     assert indices == list(range(runs[0][1]))
     assert "run.resumed" in codes
+    assert codes[-1] == "session.completed"
+
+
+def test_a_volume_declared_missing_that_comes_late_completes_its_record(tmp_path: Path) -> None:
+    session, out = controller(tmp_path, Dropping, drop=7, late_after=12)
+    session.run()
+    with sqlite3.connect(out / "db.sqlite") as db:
+        rows = db.execute('SELECT status FROM volumes WHERE "index" = 7').fetchall()
+        signals = db.execute(
+            'SELECT COUNT(*) FROM roi_signals s JOIN volumes v ON v.id = s.volume_id WHERE v."index" = 7'
+        ).fetchone()[0]
+        codes = [c for (c,) in db.execute("SELECT code FROM events ORDER BY id")]
+    assert rows == [("late",)]  # one record, completed
+    assert signals == 6
+    assert codes.index("volume.missing") < codes.index("volume.late")
     assert codes[-1] == "session.completed"
