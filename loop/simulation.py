@@ -3,7 +3,8 @@
 ``cortexloop simulate`` starts, in a session folder:
 
 - the presenter (``cortexloop present --no-window --triggers network``),
-  on a clock ``speed`` times faster than real time;
+  on a clock ``speed`` times faster than real time, with frames no shorter
+  than 10 ms of real time (:func:`frame_rate`);
 - the simulated scanner (``cortexloop bridge simulate --presenter``): it
   writes the virtual subject's atlas and ground truth, then for each plan
   the presenter arms, sends triggers and writes volumes as files;
@@ -43,12 +44,23 @@ from scanner_bridge import generate_key_file
 __all__ = ["MAX_RESTARTS", "SimulatedSession", "SimulationError"]
 
 MAX_RESTARTS = 3
+MIN_FRAME_S = 0.01  # of real time: a presenter asked for shorter frames drops them under load
 POLL_S = 0.1
 ATLAS_TIMEOUT_S = 120.0  # the scanner builds the virtual subject (and loads its network) first
 
 
 class SimulationError(CortexloopError):
     """A part of the simulated session failed (the message names its log)."""
+
+
+def frame_rate(speed: float) -> float:
+    """The no-window presenter's frame rate at ``speed``: 60 Hz, or fewer frames so each lasts 10 real ms.
+
+    At 20x a 60 Hz frame would last 0.8 ms of real time; a loaded computer misses such frames and
+    images stay on for one frame or for two seconds. 5 Hz frames at 20x (200 ms of session time)
+    keep onsets and durations exact for whole-second plans.
+    """
+    return min(60.0, 1.0 / (MIN_FRAME_S * speed))
 
 
 def _free_port() -> int:
@@ -127,6 +139,8 @@ class SimulatedSession:
                 "--no-window",
                 "--speed",
                 str(speed),
+                "--refresh-hz",
+                f"{frame_rate(speed):g}",
                 "--triggers",
                 "network",
                 "--endpoint",
