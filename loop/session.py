@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 
 Array = npt.NDArray[np.float64]
 
+TIMING_TOLERANCE_S = 0.25  # an image shown further than this from its planned onset or duration is reported
+
 
 class SessionError(CortexloopError):
     """The session cannot go on (the message says why and what to do)."""
@@ -517,6 +519,7 @@ class Controller:
                 "is ended as aborted. Start a new session (another [session] session label) to go on."
             )
         self._rec.record_onsets(run_id, trials)
+        self._check_timing(plan, trials, run_id)
         design = [
             Trial(float(t["actual_onset_s"]), float(t["actual_duration_s"] or p.duration_s), p.stimulus)
             for t, p in zip(trials, plan.trials, strict=True)
@@ -541,6 +544,25 @@ class Controller:
         )
         self.state.runs[number] = result
         self.observer.run_ended(label, sink.summary())
+
+    def _check_timing(self, plan: RunPlan, trials: list[dict[str, Any]], run_id: int) -> None:
+        """Warn when images were shown far from their plan: their responses are less certain."""
+        off = [
+            k
+            for k, (t, p) in enumerate(zip(trials, plan.trials, strict=True))
+            if abs(t["actual_onset_s"] - p.onset_s) > TIMING_TOLERANCE_S
+            or abs((t.get("actual_duration_s") or p.duration_s) - p.duration_s) > TIMING_TOLERANCE_S
+        ]
+        if off:
+            self._event(
+                "warning",
+                "presentation.timing",
+                f"run {plan.run_id}: {len(off)} of {len(trials)} images were shown more than "
+                f"{TIMING_TOLERANCE_S:g} s off their planned onset or duration (trials {off[:10]}); the "
+                "design uses the actual times, but check the presenter's computer for dropped frames",
+                run_id=run_id,
+                trials=off,
+            )
 
     def _open_run(
         self,
