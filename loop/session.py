@@ -202,7 +202,7 @@ class Controller:
             )
         self.recorder: SessionRecorder | None = None
         self.state = _State()
-        self._model: Any = None
+        self._loaded: tuple[int | None, Any] = (None, None)  # (model version id, the model in memory)
 
     # -- the session ----------------------------------------------------------------------------
 
@@ -712,7 +712,8 @@ class Controller:
             description=description,
             layers={"layers": list(model.layers), "cv_median_r": _roi_medians(model)},
         )
-        self.state.model_id, self.state.model_n, self._model = model_id, len(names), model
+        self.state.model_id, self.state.model_n = model_id, len(names)
+        self._loaded = (model_id, model)
         medians = _roi_medians(model)
         self._event(
             "info",
@@ -722,17 +723,8 @@ class Controller:
         )
 
     def _current_model(self) -> Any:
-        from stimulus.encoding import EncodingModel
-
-        if self._model is None or self._model_id_loaded != self.state.model_id:
-            with self.database.reader() as s:
-                record = s.get_one(EncodingModelVersion, self.state.model_id)
-                path, digest = record.artifact_path, record.artifact_sha256
-            self._model = EncodingModel.load(path, expected_sha256=digest, device=self.device)
-        self._model_id_loaded = self.state.model_id
-        return self._model
-
-    _model_id_loaded: int | None = None
+        """The model the session is at: the one in memory, or its file (after a restart)."""
+        return self._model_for(self.state.model_id)
 
     # -- scores -------------------------------------------------------------------------------------
 
@@ -839,15 +831,18 @@ class Controller:
         return RoundSummary(index, rows, accuracy, mean_drive), scores, predictions
 
     def _model_for(self, model_id: int | None) -> Any:
+        """A recorded model version from its file, checked against its SHA-256 (kept if current)."""
         from stimulus.encoding import EncodingModel
 
-        if model_id == self.state.model_id:
-            return self._current_model()
+        if self._loaded[0] == model_id and self._loaded[1] is not None:
+            return self._loaded[1]
         with self.database.reader() as s:
             record = s.get_one(EncodingModelVersion, model_id)
-            return EncodingModel.load(
-                record.artifact_path, expected_sha256=record.artifact_sha256, device=self.device
-            )
+            path, digest = record.artifact_path, record.artifact_sha256
+        model = EncodingModel.load(path, expected_sha256=digest, device=self.device)
+        if model_id == self.state.model_id:
+            self._loaded = (model_id, model)
+        return model
 
     # -- records ------------------------------------------------------------------------------------
 
