@@ -21,7 +21,7 @@ import math
 import re
 import warnings
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from nibabel.volumeutils import apply_read_scaling
 from pydicom.dataset import Dataset
 
 from scanner_bridge.errors import IncompleteVolumeError, VolumeReadError
+from scanner_bridge.volume import Volume
 
 with warnings.catch_warnings():
     # nibabel.nicom warns on import about its DICOM wrappers; only its CSA header parser is used here.
@@ -85,6 +86,19 @@ class FilePart:
     @property
     def is_slice(self) -> bool:
         return self.slices_per_volume is not None
+
+    def as_volume(self, index: int, stamps: dict[str, float]) -> Volume:
+        """The whole volume this part holds, as volume ``index`` of its run."""
+        return Volume(
+            index=index,
+            data=self.data,
+            affine=self.affine,
+            series=self.series,
+            tr_s=self.tr_s,
+            source=self.path,
+            acquisition_time=self.acquisition_time,
+            stamps=stamps,
+        )
 
 
 def is_volume_file(path: Path | str) -> bool:
@@ -445,6 +459,19 @@ def _enhanced(
         else normal * float(measures.get("SpacingBetweenSlices") or measures.get("SliceThickness") or 1.0)
     )
     return data, _affine(orientation, spacing, positions[order[0]], step, frames.shape[1])
+
+
+def read_volume(paths: Sequence[Path | str]) -> FilePart:
+    """One whole volume from its file, or from all its single-slice DICOM files."""
+    assembler = SliceAssembler()
+    for path in paths:
+        part = read_part(path)
+        whole = part if not part.is_slice else assembler.add(part)
+        if whole is not None:
+            return whole
+    raise VolumeReadError(
+        f"{len(paths)} file(s) from {paths[0] if paths else '?'} do not make a whole volume"
+    )
 
 
 class SliceAssembler:

@@ -318,16 +318,7 @@ class DirectoryWatcher:
                 path=part.path,
             )
             return
-        volume = Volume(
-            index=index,
-            data=part.data,
-            affine=part.affine,
-            series=part.series,
-            tr_s=part.tr_s,
-            source=part.path,
-            acquisition_time=part.acquisition_time,
-            stamps={"written": written, "seen": seen, "read": time.time()},
-        )
+        volume = part.as_volume(index, {"written": written, "seen": seen, "read": time.time()})
         if index in self._published:
             self._duplicate(volume, self._published[index])
             return

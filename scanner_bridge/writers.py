@@ -18,7 +18,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-__all__ = ["dicom_slice_files", "nifti_bytes"]
+__all__ = ["dicom_file_name", "dicom_slice_files", "nifti_bytes"]
 
 MR_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.4")
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -67,6 +67,11 @@ def _as_int16(data: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int16], float, flo
     slope = (hi - lo) / 65534.0 if hi > lo else 1.0
     inter = lo + 32767.0 * slope
     return np.round((data - inter) / slope).astype(np.int16), slope, inter
+
+
+def dicom_file_name(series_number: int, acquisition: int, slice_number: int) -> str:
+    """The file name of one slice, as the simulated scanner and the replays write it."""
+    return f"{series_number:03d}_{acquisition:06d}_{slice_number:03d}.dcm"
 
 
 def dicom_slice_files(
@@ -121,7 +126,7 @@ def dicom_slice_files(
         ds.AcquisitionTime = now.strftime("%H%M%S.%f")
         buffer = io.BytesIO()
         pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-        files.append((f"{series_number:03d}_{acquisition:06d}_{k + 1:03d}.dcm", buffer.getvalue()))
+        files.append((dicom_file_name(series_number, acquisition, k + 1), buffer.getvalue()))
     return files
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -12,7 +13,7 @@ from PIL import Image, UnidentifiedImageError
 
 from stimulus.errors import ImageReadError
 
-__all__ = ["file_sha256", "load_image", "load_images", "square_crop"]
+__all__ = ["file_sha256", "load_image", "load_images", "resize_pixels", "square_crop"]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -56,3 +57,17 @@ def load_images(paths: Sequence[str | Path], size: int) -> npt.NDArray[np.float3
     if not paths:
         raise ImageReadError("no image files were given")
     return np.stack([load_image(p, size) for p in paths])
+
+
+def resize_pixels(
+    pixels: npt.NDArray[np.floating[Any]],
+    size: int,
+    *,
+    resample: Image.Resampling = Image.Resampling.BICUBIC,
+) -> npt.NDArray[np.float32]:
+    """(3, H, W) pixels on 0..1 resized to (3, size, size) through 8-bit RGB, as a PNG would hold them."""
+    if pixels.shape[1:] == (size, size):
+        return pixels.astype(np.float32)
+    image = Image.fromarray((np.clip(pixels, 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8))
+    resized = image.resize((size, size), resample)
+    return np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0

@@ -37,9 +37,26 @@ from scanner_bridge.clock import Clock
 from scanner_bridge.errors import BridgeError
 from scanner_bridge.simulate.bold import BoldRun
 from scanner_bridge.simulate.subject import ROI_NAMES, VirtualSubject
-from scanner_bridge.writers import dicom_slice_files, nifti_bytes
+from scanner_bridge.writers import dicom_file_name, dicom_slice_files, nifti_bytes
+from stimulus.images import resize_pixels
 
-__all__ = ["RunRecord", "SimulatedScanner"]
+__all__ = ["RunRecord", "SimulatedScanner", "first_file_name", "nifti_file_name", "series_of"]
+
+
+def nifti_file_name(run: int, index: int) -> str:
+    """Volume ``index`` (0-based) of run ``run`` as a NIfTI file: each run is a series of its own."""
+    return f"run{run:02d}_vol_{index:05d}.nii"
+
+
+def series_of(run: int, fmt: str) -> str:
+    """What ``cortexloop bridge watch --series`` takes to follow run ``run``."""
+    return nifti_file_name(run, 0).replace("00000", "#####") if fmt == "nifti" else str(run)
+
+
+def first_file_name(run: int, fmt: str) -> str:
+    """The first file of run ``run``: its appearing means the run has begun."""
+    return nifti_file_name(run, 0) if fmt == "nifti" else dicom_file_name(run, 1, 1)
+
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +153,9 @@ class SimulatedScanner:
                     raise BridgeError(f"the subject cannot see {path}: not an image ({exc})") from exc
         if pixels:
             size = self.subject.config.image_size
-            batch = np.stack([_resized(p, size) for p in pixels.values()])
+            batch = np.stack(
+                [resize_pixels(p, size, resample=Image.Resampling.BILINEAR) for p in pixels.values()]
+            )
             for digest, row in zip(pixels, self.subject.voxel_responses(batch), strict=True):
                 self._responses[digest] = row
         return [self._responses[d] for d in digests]
@@ -254,7 +273,7 @@ class SimulatedScanner:
         """Write a volume's file(s) under hidden temporary names; return (temporary, final) paths."""
         affine = self.subject.affine
         if self.fmt == "nifti":
-            files = [(f"run{run:02d}_vol_{index:05d}.nii", nifti_bytes(data, affine, tr_s=self.tr_s))]
+            files = [(nifti_file_name(run, index), nifti_bytes(data, affine, tr_s=self.tr_s))]
         else:
             files = dicom_slice_files(
                 data, affine, acquisition=index + 1, tr_s=self.tr_s, series_uid=series_uid, series_number=run
@@ -291,11 +310,3 @@ class SimulatedScanner:
         path = self.truth_dir / f"run{record.run:02d}_truth.json"
         write_atomic(path, json.dumps(truth, indent=1).encode())
         return path
-
-
-def _resized(pixels: npt.NDArray[np.floating[Any]], size: int) -> npt.NDArray[np.float32]:
-    if pixels.shape[1:] == (size, size):
-        return pixels.astype(np.float32)
-    image = Image.fromarray((pixels.transpose(1, 2, 0) * 255).round().astype(np.uint8))
-    resized = image.resize((size, size), Image.Resampling.BILINEAR)
-    return (np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255).astype(np.float32)
