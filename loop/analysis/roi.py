@@ -2,9 +2,10 @@
 
 The atlas is the format sessions take ROIs in (and the virtual subject
 writes): a label image, 0 outside every ROI, and a TSV with at least the
-columns ``index`` and ``name``. It must share the run's grid; a volume of
-another shape or orientation is refused with both geometries named, never
-resampled silently. Per volume, :meth:`RoiSignals.extract` gives each ROI's
+columns ``index`` and ``name``. It must share the run's voxels: the same
+grid, or the same voxel centres with axes flipped or swapped (looked up in
+the volume's own order, exactly); any other grid is refused with both
+geometries named, never resampled silently. Per volume, :meth:`RoiSignals.extract` gives each ROI's
 mean and the values of the voxels the encoding model uses, by flat index:
 a few microseconds for thousands of voxels.
 """
@@ -62,6 +63,16 @@ class RoiAtlas:
             raise ConfigError(f"labels {unnamed} in {labels_path} have no name in {names_path}")
         return cls(labels=labels, affine=np.asarray(image.affine, dtype=np.float64), names=names)  # type: ignore[attr-defined]
 
+    @property
+    def voxel_mm(self) -> Array:
+        """Voxel sizes along the grid's three axes, from the affine."""
+        sizes: Array = np.sqrt((self.affine[:3, :3] ** 2).sum(0))
+        return sizes
+
+    def labelled_voxels(self) -> npt.NDArray[np.intp]:
+        """(n, 3) indices of every voxel in an ROI: the voxels a session's encoding model is fitted on."""
+        return np.argwhere(self.labels > 0)
+
     def mask(self, name: str) -> npt.NDArray[np.bool_]:
         index = {v: k for k, v in self.names.items()}.get(name)
         if index is None:
@@ -94,18 +105,44 @@ class RoiSignals:
         self.voxel_index = (
             np.ravel_multi_index(tuple(coords.T), shape) if coords.size else np.zeros(0, np.intp)
         )
+        # Where the ROIs' voxels and the model voxels lie in a volume: the atlas's own flat indices, until
+        # check() meets volumes whose axes run another way.
+        self._rois_in_volume, self._voxels_in_volume = self._roi_index, self.voxel_index
 
     def check(self, shape: tuple[int, ...], affine: Array) -> None:
-        """Refuse a volume that is not on the atlas's grid."""
-        if tuple(shape) != self.atlas.labels.shape or not np.allclose(affine, self.atlas.affine, atol=1e-3):
+        """Take volumes of this geometry: the atlas's grid, or the same voxels with axes flipped or swapped.
+
+        A volume whose axes run another way (single-slice DICOM stacked head to foot, say) holds the
+        same voxel centres: the ROIs are looked up in its own order, exactly, with no resampling. Any
+        other grid is refused with both geometries named.
+        """
+        atlas_shape = self.atlas.labels.shape
+        if tuple(shape) == atlas_shape and np.allclose(affine, self.atlas.affine, atol=1e-3):
+            self._rois_in_volume, self._voxels_in_volume = self._roi_index, self.voxel_index
+            return
+        to_volume = np.linalg.solve(np.asarray(affine, dtype=np.float64), self.atlas.affine)
+        rotation = np.round(to_volume[:3, :3])
+        same_voxels = (
+            len(shape) == 3
+            and np.allclose(to_volume[:3], np.round(to_volume[:3]), atol=1e-3)
+            and sorted(np.abs(rotation).sum(0)) == [1, 1, 1]
+        )
+        if same_voxels:  # a signed permutation: where each atlas voxel is in the volume
+            ijk = np.indices(atlas_shape).reshape(3, -1)
+            mapped = (rotation @ ijk + np.round(to_volume[:3, 3:4])).astype(np.intp)
+            same_voxels = mapped.min() >= 0 and bool(np.all(mapped.max(1) < np.asarray(shape)))
+        if not same_voxels:
             raise ConfigError(
                 f"volumes of shape {tuple(shape)} with affine {np.round(affine, 3).tolist()} are not on "
-                f"the ROI atlas's grid {self.atlas.labels.shape} {np.round(self.atlas.affine, 3).tolist()}; "
+                f"the ROI atlas's grid {atlas_shape} {np.round(self.atlas.affine, 3).tolist()}; "
                 "register the atlas to the run's reference volume first"
             )
+        in_volume = np.ravel_multi_index(tuple(mapped), tuple(shape))  # atlas flat index -> the volume's
+        self._rois_in_volume = [in_volume[idx] for idx in self._roi_index]
+        self._voxels_in_volume = in_volume[self.voxel_index]
 
     def extract(self, volume: npt.ArrayLike) -> tuple[Array, Array]:
         """(ROI means in atlas order, model-voxel values) of one volume."""
-        flat = np.asarray(volume, dtype=np.float64).ravel()
-        means = np.array([flat[idx].mean() for idx in self._roi_index])
-        return means, flat[self.voxel_index]
+        flat = np.asarray(volume).ravel()
+        means = np.array([flat[idx].mean(dtype=np.float64) for idx in self._rois_in_volume])
+        return means, flat[self._voxels_in_volume].astype(np.float64)

@@ -135,8 +135,19 @@ def test_roi_signals_are_the_mask_means_of_the_atlas_a_session_loads(subject, tm
     assert signals.roi_names == ["V1", "V2", "V4", "LO", "FFA", "PPA"]
     assert means[0] == pytest.approx(volume[subject.roi_mask("V1")].mean())
     assert np.array_equal(voxels, volume[tuple(subject.tuning.coords[:50].T)])
+    # The same voxels stacked the other way along z (as single-slice DICOM can be): the same values.
+    flipped = subject.affine.copy()
+    flipped[:3, 2], flipped[:3, 3] = -flipped[:3, 2], subject.affine[:3] @ [0, 0, volume.shape[2] - 1, 1]
+    signals.check(volume.shape, flipped)
+    flipped_means, flipped_voxels = signals.extract(volume[:, :, ::-1])
+    assert np.array_equal(flipped_means, means)
+    assert np.array_equal(flipped_voxels, voxels)
     with pytest.raises(ConfigError, match=r"not on the ROI atlas's grid \(64, 64, 36\)"):
         signals.check((64, 64, 35), subject.affine)
+    shifted = subject.affine.copy()
+    shifted[0, 3] += 1.5  # half a voxel: other voxels, which would need resampling
+    with pytest.raises(ConfigError, match=r"not on the ROI atlas's grid"):
+        signals.check(volume.shape, shifted)
     names.write_text("index\tname\n1\tV1\n")
     with pytest.raises(ConfigError, match=r"labels \[2, 3, 4, 5, 6\] .* have no name"):
         RoiAtlas.load(labels, names)
