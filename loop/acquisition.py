@@ -30,8 +30,10 @@ Rules for what goes wrong during a run (each reported to the sink as an event):
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,7 +43,7 @@ from db.models import VolumeStatus
 from scanner_bridge import ReceiverConfig, ScaledClock, VolumeReceiver
 from scanner_bridge.clock import Clock
 from scanner_bridge.errors import ReceiveTimeoutError
-from scanner_bridge.readers import read_part
+from scanner_bridge.readers import read_volume
 from scanner_bridge.source import BridgeEvent
 from scanner_bridge.volume import Volume
 from stimulus.present import RunPlan
@@ -75,13 +77,22 @@ class RunSink(Protocol):
 
 
 class Acquisition(Protocol):
-    def acquire(self, plan: RunPlan, number: int, sink: RunSink, *, resume: bool = False) -> dict[str, Any]:
+    def acquire(
+        self,
+        plan: RunPlan,
+        number: int,
+        sink: RunSink,
+        *,
+        resume: bool = False,
+        refuse_series: Collection[str] = (),
+    ) -> dict[str, Any]:
         """Acquire run ``number`` of the session (1-based) following ``plan``; return the presenter's log.
 
         With ``resume``, the plan may have been sent before a restart: the
         acquisition picks the run up where the presenter and bridge are,
         delivering every volume from index 0 again (the sink knows which it
-        has recorded).
+        has recorded). Volumes of ``refuse_series`` (the session's earlier
+        runs) are not this run's.
         """
         ...
 
@@ -103,13 +114,12 @@ class NetworkSettings:
 class NetworkAcquisition:
     """Plans to ``cortexloop present``, volumes from ``cortexloop bridge watch``."""
 
-    def __init__(self, settings: NetworkSettings, *, earlier_series: set[str] | None = None) -> None:
+    def __init__(self, settings: NetworkSettings) -> None:
         self.settings = settings
-        self.earlier_series = set(earlier_series or ())  # a new run must not come from these
         self.presenter = PresenterClient(
             settings.presenter, settings.key, timeout_s=settings.volume_timeout_s
         )
-        self.status = self.presenter.hello(timeout_s=settings.volume_timeout_s)
+        self.presenter.hello(timeout_s=settings.volume_timeout_s)  # the presenter is there, or a clear error
         self._events: list[dict[str, Any]] = []
 
     def close(self) -> None:
@@ -124,16 +134,26 @@ class NetworkAcquisition:
                     f"only {self.presenter.status['peers']} of {n} peers reached the presenter at "
                     f"{self.settings.presenter} within {timeout_s:g} s"
                 )
-            self._events.extend(e for e in [self.presenter.next_event(0.2)] if e is not None)
+            event = self.presenter.next_event(0.2)  # kept for the run it belongs to
+            if event is not None:
+                self._events.append(event)
 
-    def acquire(self, plan: RunPlan, number: int, sink: RunSink, *, resume: bool = False) -> dict[str, Any]:
+    def acquire(
+        self,
+        plan: RunPlan,
+        number: int,
+        sink: RunSink,
+        *,
+        resume: bool = False,
+        refuse_series: Collection[str] = (),
+    ) -> dict[str, Any]:
         final = None
         if resume:
             final = self._pick_up(plan, sink)
         else:
             self.presenter.send_plan(plan)
         clock: Clock = ScaledClock(self.settings.speed)
-        series: str | None = None
+        series_told = False
         delivered = 0
 
         def on_bridge_event(event: BridgeEvent) -> None:
@@ -148,7 +168,7 @@ class NetworkAcquisition:
             config=ReceiverConfig(missing_after_trs=after, default_tr_s=plan.tr_s),
             clock=clock,
             on_event=on_bridge_event,
-            refuse_series=self.earlier_series,
+            refuse_series=refuse_series,
         )
         with receiver as rx:
             last_volume = time.monotonic()
@@ -174,14 +194,17 @@ class NetworkAcquisition:
                         ) from None
                     continue
                 volume = arrival.volume
-                if volume is not None and series is None:
-                    series = volume.series
-                    sink.event("info", "run.series", f"run {number} is series {series}", {"series": series})
+                if volume is not None and not series_told:
+                    series_told = True
+                    sink.event(
+                        "info",
+                        "run.series",
+                        f"run {number} is series {volume.series}",
+                        {"series": volume.series},
+                    )
                 last_volume = time.monotonic()
                 sink.volume(arrival.index, arrival.status, volume)
                 delivered += 1
-        if series is not None:
-            self.earlier_series.add(series)
         return final
 
     def _take_events(self, plan: RunPlan, sink: RunSink, *, wait_s: float = 0) -> dict[str, Any] | None:
@@ -204,7 +227,7 @@ class NetworkAcquisition:
             elif kind in ("refused", "error"):
                 raise AcquisitionError(
                     f"the presenter could not run {plan.run_id}: {event.get('error')}; what was recorded "
-                    "is kept, the run is marked incomplete"
+                    "is kept and the run stays open"
                 )
             elif kind in ("warning", "stale_triggers"):
                 sink.event("warning", f"presenter.{kind}", str(event.get("warning") or event))
@@ -250,8 +273,16 @@ class InProcessAcquisition:
     def close(self) -> None:
         pass
 
-    def acquire(self, plan: RunPlan, number: int, sink: RunSink, *, resume: bool = False) -> dict[str, Any]:
-        record = self.scanner.run(run=number, plan=plan)
+    def acquire(
+        self,
+        plan: RunPlan,
+        number: int,
+        sink: RunSink,
+        *,
+        resume: bool = False,
+        refuse_series: Collection[str] = (),
+    ) -> dict[str, Any]:
+        record = self.scanner.run(run=number, plan=plan)  # a resumed run is scanned again, identically
         shown = _load_json(record.truth)["presentations"]
         trials = [
             {
@@ -271,23 +302,16 @@ class InProcessAcquisition:
             if not names:
                 sink.volume(index, VolumeStatus.MISSING, None)
                 continue
-            part = read_part(self.export_dir / names[0])
-            volume = Volume(
-                index=index,
-                data=part.data,
-                affine=part.affine,
-                series=part.series,
-                tr_s=part.tr_s,
-                source=part.path,
-                stamps={"received": time.time()},
-            )
-            sink.volume(index, VolumeStatus.OK, volume)
+            part = read_volume([self.export_dir / name for name in names])
+            if index == 0:
+                sink.event(
+                    "info", "run.series", f"run {number} is series {part.series}", {"series": part.series}
+                )
+            sink.volume(index, VolumeStatus.OK, part.as_volume(index, {"received": time.time()}))
         return {"type": "log", "run_id": plan.run_id, "log": {"trials": trials, "aborted": False}}
 
 
 def _load_json(path: Path | None) -> dict[str, Any]:
-    import json
-
     if path is None:
         raise AcquisitionError("the simulated scanner wrote no ground truth")
     data: dict[str, Any] = json.loads(Path(path).read_text())

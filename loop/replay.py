@@ -20,6 +20,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -77,10 +78,10 @@ def session_atlas(s: OrmSession, session_id: int) -> RoiAtlas:
     if session.atlas_sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != session.atlas_sha256:
         raise ConfigError(f"the atlas {path} has changed since the session (its SHA-256 differs)")
     rois = s.execute(select(Roi.label_value, Roi.name).where(Roi.session_id == session.id)).all()
-    labels = np.asarray(nib.load(path).dataobj).astype(np.int16)  # type: ignore[attr-defined]
+    image: Any = nib.load(path)
     return RoiAtlas(
-        labels=labels,
-        affine=np.asarray(nib.load(path).affine, dtype=np.float64),  # type: ignore[attr-defined]
+        labels=np.asarray(image.dataobj).astype(np.int16),
+        affine=np.asarray(image.affine, dtype=np.float64),
         names={int(v): str(n) for v, n in rois if v is not None},
     )
 
@@ -90,15 +91,14 @@ def replay_session(database: Database, ref: str, *, runs: Sequence[int] | None =
     with database.reader() as s:
         session = find_session(s, ref)
         atlas = session_atlas(s, session.id)
+        signals = RoiSignals(atlas, atlas.labelled_voxels())  # the controller's voxels
         query = select(Run).where(Run.session_id == session.id, Run.status == Status.COMPLETED)
         if runs is not None:
             query = query.where(Run.index.in_(list(runs)))
-        return [_replay_run(s, run, atlas) for run in s.execute(query.order_by(Run.index)).scalars()]
+        return [_replay_run(s, run, signals) for run in s.execute(query.order_by(Run.index)).scalars()]
 
 
-def _replay_run(s: OrmSession, run: Run, atlas: RoiAtlas) -> RunReplay:
-    signals = RoiSignals(atlas, np.argwhere(atlas.labels > 0))
-    voxel_mm = np.sqrt((atlas.affine[:3, :3] ** 2).sum(0))
+def _replay_run(s: OrmSession, run: Run, signals: RoiSignals) -> RunReplay:
     n_volumes = run.n_volumes_planned or 0
     trials = s.execute(
         select(
@@ -110,7 +110,9 @@ def _replay_run(s: OrmSession, run: Run, atlas: RoiAtlas) -> RunReplay:
         .where(Presentation.run_id == run.id)
         .order_by(Presentation.trial_index)
     ).all()
-    analyzer = RunAnalyzer(signals, run.tr_s, n_volumes, max_trials=max(len(trials), 1), voxel_mm=voxel_mm)
+    analyzer = RunAnalyzer(
+        signals, run.tr_s, n_volumes, max_trials=max(len(trials), 1), voxel_mm=signals.atlas.voxel_mm
+    )
     result = RunReplay(run.index, run.kind.value)
     volumes = s.execute(
         select(
@@ -123,7 +125,10 @@ def _replay_run(s: OrmSession, run: Run, atlas: RoiAtlas) -> RunReplay:
         .where(Volume.run_id == run.id)
         .order_by(Volume.index)
     ).all()
-    indices, values, motion, fd_diff = [], [], [], []
+    indices: list[int] = []
+    values: list[Array] = []
+    motion: list[Array] = []
+    fd_diff: list[float] = []
     replayed: dict[int, Array] = {}
     for index, status, path, sha, fd in volumes:
         if status is VolumeStatus.MISSING or not path:
@@ -137,7 +142,15 @@ def _replay_run(s: OrmSession, run: Run, atlas: RoiAtlas) -> RunReplay:
         if sha and hashlib.sha256(raw).hexdigest() != sha:
             result.unreadable.append(path)
             continue
-        volume = analyzer.process(index, read_part(path, raw).data)
+        part = read_part(path, raw)
+        if part.is_slice:
+            raise ConfigError(
+                f"{path} is one slice of a volume: replay reads whole-volume files (NIfTI, mosaic or "
+                "enhanced DICOM), and this session recorded only each volume's first slice file"
+            )
+        if not indices:
+            signals.check(part.data.shape, part.affine)  # as the controller did with the run's first volume
+        volume = analyzer.process(index, part.data)
         indices.append(index)
         values.append(volume.values)
         motion.append(volume.motion)

@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,17 @@ from sqlalchemy import func, select
 from db import Database, EventLevel, RoiSpec, RunKind, SessionKind, SessionRecorder, StimulusKind
 from db.errors import ConfigError, CortexloopError
 from db.files import write_atomic
-from db.models import EncodingModelVersion, Presentation, Round, Run, Status, Stimulus, Volume, VolumeStatus
+from db.models import (
+    EncodingModelVersion,
+    Event,
+    Presentation,
+    Round,
+    Run,
+    Status,
+    Stimulus,
+    Volume,
+    VolumeStatus,
+)
 from loop.acquisition import Acquisition, AcquisitionError, utc
 from loop.analysis.design import Trial
 from loop.analysis.realtime import RunAnalyzer, VolumeResult
@@ -58,6 +69,7 @@ from loop.dataset import TrainingData, single_trial_responses
 from loop.plans import PlannedStimulus, plan_run, save_png, training_order
 from loop.scoring import drive, prediction_accuracy, target_vs_nontarget
 from scanner_bridge.volume import Volume as ScannerVolume
+from stimulus.images import load_images, resize_pixels
 from stimulus.present import RunPlan
 
 __all__ = ["Controller", "Observer", "RoundSummary", "SessionError", "TargetRow"]
@@ -157,10 +169,10 @@ class Controller:
         Open, with the schema in place.
     acquisition : Acquisition
         Where runs are acquired (the network, or the virtual subject in this process).
-    atlas : (labels, names) paths of the ROI atlas
-    truth_dir : Path, optional
-        A simulation's ground truth (``runNN_truth.json``), scored alongside the measurements.
     observer : Observer, optional
+
+    The ROI atlas is the session file's ``[atlas]``; with ``[simulation] truth``,
+    the virtual subject's ground truth (``runNN_truth.json``) is scored alongside.
     """
 
     def __init__(
@@ -169,15 +181,15 @@ class Controller:
         database: Database,
         acquisition: Acquisition,
         *,
-        atlas: tuple[Path, Path],
-        truth_dir: Path | None = None,
         observer: Observer | None = None,
         device: str | None = None,
     ) -> None:
+        if not (config.atlas.labels and config.atlas.names):
+            raise ConfigError(f"{config.source}: [atlas] labels and names are needed to run a session")
         self.config = config
         self.database = database
         self.acquisition = acquisition
-        self.truth_dir = truth_dir
+        self.truth_dir = config.resolve(config.simulation.truth) if config.simulation.truth else None
         self.observer = observer or Observer()
         self.device = device
         self.out = config.resolve(config.session.output)
@@ -186,14 +198,12 @@ class Controller:
             if config.scanner.stimulus_dir
             else self.out / "stimuli"
         )
-        self.atlas_paths = atlas
-        self.atlas = RoiAtlas.load(*atlas)
-        voxels = np.argwhere(self.atlas.labels > 0)
-        self.signals = RoiSignals(self.atlas, voxels)
+        self.atlas_paths = (config.resolve(config.atlas.labels), config.resolve(config.atlas.names))
+        self.atlas = RoiAtlas.load(*self.atlas_paths)
+        self.signals = RoiSignals(self.atlas, self.atlas.labelled_voxels())
         self.roi_names = self.signals.roi_names
         flat_labels = self.atlas.labels.ravel()[self.signals.voxel_index]
         self.voxel_rois = [self.atlas.names[int(v)] for v in flat_labels]
-        self.voxel_mm = np.sqrt((self.atlas.affine[:3, :3] ** 2).sum(0))
         unknown = sorted(set(config.rounds.targets) - set(self.roi_names))
         if unknown:
             raise ConfigError(
@@ -380,8 +390,7 @@ class Controller:
     def _choose_targets(self, index: int) -> list[str]:
         r = self.config.rounds
         if r.policy == "worst" and self.state.model_id is not None:
-            model = self._current_model()
-            r_by_roi = {roi: float(np.nanmedian(model.cv_r_[model.roi_labels_ == roi])) for roi in r.targets}
+            r_by_roi = _roi_medians(self._current_model())
             return sorted(r.targets, key=lambda roi: r_by_roi[roi])[: r.targets_per_round]
         start = ((index - 1) * r.targets_per_round) % len(r.targets)
         return [r.targets[(start + k) % len(r.targets)] for k in range(r.targets_per_round)]
@@ -412,7 +421,7 @@ class Controller:
         )
         stimuli = []
         for image in made:
-            pixels = _resize(image.pixels, s.display_size)
+            pixels = resize_pixels(image.pixels, s.display_size)
             name, sha = save_png(pixels, self.stimulus_dir, f"round{index:02d}/{image.name}.png")
             self._rec.record_stimulus(
                 sha256=sha,
@@ -448,19 +457,14 @@ class Controller:
         """
         if self.config.synthesis.init != "best":
             return None
-        from PIL import Image
-
         measured = self._measured_responses(sorted(self.state.runs))
-        size, n = self.config.synthesis.image_size, self.config.rounds.images_per_target
-        starts = []
+        n = self.config.rounds.images_per_target
+        paths = []
         for roi in targets:
             column = self.roi_names.index(roi)
             ranked = sorted(measured, key=lambda item: -item[1][column])
-            for k in range(n):
-                path = self.stimulus_dir / ranked[k % len(ranked)][0].path
-                image = Image.open(path).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-                starts.append(np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0)
-        return np.stack(starts)
+            paths += [self.stimulus_dir / ranked[k % len(ranked)][0].path for k in range(n)]
+        return load_images(paths, self.config.synthesis.image_size)
 
     def _measured_responses(self, runs: list[int]) -> list[tuple[PlannedStimulus, Array]]:
         """Each image shown in ``runs`` with its measured ROI responses, averaged over its showings."""
@@ -489,23 +493,23 @@ class Controller:
     ) -> None:
         """Acquire run ``number`` (or pick it up after a restart), then record its responses and end it.
 
-        A run begun before a restart keeps the plan it was begun with (its file), whatever was planned now.
+        ``plan`` is the saved one for a run begun before a restart (the callers take :meth:`_saved_plan`).
         """
         run_id, resume = self._open_run(number, plan, kind=kind, round_id=round_id)
         with self.database.reader() as s:
             rows = s.execute(select(Volume.index, Volume.status).where(Volume.run_id == run_id)).all()
         recorded = {index for index, _ in rows}
         recorded_missing = {index for index, status in rows if status is VolumeStatus.MISSING}
-        plan = RunPlan.from_json((self.out / "plans" / f"{plan.run_id}.json").read_text())
         stimuli = [
             PlannedStimulus(t.stimulus, t.sha256, t.condition or "", t.target_roi) for t in plan.trials
         ]
-        sink = _RunSink(self, run_id, plan, recorded, recorded_missing)
         label = "training run" if kind is RunKind.TRAINING else f"round {number - 1}"
+        sink = _RunSink(self, run_id, plan, label, recorded, recorded_missing)
         self.observer.run_started(label, plan)
-        sink.label = label
         try:
-            final = self.acquisition.acquire(plan, number, sink, resume=resume)
+            final = self.acquisition.acquire(
+                plan, number, sink, resume=resume, refuse_series=self._earlier_series(run_id)
+            )
         except AcquisitionError as exc:  # the run stays open: a resumed session picks it up
             raise AcquisitionError(
                 f"{exc}. Fix that, then continue with `cortexloop session run --resume`"
@@ -537,13 +541,25 @@ class Controller:
         result = _RunResult(
             number, stimuli, responses[:, :n_rois], responses[:, n_rois:], self._truth(number, plan)
         )
-        self._save_run(plan, result)
+        self._save_run(result)
         self._rec.end_run(
             run_id,
             responses={k: dict(zip(self.roi_names, row, strict=True)) for k, row in enumerate(result.roi)},
         )
         self.state.runs[number] = result
         self.observer.run_ended(label, sink.summary())
+
+    def _earlier_series(self, run_id: int) -> set[str]:
+        """The scanner series of the session's other runs, as recorded when each run's first volume came."""
+        with self.database.reader() as s:
+            details = s.scalars(
+                select(Event.details).where(
+                    Event.session_id == self._rec.session_id,
+                    Event.code == "run.series",
+                    Event.run_id != run_id,
+                )
+            )
+            return {str(d["series"]) for d in details if d and "series" in d}
 
     def _check_timing(self, plan: RunPlan, trials: list[dict[str, Any]], run_id: int) -> None:
         """Warn when images were shown far from their plan: their responses are less certain."""
@@ -595,11 +611,16 @@ class Controller:
         self._record_plan(run_id, plan)
         return run_id, False
 
+    def _stimulus_ids(self, sha256s: Iterable[str]) -> dict[str, int]:
+        with self.database.reader() as s:
+            rows = s.execute(select(Stimulus.sha256, Stimulus.id).where(Stimulus.sha256.in_(set(sha256s))))
+            return dict(rows.all())
+
     def _record_plan(self, run_id: int, plan: RunPlan) -> None:
         with self.database.reader() as s:
-            ids = dict(s.execute(select(Stimulus.sha256, Stimulus.id)).all())
             if s.scalar(select(func.count(Presentation.id)).where(Presentation.run_id == run_id)):
                 return  # recorded before a restart
+        ids = self._stimulus_ids(t.sha256 for t in plan.trials)
         self._rec.record_presentations(
             run_id,
             [
@@ -634,7 +655,7 @@ class Controller:
     def _run_file(self, number: int) -> Path:
         return self.out / "runs" / f"{self._run_id(number)}_responses.npz"
 
-    def _save_run(self, plan: RunPlan, result: _RunResult) -> None:
+    def _save_run(self, result: _RunResult) -> None:
         import io
 
         buffer = io.BytesIO()
@@ -703,6 +724,7 @@ class Controller:
         path = self.out / "models" / f"model-{version:02d}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = model.save(path)
+        medians = _roi_medians(model)
         model_id = self._rec.record_model_version(
             backbone=m.backbone,
             artifact_path=str(path),
@@ -710,11 +732,10 @@ class Controller:
             parent_id=self.state.model_id,
             n_training_stimuli=len(names),
             description=description,
-            layers={"layers": list(model.layers), "cv_median_r": _roi_medians(model)},
+            layers={"layers": list(model.layers), "cv_median_r": medians},
         )
         self.state.model_id, self.state.model_n = model_id, len(names)
         self._loaded = (model_id, model)
-        medians = _roi_medians(model)
         self._event(
             "info",
             "model.fitted",
@@ -749,8 +770,7 @@ class Controller:
         predicted_voxels = model.predict([self.stimulus_dir / s.path for s in stimuli])
         labels = np.asarray(model.roi_labels_)
         predicted = {roi: predicted_voxels[:, labels == roi].mean(1) for roi in self.roi_names}
-        with self.database.reader() as s:
-            ids = dict(s.execute(select(Stimulus.sha256, Stimulus.id)).all())
+        ids = self._stimulus_ids(s.sha256 for s in stimuli)
         by_stimulus = {
             ids[stimulus.sha256]: {roi: float(predicted[roi][k]) for roi in self.roi_names}
             for k, stimulus in enumerate(stimuli)
@@ -864,17 +884,18 @@ class _RunSink:
         controller: Controller,
         run_id: int,
         plan: RunPlan,
+        label: str,
         recorded: set[int],
         recorded_missing: set[int],
     ) -> None:
-        self.c, self.run_id, self.plan, self.recorded = controller, run_id, plan, recorded
+        self.c, self.run_id, self.plan, self.label, self.recorded = controller, run_id, plan, label, recorded
         self.recorded_missing = recorded_missing  # recorded as missing: completed if the volume comes
         self.analyzer = RunAnalyzer(
             controller.signals,
             plan.tr_s,
             plan.n_volumes,
             max_trials=len(plan.trials),
-            voxel_mm=controller.voxel_mm,
+            voxel_mm=controller.atlas.voxel_mm,
         )
         self.indices: list[int] = []
         self.values: list[Array] = []
@@ -882,7 +903,6 @@ class _RunSink:
         self.missing: list[int] = []
         self.late: list[int] = []
         self.onsets: dict[int, float] = {}
-        self.label = ""
         self._checked = False
 
     def volume(self, index: int, status: VolumeStatus, volume: ScannerVolume | None) -> None:
@@ -966,7 +986,7 @@ class _RunSink:
             "missing": len(self.missing),
             "late": len(self.late),
             "median_ms": 1e3 * float(np.median(seconds)) if seconds else float("nan"),
-            "max_fd_mm": float(max(fd)) if fd else float("nan"),
+            "max_fd_mm": float(np.nanmax(fd)) if fd else float("nan"),  # a late volume has no FD
         }
 
 
@@ -975,13 +995,3 @@ def _roi_medians(model: Any) -> dict[str, float]:
     return {
         str(roi): float(np.nanmedian(model.cv_r_[labels == roi])) for roi in dict.fromkeys(labels.tolist())
     }
-
-
-def _resize(pixels: npt.NDArray[np.floating[Any]], size: int) -> npt.NDArray[np.float32]:
-    from PIL import Image
-
-    if pixels.shape[1:] == (size, size):
-        return pixels.astype(np.float32)
-    image = Image.fromarray((np.clip(pixels, 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8))
-    resized = image.resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0

@@ -40,8 +40,9 @@ from db.errors import CortexloopError
 from db.files import write_atomic
 from loop.config import SessionConfig, to_toml
 from scanner_bridge import generate_key_file
+from scanner_bridge.simulate.scanner import first_file_name, series_of
 
-__all__ = ["MAX_RESTARTS", "SimulatedSession", "SimulationError"]
+__all__ = ["MAX_RESTARTS", "SimulatedSession", "SimulationError", "frame_rate", "simulation_config"]
 
 MAX_RESTARTS = 3
 MIN_FRAME_S = 0.01  # of real time: a presenter asked for shorter frames drops them under load
@@ -74,6 +75,34 @@ def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "loop.cli", *args]
 
 
+def simulation_config(config: SessionConfig, out: Path) -> SessionConfig:
+    """A simulation's session file: everything in ``out``, the virtual subject's atlas, fresh endpoints."""
+    out = out.resolve()
+    truth = out / "export-truth"
+    database = config.database_target
+    return dataclasses.replace(
+        config,
+        session=dataclasses.replace(
+            config.session,
+            kind="simulation",
+            output=str(out),
+            database=database if isinstance(database, str) else str(database.resolve()),
+        ),
+        scanner=dataclasses.replace(
+            config.scanner,
+            bridge=f"tcp://127.0.0.1:{_free_port()}",
+            presenter=f"tcp://127.0.0.1:{_free_port()}",
+            key_file=str(out / "cortexloop.key"),
+            stimulus_dir=str(out / "stimuli"),
+        ),
+        atlas=dataclasses.replace(
+            config.atlas, labels=str(truth / "rois.nii.gz"), names=str(truth / "rois.tsv")
+        ),
+        simulation=dataclasses.replace(config.simulation, truth=str(truth)),
+        source=str(out / "session.toml"),
+    )
+
+
 class SimulatedSession:
     """One simulated session in ``out``: write its files, start its processes, supervise them."""
 
@@ -83,42 +112,10 @@ class SimulatedSession:
         self.logs = self.out / "logs"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._log_files: dict[str, IO[bytes]] = {}
-        self.config = self._session_config(config)
+        self.config = simulation_config(config, self.out)
         self.config_path = self.out / "session.toml"
         self.n_runs = 1 + self.config.rounds.count
         self.bridge_run = 0
-
-    def _session_config(self, config: SessionConfig) -> SessionConfig:
-        """The session file of this simulation: everything in ``out``, fresh endpoints."""
-        out = self.out
-        truth = out / "export-truth"
-        section = dataclasses.replace(
-            config.session,
-            kind="simulation",
-            output=str(out),
-            database=config.session.database
-            if "://" in config.session.database
-            else str(config.resolve(config.session.database).resolve()),
-        )
-        scanner = dataclasses.replace(
-            config.scanner,
-            bridge=f"tcp://127.0.0.1:{_free_port()}",
-            presenter=f"tcp://127.0.0.1:{_free_port()}",
-            key_file=str(out / "cortexloop.key"),
-            stimulus_dir=str(out / "stimuli"),
-        )
-        atlas = dataclasses.replace(
-            config.atlas, labels=str(truth / "rois.nii.gz"), names=str(truth / "rois.tsv")
-        )
-        simulation = dataclasses.replace(config.simulation, truth=str(truth))
-        return dataclasses.replace(
-            config,
-            session=section,
-            scanner=scanner,
-            atlas=atlas,
-            simulation=simulation,
-            source=str(out / "session.toml"),
-        )
 
     # -- running --------------------------------------------------------------------------------
 
@@ -212,13 +209,7 @@ class SimulatedSession:
             time.sleep(POLL_S)
 
     def _run_started(self, run: int) -> bool:
-        export = self.out / "export"
-        first = (
-            f"run{run:02d}_vol_00000.nii"
-            if self.config.simulation.format == "nifti"
-            else f"{run:03d}_000001_001.dcm"
-        )
-        return (export / first).exists()
+        return (self.out / "export" / first_file_name(run, self.config.simulation.format)).exists()
 
     def _wait_for_atlas(self) -> None:
         deadline = time.monotonic() + ATLAS_TIMEOUT_S
@@ -234,7 +225,7 @@ class SimulatedSession:
         if old is not None:
             old.send_signal(signal.SIGTERM)
             old.wait(30)
-        series = f"run{run:02d}_vol_#####.nii" if self.config.simulation.format == "nifti" else str(run)
+        series = series_of(run, self.config.simulation.format)
         self._start(
             "bridge",
             "bridge",

@@ -69,8 +69,6 @@ def run(
 
     reuse_freed_memory()
     config = load_config(config_path)
-    if not (config.atlas.labels and config.atlas.names):
-        raise ConfigError(f"{config_path}: [atlas] labels and names are needed to run a session")
     simulated = config.session.kind == "simulation"
     settings = NetworkSettings(
         presenter=config.scanner.presenter,
@@ -85,15 +83,6 @@ def run(
         if simulated:  # the simulated scanner must be listening before the first plan is armed
             acquisition.wait_for_peers(2, timeout_s=config.scanner.trigger_timeout_s)
         with open_database(config.database_target, create=True) as database:
-            controller = Controller(
-                config,
-                database,
-                acquisition,
-                atlas=(config.resolve(config.atlas.labels), config.resolve(config.atlas.names)),
-                truth_dir=config.resolve(config.simulation.truth) if config.simulation.truth else None,
-                observer=observer,
-                device=device,
-            )
-            controller.run(resume=resume)
+            Controller(config, database, acquisition, observer=observer, device=device).run(resume=resume)
     finally:
         acquisition.close()

@@ -100,6 +100,7 @@ def _run_in_process(config: SessionConfig, out: Path, device: str | None) -> Non
     from loop.acquisition import InProcessAcquisition
     from loop.console import ConsoleObserver
     from loop.session import Controller
+    from loop.simulation import simulation_config
     from scanner_bridge.simulate.scanner import SimulatedScanner
     from scanner_bridge.simulate.subject import SubjectConfig, VirtualSubject
     from stimulus._torch import reuse_freed_memory
@@ -107,17 +108,7 @@ def _run_in_process(config: SessionConfig, out: Path, device: str | None) -> Non
 
     reuse_freed_memory()
     out.mkdir(parents=True, exist_ok=True)
-    stimuli = Path(config.session.output) / "stimuli"
-    truth = out / "export-truth"
-    config = dataclasses.replace(
-        config,
-        scanner=dataclasses.replace(config.scanner, stimulus_dir=str(stimuli)),
-        atlas=dataclasses.replace(
-            config.atlas, labels=str(truth / "rois.nii.gz"), names=str(truth / "rois.tsv")
-        ),
-        simulation=dataclasses.replace(config.simulation, truth=str(truth)),
-        source=str((out / "session.toml").resolve()),
-    )
+    config = simulation_config(config, out)  # no network here: its endpoints go unused
     write_atomic(out / "session.toml", to_toml(config).encode())  # recorded with the session
     subject = VirtualSubject(SubjectConfig.from_spec(config.simulation.subject, seed=config.session.seed))
     scanner = SimulatedScanner(
@@ -126,16 +117,14 @@ def _run_in_process(config: SessionConfig, out: Path, device: str | None) -> Non
         tr_s=config.scanner.tr_s,
         clock=VirtualClock(),
         fmt=config.simulation.format,
-        stimulus_dir=stimuli,
-        truth_dir=truth,
+        stimulus_dir=Path(config.scanner.stimulus_dir),
+        truth_dir=Path(config.simulation.truth),
     )
     with open_database(config.database_target, create=True) as database:
         Controller(
             config,
             database,
             InProcessAcquisition(scanner, export_dir=out / "export"),
-            atlas=(truth / "rois.nii.gz", truth / "rois.tsv"),
-            truth_dir=truth,
             observer=ConsoleObserver(console),
             device=device,
         ).run()

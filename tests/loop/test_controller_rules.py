@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from db import open_database
@@ -19,6 +21,7 @@ from db.models import VolumeStatus
 from loop.acquisition import AcquisitionError, InProcessAcquisition, RunSink
 from loop.config import SessionConfig
 from loop.session import Controller
+from scanner_bridge.readers import read_volume
 from scanner_bridge.simulate.scanner import SimulatedScanner
 from scanner_bridge.simulate.subject import SubjectConfig, VirtualSubject
 from scanner_bridge.volume import Volume
@@ -29,9 +32,12 @@ pytestmark = pytest.mark.timeout(300)
 
 def small_config(out: Path) -> SessionConfig:
     c = SessionConfig()
+    truth = out / "export-truth"  # where the simulated scanner writes the atlas and the ground truth
     return dataclasses.replace(
         c,
         session=dataclasses.replace(c.session, output=str(out), database=str(out / "db.sqlite")),
+        atlas=dataclasses.replace(c.atlas, labels=str(truth / "rois.nii.gz"), names=str(truth / "rois.tsv")),
+        simulation=dataclasses.replace(c.simulation, truth=str(truth)),
         training=dataclasses.replace(c.training, images=12, repeated=4, repeats=2, lead_out_s=12.0),
         rounds=dataclasses.replace(c.rounds, count=0),
         model=dataclasses.replace(c.model, budget=100),
@@ -45,7 +51,7 @@ class Dropping(InProcessAcquisition):
         super().__init__(*args, **kwargs)
         self.drop, self.late_after = drop, late_after
 
-    def acquire(self, plan: RunPlan, number: int, sink: RunSink, *, resume: bool = False) -> dict[str, Any]:
+    def acquire(self, plan: RunPlan, number: int, sink: RunSink, **options: Any) -> dict[str, Any]:
         drop, late_after = self.drop, self.late_after
         held: list[Volume | None] = []
 
@@ -67,36 +73,43 @@ class Dropping(InProcessAcquisition):
             ) -> None:
                 sink.event(level, code, message, details)
 
-        return super().acquire(plan, number, Lossy(), resume=resume)
+        return super().acquire(plan, number, Lossy(), **options)
 
 
 class GivingUp(InProcessAcquisition):
     """A presenter that reports its first trigger never came, after some volumes were taken."""
 
-    def acquire(self, plan: RunPlan, number: int, sink: RunSink, *, resume: bool = False) -> dict[str, Any]:
+    def acquire(self, plan: RunPlan, number: int, sink: RunSink, **options: Any) -> dict[str, Any]:
         record = self.scanner.run(run=number, plan=plan)
-        from scanner_bridge.readers import read_part
-
         for index in range(5):
-            part = read_part(self.export_dir / record.files[index][0])
-            sink.volume(
-                index, VolumeStatus.OK, Volume(index=index, data=part.data, affine=part.affine, series="x")
-            )
+            part = read_volume([self.export_dir / name for name in record.files[index]])
+            sink.volume(index, VolumeStatus.OK, part.as_volume(index, {}))
         raise AcquisitionError(f"the presenter could not run {plan.run_id}: no trigger within 60 s")
 
 
-def controller(tmp_path: Path, kind: type[InProcessAcquisition], **kwargs: Any) -> tuple[Controller, Path]:
+def controller(
+    tmp_path: Path,
+    kind: type[InProcessAcquisition],
+    adjust: Callable[[SessionConfig], SessionConfig] = lambda c: c,
+    fmt: str = "nifti",
+    **kwargs: Any,
+) -> tuple[Controller, Path]:
     out = tmp_path / "session"
-    config = small_config(out)
+    config = adjust(small_config(out))
     subject = VirtualSubject(SubjectConfig.from_spec("default", seed=4))
     truth = out / "export-truth"
     scanner = SimulatedScanner(
-        subject, out / "export", tr_s=2.0, clock=VirtualClock(), stimulus_dir=out / "stimuli", truth_dir=truth
+        subject,
+        out / "export",
+        tr_s=2.0,
+        clock=VirtualClock(),
+        fmt=fmt,
+        stimulus_dir=out / "stimuli",
+        truth_dir=truth,
     )
     acquisition = kind(scanner, export_dir=out / "export", **kwargs)
     database = open_database(out / "db.sqlite", create=True)
-    atlas = (truth / "rois.nii.gz", truth / "rois.tsv")
-    return Controller(config, database, acquisition, atlas=atlas, truth_dir=truth), out
+    return Controller(config, database, acquisition), out
 
 
 def test_a_missing_volume_is_recorded_as_missing_logged_and_left_out_of_the_fit(tmp_path: Path) -> None:
@@ -159,3 +172,46 @@ def test_a_volume_declared_missing_that_comes_late_completes_its_record(tmp_path
     assert signals == 6
     assert codes.index("volume.missing") < codes.index("volume.late")
     assert codes[-1] == "session.completed"
+
+
+class Watching(InProcessAcquisition):
+    """Notes which series the controller tells it to refuse for each run."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refused: dict[int, set[str]] = {}
+
+    def acquire(self, plan: RunPlan, number: int, sink: RunSink, **options: Any) -> dict[str, Any]:
+        self.refused[number] = set(options["refuse_series"])
+        return super().acquire(plan, number, sink, **options)
+
+
+def test_each_run_refuses_the_series_of_the_runs_recorded_before_it(tmp_path: Path) -> None:
+    # What a resumed controller relies on: the series come from the database, not from memory.
+    def one_quick_round(c: SessionConfig) -> SessionConfig:
+        rounds = dataclasses.replace(c.rounds, count=1, targets=("FFA", "PPA"), targets_per_round=2)
+        return dataclasses.replace(
+            c,
+            rounds=dataclasses.replace(rounds, images_per_target=1),
+            synthesis=dataclasses.replace(c.synthesis, steps=2),
+        )
+
+    session, _ = controller(tmp_path, Watching, adjust=one_quick_round)
+    session.run()
+    assert isinstance(session.acquisition, Watching)
+    assert session.acquisition.refused == {1: set(), 2: {"run01_vol_#####.nii"}}
+
+
+def test_a_session_scanned_as_single_slice_dicom_records_what_nifti_does(tmp_path: Path) -> None:
+    signals, planned = {}, {}
+    for fmt in ("nifti", "dicom"):
+        session, out = controller(tmp_path / fmt, InProcessAcquisition, fmt=fmt)
+        session.run()
+        with sqlite3.connect(out / "db.sqlite") as db:
+            signals[fmt] = db.execute(
+                'SELECT v."index", s.roi_id, s.value FROM roi_signals s JOIN volumes v ON v.id = s.volume_id '
+                'ORDER BY v."index", s.roi_id'
+            ).fetchall()
+            planned[fmt] = db.execute("SELECT n_volumes_planned FROM runs").fetchone()[0]
+    assert len(signals["dicom"]) == 6 * planned["dicom"]  # every volume (all its slices), every ROI
+    assert np.allclose(np.array(signals["dicom"]), np.array(signals["nifti"]))
