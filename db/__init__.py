@@ -3,35 +3,61 @@
 Everything a session does is recorded here so that it can be resumed,
 replayed and queried. SQLite (WAL) by default; any SQLAlchemy URL works.
 This package imports no other cortexloop package.
+
+:mod:`db.base` is the part every process shares (errors, enums, durable
+writes, the wire, clocks): it loads no ORM. So that importing it stays
+cheap, the names below are imported when first used.
 """
 
 from __future__ import annotations
 
-from db.database import Database, open_database
-from db.engine import make_engine, resolve_url
-from db.errors import (
-    ConfigError,
-    CortexloopError,
-    DatabaseError,
-    DatabaseNotFoundError,
-    NotADatabaseError,
-    RecordNotFoundError,
-    SchemaMismatchError,
-    SchemaTooNewError,
-    SchemaTooOldError,
-)
-from db.export import export_session
-from db.models import (
-    EventLevel,
-    ResponseMethod,
-    RunKind,
-    SessionKind,
-    Status,
-    StimulusKind,
-    VolumeStatus,
-)
-from db.recorder import RoiSpec, SessionRecorder
-from db.schema import check_schema, head_revision, upgrade
+from typing import TYPE_CHECKING
+
+from db.base.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from db.base import (
+        ConfigError,
+        CortexloopError,
+        DatabaseError,
+        DatabaseNotFoundError,
+        EventLevel,
+        NotADatabaseError,
+        RecordNotFoundError,
+        ResponseMethod,
+        RunKind,
+        SchemaMismatchError,
+        SchemaTooNewError,
+        SchemaTooOldError,
+        SessionKind,
+        Status,
+        StimulusKind,
+        VolumeStatus,
+    )
+    from db.database import Database, open_database
+    from db.engine import make_engine, resolve_url
+    from db.export import export_session
+    from db.recorder import RoiSpec, SessionRecorder
+    from db.schema import check_schema, head_revision, upgrade
+
+_FROM_BASE = (
+    "ConfigError", "CortexloopError", "DatabaseError", "DatabaseNotFoundError", "EventLevel",
+    "NotADatabaseError", "RecordNotFoundError", "ResponseMethod", "RunKind", "SchemaMismatchError",
+    "SchemaTooNewError", "SchemaTooOldError", "SessionKind", "Status", "StimulusKind", "VolumeStatus",
+)  # fmt: skip
+_EXPORTS = {
+    **dict.fromkeys(_FROM_BASE, "db.base"),
+    "Database": "db.database",
+    "open_database": "db.database",
+    "make_engine": "db.engine",
+    "resolve_url": "db.engine",
+    "export_session": "db.export",
+    "RoiSpec": "db.recorder",
+    "SessionRecorder": "db.recorder",
+    "check_schema": "db.schema",
+    "head_revision": "db.schema",
+    "upgrade": "db.schema",
+}
 
 __all__ = [
     "ConfigError",
@@ -61,3 +87,4 @@ __all__ = [
     "resolve_url",
     "upgrade",
 ]
+__getattr__ = lazy_exports(__name__, _EXPORTS)

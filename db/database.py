@@ -15,8 +15,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
+from db.base import DatabaseError, DatabaseNotFoundError, NotADatabaseError
 from db.engine import make_engine, resolve_url, sqlite_path
-from db.errors import DatabaseError, DatabaseNotFoundError, NotADatabaseError
 from db.schema import check_schema, schema_state, upgrade
 
 __all__ = ["Database", "open_database", "upgrade_database"]

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from db.errors import DatabaseError
+from db.base import DatabaseError
 
 __all__ = [
     "DEFAULT_DB_ENV",

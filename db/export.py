@@ -8,17 +8,11 @@ table and the event log.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
-from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
+from db.base import EVENTS_SIDECAR, RunKind, write_json, write_tsv
 from db.database import Database
-from db.files import write_atomic
-from db.models import RunKind
 from db.queries import (
     find_session,
     roi_timeseries,
@@ -27,52 +21,11 @@ from db.queries import (
     session_stimuli,
 )
 
-__all__ = ["EVENTS_SIDECAR", "export_session", "write_json", "write_tsv"]
+__all__ = ["export_session"]
 
 logger = logging.getLogger(__name__)
 
 _TASK = {RunKind.TRAINING: "training", RunKind.CLOSED_LOOP: "closedloop", RunKind.LOCALIZER: "localizer"}
-
-EVENTS_SIDECAR: dict[str, Any] = {
-    "onset": {
-        "Description": "Stimulus onset from the run's first trigger: the flip time the presenter "
-        "recorded when it is known (onset_measured = true), else the planned onset",
-        "Units": "s",
-    },
-    "duration": {"Description": "Time the stimulus was on screen (planned when not measured)", "Units": "s"},
-    "trial_type": {"Description": "Trial condition (e.g. target, nontarget, best-natural)"},
-    "planned_onset": {"Description": "Onset in the run plan", "Units": "s"},
-    "onset_measured": {"Description": "Whether onset is a measured flip time"},
-    "stim_file": {"Description": "Stimulus image file"},
-    "stim_sha256": {"Description": "SHA-256 of the stimulus file's content"},
-    "stim_kind": {"Description": "natural, synthesized or control"},
-    "target_roi": {"Description": "ROI the stimulus was made or chosen to drive"},
-    "dropped_frames": {"Description": "Frames dropped while the stimulus was shown"},
-}
-
-
-def _na(value: object) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def write_tsv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    """A table with ``n/a`` for missing values, written atomically."""
-    text = io.StringIO()
-    writer = csv.writer(text, delimiter="\t", lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([_na(v) for v in row] for row in rows)
-    write_atomic(path, text.getvalue().encode("utf-8"))
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Indented JSON, written atomically."""
-    write_atomic(path, (json.dumps(data, indent=2, default=str) + "\n").encode("utf-8"))
 
 
 def export_session(database: Database, ref: str, out_dir: Path) -> list[Path]:

@@ -38,31 +38,33 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from db._types import UTCDateTime, utcnow
+from db.base.enums import (
+    EventLevel,
+    ResponseMethod,
+    RunKind,
+    SessionKind,
+    Status,
+    StimulusKind,
+    VolumeStatus,
+)
 
 __all__ = [
     "Base",
     "EncodingModelVersion",
     "Event",
-    "EventLevel",
     "MeasuredResponse",
     "Prediction",
     "Presentation",
-    "ResponseMethod",
     "Roi",
     "RoiSignal",
     "Round",
     "Run",
-    "RunKind",
     "SchemaHistory",
     "Score",
     "Session",
-    "SessionKind",
-    "Status",
     "Stimulus",
-    "StimulusKind",
     "Subject",
     "Volume",
-    "VolumeStatus",
 ]
 
 # Stable constraint names, so later migrations can alter them on any backend.
@@ -75,50 +77,6 @@ NAMING_CONVENTION = {
 }
 
 SHA256_LENGTH = 64
-
-
-class SessionKind(enum.StrEnum):
-    SCANNER = "scanner"
-    SIMULATION = "simulation"
-    REPLAY = "replay"
-
-
-class Status(enum.StrEnum):
-    RUNNING = "running"
-    COMPLETED = "completed"
-    ABORTED = "aborted"
-
-
-class RunKind(enum.StrEnum):
-    TRAINING = "training"
-    CLOSED_LOOP = "closed_loop"
-    LOCALIZER = "localizer"
-
-
-class StimulusKind(enum.StrEnum):
-    NATURAL = "natural"
-    SYNTHESIZED = "synthesized"
-    CONTROL = "control"
-
-
-class VolumeStatus(enum.StrEnum):
-    OK = "ok"
-    LATE = "late"  # arrived after it had been declared missing
-    MISSING = "missing"  # never arrived; the row records the gap
-
-
-class ResponseMethod(enum.StrEnum):
-    PROVISIONAL = "provisional"  # incremental GLM during the run
-    LSA = "lsa"  # least-squares-all after the run
-    LSS = "lss"  # least-squares-separate after the run
-
-
-class EventLevel(enum.StrEnum):
-    DEBUG = "debug"
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-    CRITICAL = "critical"
 
 
 def _enum(cls: type[enum.StrEnum]) -> Enum:

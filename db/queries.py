@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session as OrmSession
 
-from db.errors import RecordNotFoundError
+from db.base import RecordNotFoundError, VolumeStatus
 from db.models import (
     Event,
     Presentation,
@@ -26,7 +26,6 @@ from db.models import (
     Stimulus,
     Subject,
     Volume,
-    VolumeStatus,
 )
 
 __all__ = [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,54 +17,40 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from db._types import utcnow
+from db.base import (
+    EventLevel,
+    RecordNotFoundError,
+    ResponseMethod,
+    RunKind,
+    SessionKind,
+    Status,
+    StimulusKind,
+    VolumeStatus,
+    bids_label,
+)
 from db.database import Database
-from db.errors import RecordNotFoundError
 from db.models import (
     EncodingModelVersion,
     Event,
-    EventLevel,
     MeasuredResponse,
     Prediction,
     Presentation,
-    ResponseMethod,
     Roi,
     RoiSignal,
     Round,
     Run,
-    RunKind,
     Score,
     Session,
-    SessionKind,
-    Status,
     Stimulus,
-    StimulusKind,
     Subject,
     Volume,
-    VolumeStatus,
 )
 from db.queries import find_session
 from db.schema import cortexloop_version
 
-__all__ = ["RoiSpec", "SessionRecorder", "bids_label"]
+__all__ = ["RoiSpec", "SessionRecorder"]
 
 logger = logging.getLogger(__name__)
-
-_BIDS_LABEL = re.compile(r"^[A-Za-z0-9]+$")
-
-
-def bids_label(value: str, prefix: str) -> str:
-    """Normalise a BIDS label: strip ``prefix-`` if given, require alphanumerics.
-
-    >>> bids_label("sub-01", "sub")
-    '01'
-    """
-    label = value.removeprefix(f"{prefix}-")
-    if not _BIDS_LABEL.match(label):
-        raise ValueError(
-            f"{prefix} label {value!r} is not a BIDS label: use letters and digits only, "
-            f"for example {prefix}-01"
-        )
-    return label
 
 
 @dataclass(frozen=True, kw_only=True)

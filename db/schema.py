@@ -20,7 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, insert, inspect, select
 
-from db.errors import NotADatabaseError, SchemaTooNewError, SchemaTooOldError
+from db.base import NotADatabaseError, SchemaTooNewError, SchemaTooOldError
 from db.models import SchemaHistory
 
 __all__ = [

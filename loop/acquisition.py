@@ -38,10 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from db.errors import CortexloopError
-from db.models import VolumeStatus
+from db.base import Clock, CortexloopError, VolumeStatus
 from scanner_bridge import ReceiverConfig, ScaledClock, VolumeReceiver
-from scanner_bridge.clock import Clock
 from scanner_bridge.errors import ReceiveTimeoutError
 from scanner_bridge.readers import read_volume
 from scanner_bridge.source import BridgeEvent

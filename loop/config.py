@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from db.errors import ConfigError
+from db.base import ConfigError
 
 __all__ = [
     "EXAMPLE",

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from db.files import write_atomic
+from db.base import write_atomic
 from stimulus.present import PlannedTrial, RunPlan
 
 __all__ = ["BLOCK_REST_S", "BLOCK_TRIALS", "PlannedStimulus", "plan_run", "save_png", "training_order"]

@@ -29,8 +29,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
 from db import Database
-from db.errors import ConfigError
-from db.models import MeasuredResponse, Presentation, ResponseMethod, Roi, Run, Status, Volume, VolumeStatus
+from db.base import ConfigError, ResponseMethod, Status, VolumeStatus
+from db.models import MeasuredResponse, Presentation, Roi, Run, Volume
 from db.queries import find_session, roi_timeseries
 from loop.analysis.design import Trial
 from loop.analysis.realtime import RunAnalyzer

@@ -22,20 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
 from db import Database
-from db.files import write_atomic
-from db.models import (
-    EventLevel,
-    MeasuredResponse,
-    Prediction,
-    Presentation,
-    ResponseMethod,
-    Roi,
-    Round,
-    Run,
-    Score,
-    Stimulus,
-    Volume,
-)
+from db.base import EventLevel, ResponseMethod, write_atomic
+from db.models import MeasuredResponse, Prediction, Presentation, Roi, Round, Run, Score, Stimulus, Volume
 from db.queries import find_session, roi_timeseries, run_trials, session_events
 from loop.config import SessionConfig, parse_config
 from loop.summary import session_outcome

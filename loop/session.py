@@ -47,19 +47,8 @@ import numpy.typing as npt
 from sqlalchemy import func, select
 
 from db import Database, EventLevel, RoiSpec, RunKind, SessionKind, SessionRecorder, StimulusKind
-from db.errors import ConfigError, CortexloopError
-from db.files import write_atomic
-from db.models import (
-    EncodingModelVersion,
-    Event,
-    Presentation,
-    Round,
-    Run,
-    Status,
-    Stimulus,
-    Volume,
-    VolumeStatus,
-)
+from db.base import ConfigError, CortexloopError, Status, VolumeStatus, write_atomic
+from db.models import EncodingModelVersion, Event, Presentation, Round, Run, Stimulus, Volume
 from loop.acquisition import Acquisition, AcquisitionError, utc
 from loop.analysis.design import Trial
 from loop.analysis.realtime import RunAnalyzer, VolumeResult

@@ -36,8 +36,7 @@ from typing import IO, Any
 
 from rich.console import Console
 
-from db.errors import CortexloopError
-from db.files import write_atomic
+from db.base import CortexloopError, write_atomic
 from loop.config import SessionConfig, to_toml
 from scanner_bridge import generate_key_file
 from scanner_bridge.simulate.scanner import first_file_name, series_of

@@ -18,7 +18,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
-from db.models import MeasuredResponse, Presentation, ResponseMethod, Roi, Round, Run, RunKind, Score
+from db.base import ResponseMethod, RunKind
+from db.models import MeasuredResponse, Presentation, Roi, Round, Run, Score
 from db.queries import find_session
 from loop.scoring import TargetContrast, target_vs_nontarget
 

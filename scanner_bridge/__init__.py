@@ -13,7 +13,7 @@ not imported here.
 
 from __future__ import annotations
 
-from scanner_bridge.clock import Clock, ScaledClock, WallClock
+from db.base import Clock, ScaledClock, WallClock
 from scanner_bridge.config import PublisherConfig, ReceiverConfig, WatchConfig
 from scanner_bridge.errors import (
     BridgeError,

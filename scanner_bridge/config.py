@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from db.errors import ConfigError
+from db.base import ConfigError
 
 __all__ = ["PublisherConfig", "ReceiverConfig", "WatchConfig"]
 

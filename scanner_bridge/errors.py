@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 
-from db.errors import CortexloopError
+from db.base import CortexloopError
 
 __all__ = [
     "BridgeError",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.uid import generate_uid
 
-from scanner_bridge.clock import Clock, WallClock
+from db.base import Clock, WallClock, write_atomic
 from scanner_bridge.errors import BridgeError, VolumeReadError
 from scanner_bridge.readers import (
     NIFTI_SUFFIXES,
@@ -228,9 +227,7 @@ def _volume_files(
 
 def _write(path: Path, data: bytes, *, chunks: int, chunk_delay_s: float, atomic: bool, clock: Clock) -> None:
     if atomic:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data, sync=False)  # as a scanner's exporter does: whole, not durable
         return
     step = -(-len(data) // chunks)
     for i in range(chunks):

@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import queue
 import secrets
 import tempfile
@@ -33,8 +32,7 @@ from typing import Any
 
 import zmq
 
-from db.models import VolumeStatus
-from scanner_bridge.clock import Clock, WallClock
+from db.base import Clock, VolumeStatus, WallClock, write_atomic
 from scanner_bridge.config import PublisherConfig, ReceiverConfig
 from scanner_bridge.errors import BridgeError, ProtocolError, ReceiveTimeoutError, RejectReason
 from scanner_bridge.protocol import (
@@ -67,9 +65,9 @@ class Spool:
 
     Each series gets a folder of its own under ``root`` (so a new run never
     serves an old run's volumes). Each file holds a 4-byte big-endian length,
-    the volume's wire content (JSON) and its raw voxels; files are written
-    under a temporary name and renamed into place, so a killed bridge leaves
-    no partial entry.
+    the volume's wire content (JSON) and its raw voxels; each is written
+    whole and synced (:func:`db.base.write_atomic`), so a killed bridge
+    leaves no partial entry, and readable only by its owner.
     """
 
     def __init__(self, root: Path | str) -> None:
@@ -92,13 +90,8 @@ class Spool:
     def put(self, volume: Volume) -> None:
         content, buffers = volume_to_wire(volume)
         content_b = json.dumps(content).encode()
-        path = self._path(volume.index)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            f.write(len(content_b).to_bytes(4, "big"))
-            f.write(content_b)
-            f.write(buffers[0])
-        os.replace(tmp, path)
+        header = len(content_b).to_bytes(4, "big")
+        write_atomic(self._path(volume.index), header, content_b, buffers[0], mode=0o600)
 
     def __contains__(self, index: object) -> bool:
         return isinstance(index, int) and self._path(index).exists()

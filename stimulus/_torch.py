@@ -10,7 +10,7 @@ from typing import Literal
 
 import torch
 
-from db.errors import ConfigError
+from db.base import ConfigError
 
 log = logging.getLogger(__name__)
 

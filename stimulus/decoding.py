@@ -21,7 +21,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own idiom)
 
-from db.errors import ConfigError
+from db.base import ConfigError
 from stimulus._filters import gaussian_kernel, separable_filter
 from stimulus.encoding import EncodingModel
 from stimulus.errors import EncodingInputError, SynthesisError

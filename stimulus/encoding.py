@@ -36,8 +36,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from db.errors import ConfigError
-from db.files import write_atomic
+from db.base import ConfigError, write_atomic
 from stimulus._torch import DtypeName, resolve_device
 from stimulus.backbones import BACKBONES, Backbone, BackboneSpec, backbone_from_factory, load_backbone
 from stimulus.errors import (

@@ -19,7 +19,7 @@ Messages name the thing, what was expected, what came, and what to do.
 
 from __future__ import annotations
 
-from db.errors import CortexloopError
+from db.base import CortexloopError
 
 __all__ = [
     "BackboneError",

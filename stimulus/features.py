@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own idiom)
 from torch import nn
 
-from db.errors import ConfigError
+from db.base import ConfigError
 from stimulus._filters import gaussian_kernel, separable_filter
 from stimulus.backbones import Backbone
 from stimulus.errors import BackboneError, EncodingInputError

@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 
-from db.errors import ConfigError
+from db.base import ConfigError
 
 __all__ = ["RoiAtlas", "RoiSignals"]
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from sqlalchemy.exc import DBAPIError
 
-from db.errors import CortexloopError
+from db.base import CortexloopError
 from loop.cli.analysis import replay, report
 from loop.cli.bridge import app as bridge_app
 from loop.cli.db import app as db_app

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import signal
 import threading
 import time
@@ -20,6 +19,7 @@ from typing import Annotated
 
 import typer
 
+from db.base import write_atomic
 from loop.cli._common import console
 from scanner_bridge import (
     BridgeError,
@@ -139,14 +139,10 @@ def watch(
 
 def _save(volume: Volume, out: Path) -> Path:
     path = out / f"vol_{volume.index:05d}.nii.gz"
-    tmp = out / f".{path.name}.tmp"
+    data = gzip.compress(nifti_bytes(volume.data, volume.affine, tr_s=volume.tr_s), compresslevel=1)
     try:
-        tmp.write_bytes(
-            gzip.compress(nifti_bytes(volume.data, volume.affine, tr_s=volume.tr_s), compresslevel=1)
-        )
-        os.replace(tmp, path)
+        write_atomic(path, data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise BridgeError(
             f"cannot write volume {volume.index} to {out}: {exc}. Volumes before it are saved; the bridge "
             f"keeps this one: free space, then run listen again with --start-index {volume.index}"

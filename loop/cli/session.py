@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from db.errors import ConfigError
+from db.base import ConfigError
 from loop.cli._common import console
 from loop.config import EXAMPLE, load_config
 

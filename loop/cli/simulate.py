@@ -10,8 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from db.errors import ConfigError
-from db.files import write_atomic
+from db.base import ConfigError, write_atomic
 from loop.cli._common import console
 from loop.config import SessionConfig, load_config, to_toml
 

@@ -156,8 +156,7 @@ def decode(
     json: JsonOption = False,
 ) -> None:
     """Decode images from voxel responses by inverting the encoding model."""
-    from db.export import write_json
-    from db.files import write_atomic
+    from db.base import write_atomic, write_json
     from loop.cli._inputs import read_responses, read_stimulus_table
     from stimulus import EncodingModel, load_images
     from stimulus._torch import reuse_freed_memory

@@ -32,8 +32,7 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 from pydicom.uid import generate_uid
 
-from db.files import write_atomic
-from scanner_bridge.clock import Clock
+from db.base import Clock, PendingFile, prepare_atomic, write_atomic
 from scanner_bridge.errors import BridgeError
 from scanner_bridge.simulate.bold import BoldRun
 from scanner_bridge.simulate.subject import ROI_NAMES, VirtualSubject
@@ -197,19 +196,17 @@ class SimulatedScanner:
         series_uid = generate_uid()
         start = self.clock.now()
         logger.info("simulated run %d (%s): %d volumes of %g s", run, record.run_id, n_volumes, self.tr_s)
-        ready: list[tuple[Path, Path]] = []  # the finished volume, under temporary names
+        ready: list[PendingFile] = []  # the finished volume, under temporary names
         try:
             for k in range(n_volumes + 1):
                 if stop is not None and stop.is_set():
                     break
                 self.clock.sleep_until(start + k * self.tr_s)
                 if ready:  # volume k - 1's TR has ended: put it in place, all at once
-                    for tmp, final in ready:
-                        os.utime(
-                            tmp
-                        )  # written now, as far as anyone can tell (it was prepared during the TR)
-                        os.replace(tmp, final)
-                    record.files[k - 1] = [final.name for _, final in ready]
+                    for pending in ready:
+                        os.utime(pending.temporary)  # written now, as far as a watcher can tell
+                        pending.commit()
+                    record.files[k - 1] = [pending.path.name for pending in ready]
                     record.written_at[k - 1] = time.monotonic()
                     ready = []
                 if k == n_volumes:
@@ -220,8 +217,8 @@ class SimulatedScanner:
                 # Volume k is the signal at k * TR: everything it needs has been shown by now.
                 ready = self._prepare(bold.volume(), k, run, series_uid)
         finally:
-            for tmp, _ in ready:  # a run stopped mid-TR leaves no half-made files behind
-                tmp.unlink(missing_ok=True)
+            for pending in ready:  # a run stopped mid-TR leaves no half-made files behind
+                pending.discard()
         record.presentations = len(bold.presentations)
         record.truth = self._write_truth(bold, record)
         return record
@@ -269,8 +266,8 @@ class SimulatedScanner:
 
     def _prepare(
         self, data: npt.NDArray[np.int16], index: int, run: int, series_uid: str
-    ) -> list[tuple[Path, Path]]:
-        """Write a volume's file(s) under hidden temporary names; return (temporary, final) paths."""
+    ) -> list[PendingFile]:
+        """Write a volume's file(s) under hidden temporary names (a watcher skips them), not in place yet."""
         affine = self.subject.affine
         if self.fmt == "nifti":
             files = [(nifti_file_name(run, index), nifti_bytes(data, affine, tr_s=self.tr_s))]
@@ -278,12 +275,7 @@ class SimulatedScanner:
             files = dicom_slice_files(
                 data, affine, acquisition=index + 1, tr_s=self.tr_s, series_uid=series_uid, series_number=run
             )
-        paths = []
-        for name, payload in files:
-            tmp = self.export_dir / f".{name}.tmp"  # a watcher ignores it: never half a volume
-            tmp.write_bytes(payload)
-            paths.append((tmp, self.export_dir / name))
-        return paths
+        return [prepare_atomic(self.export_dir / name, payload, sync=False) for name, payload in files]
 
     def _write_truth(self, bold: BoldRun, record: RunRecord) -> Path:
         voxels = {name: self.subject.roi_voxels(name) for name in ROI_NAMES}

@@ -274,7 +274,7 @@ class VirtualSubject:
         """The ROI atlas as sessions take it: a NIfTI label image and a TSV (index, name, description)."""
         import nibabel as nib
 
-        from db.files import write_atomic
+        from db.base import write_atomic
 
         folder.mkdir(parents=True, exist_ok=True)
         image = nib.Nifti1Image(self.labels.astype(np.int16), self.affine)

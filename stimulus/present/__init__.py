@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from db.base import VirtualClock
 from stimulus.present.events import write_bids_events
 from stimulus.present.plan import FixationSettings, PlannedTrial, RunPlan
 from stimulus.present.schedule import (
@@ -23,7 +24,6 @@ from stimulus.present.schedule import (
     RunLog,
     TrialRecord,
     TriggerSource,
-    VirtualClock,
     VirtualDisplay,
     VirtualTriggers,
     present_run,

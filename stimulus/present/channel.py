@@ -26,10 +26,11 @@ import queue
 import secrets
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any
 
 import zmq
 
+from db.base import Clock
 from scanner_bridge.errors import ProtocolError, RejectReason
 from scanner_bridge.protocol import Message, MessageType, Signer, decode, encode
 from stimulus.errors import PresenterError
@@ -42,12 +43,6 @@ logger = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 4 << 20  # a plan of a few thousand trials is well under this
 ROLES = ("controller", "scanner")
 COMMANDS = ("abort", "quit", "log", "status")
-
-
-class _Clock(Protocol):
-    def now(self) -> float: ...
-
-    def seconds_to_wall(self, seconds: float) -> float: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +75,7 @@ class PresenterChannel:
     """
 
     def __init__(
-        self, endpoint: str, key: bytes, clock: _Clock, *, context: zmq.Context[Any] | None = None
+        self, endpoint: str, key: bytes, clock: Clock, *, context: zmq.Context[Any] | None = None
     ) -> None:
         self.clock = clock
         self.nonce = secrets.token_hex(16)

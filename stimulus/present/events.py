@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from db.export import EVENTS_SIDECAR, write_json, write_tsv
+from db.base import EVENTS_SIDECAR, write_json, write_tsv
 from stimulus.present.plan import RunPlan
 from stimulus.present.schedule import RunLog
 

@@ -27,17 +27,16 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from db.base import Clock
 from stimulus.errors import TriggerTimeoutError
 from stimulus.present.plan import FixationSettings, RunPlan
 
 __all__ = [
     "AttentionScore",
-    "Clock",
     "Display",
     "RunLog",
     "TrialRecord",
     "TriggerSource",
-    "VirtualClock",
     "VirtualDisplay",
     "VirtualTriggers",
     "present_run",
@@ -47,14 +46,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
-
-
-class Clock(Protocol):
-    """Seconds on a monotonic scale and a way to wait for them (scanner_bridge's clocks fit)."""
-
-    def now(self) -> float: ...
-
-    def sleep_until(self, t: float) -> None: ...
 
 
 class Display(Protocol):
@@ -87,22 +78,6 @@ class TriggerSource(Protocol):
         Returns as soon as there is at least one; ``wait(clock.now())`` only looks.
         """
         ...
-
-
-class VirtualClock:
-    """Time that jumps instead of waiting: a run takes as long as its computation."""
-
-    def __init__(self, start: float = 0.0) -> None:
-        self._t = start
-
-    def now(self) -> float:
-        return self._t
-
-    def seconds_to_wall(self, seconds: float) -> float:
-        return 0.0
-
-    def sleep_until(self, t: float) -> None:
-        self._t = max(self._t, t)
 
 
 class VirtualDisplay:

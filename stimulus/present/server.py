@@ -28,12 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from db.base import Clock
 from scanner_bridge.protocol import MessageType
 from stimulus.errors import PlanError, TriggerTimeoutError
 from stimulus.present.channel import PresenterChannel, Request
 from stimulus.present.events import write_bids_events
 from stimulus.present.plan import RunPlan
-from stimulus.present.schedule import Clock, Display, RunLog, TriggerSource, present_run
+from stimulus.present.schedule import Display, RunLog, TriggerSource, present_run
 
 __all__ = ["Presenter"]
 

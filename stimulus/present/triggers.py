@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
+from db.base import Clock
 from stimulus.errors import PresenterError
 
 __all__ = ["EmulatedScanTriggers", "KeyboardTriggers"]
@@ -33,14 +34,10 @@ class _Keys(Protocol):
     def trigger_presses(self) -> list[float]: ...
 
 
-class _Clock(Protocol):
-    def now(self) -> float: ...
-
-
 class KeyboardTriggers:
     """Triggers typed by the scanner's interface (``key``) into the window."""
 
-    def __init__(self, display: _Keys, clock: _Clock, key: str = "5") -> None:
+    def __init__(self, display: _Keys, clock: Clock, key: str = "5") -> None:
         self.display, self.clock, self.key = display, clock, key
         self.description = f"key {key!r} on the stimulus computer's keyboard"
 
@@ -59,7 +56,7 @@ class EmulatedScanTriggers(KeyboardTriggers):
     is armed by then) and sends ``n_volumes`` triggers.
     """
 
-    def __init__(self, display: _Keys, clock: _Clock, tr_s: float, n_volumes: int, key: str = "5") -> None:
+    def __init__(self, display: _Keys, clock: Clock, tr_s: float, n_volumes: int, key: str = "5") -> None:
         super().__init__(display, clock, key)
         self.description = f"PsychoPy's launchScan emulator (key {key!r} every {tr_s:g} s)"
         self.tr_s, self.n_volumes = tr_s, n_volumes

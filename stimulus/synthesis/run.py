@@ -27,8 +27,7 @@ import numpy.typing as npt
 import torch
 from PIL import Image, PngImagePlugin
 
-from db.errors import ConfigError
-from db.files import write_atomic
+from db.base import ConfigError, write_atomic
 from stimulus.encoding import EncodingModel
 from stimulus.errors import SynthesisError
 from stimulus.synthesis.objectives import ObjectiveKind, Readout, Target, build_readout, objective_values

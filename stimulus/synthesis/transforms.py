@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own idiom)
 
-from db.errors import ConfigError
+from db.base import ConfigError
 
 __all__ = ["TransformConfig", "random_affine"]
 

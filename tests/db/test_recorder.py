@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from db import Database, RecordNotFoundError, RunKind, SessionRecorder
+from db.base import bids_label
 from db.models import RoiSignal, Run, Volume
-from db.recorder import bids_label
 
 
 def _count_volumes(database: Database) -> tuple[int, int]:

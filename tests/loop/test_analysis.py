@@ -9,7 +9,7 @@ import numpy.typing as npt
 import pandas as pd
 import pytest
 
-from db.errors import ConfigError
+from db.base import ConfigError
 from loop.analysis.design import Trial, cosine_drifts, frame_times, trial_regressors
 from loop.analysis.glm import IncrementalGLM, least_squares_all, least_squares_separate
 from loop.analysis.motion import RigidRegistration, framewise_displacement

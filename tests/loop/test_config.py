@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from db.errors import ConfigError
+from db.base import ConfigError
 from loop.config import EXAMPLE, SessionConfig, load_config
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]

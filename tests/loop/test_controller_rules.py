@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from db import open_database
-from db.models import VolumeStatus
+from db.base import VolumeStatus
 from loop.acquisition import AcquisitionError, InProcessAcquisition, RunSink
 from loop.config import SessionConfig
 from loop.session import Controller

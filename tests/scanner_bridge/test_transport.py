@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zmq
 
-from db.models import VolumeStatus
+from db.base import VolumeStatus
 from scanner_bridge import (
     ReceiverConfig,
     ReceiveTimeoutError,

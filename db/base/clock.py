@@ -1,8 +1,10 @@
-"""Clocks: real time for the scanner, scaled time for fast rehearsal.
+"""Clocks: real time for the scanner, scaled time for fast rehearsal, jumping time for tests.
 
 Every component that waits takes a :class:`Clock`, so that a replay or a
 simulated session can run many times faster than real time with the same
-code. Stage timestamps on volumes are always wall-clock (``time.time()``):
+code: the bridge's receiver counts TRs on it, the presenter's run loop
+keeps its frames on it, the simulated scanner paces its volumes by it.
+Stage timestamps on volumes are always wall-clock (``time.time()``):
 latency is a property of the real machine, whatever the clock.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "ScaledClock", "WallClock"]
+__all__ = ["Clock", "ScaledClock", "VirtualClock", "WallClock"]
 
 
 @runtime_checkable
@@ -69,3 +71,19 @@ class ScaledClock:
     def sleep_until(self, t: float) -> None:
         while (remaining := t - self.now()) > 0:
             time.sleep(remaining / self.speed)
+
+
+class VirtualClock:
+    """Time that jumps instead of waiting: a run takes as long as its computation."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._t = start
+
+    def now(self) -> float:
+        return self._t
+
+    def seconds_to_wall(self, seconds: float) -> float:
+        return 0.0
+
+    def sleep_until(self, t: float) -> None:
+        self._t = max(self._t, t)

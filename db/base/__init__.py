@@ -1,0 +1,72 @@
+"""What every cortexloop process shares, loading no ORM and no torch.
+
+The scanner's computer (the bridge), the stimulus computer (the presenter)
+and the controller all import this, and only this, of ``db``:
+
+- :mod:`~db.base.errors`: the root of the error tree and its branches;
+- :mod:`~db.base.enums`: the vocabularies the session database records;
+- :mod:`~db.base.files`: the one durable atomic write;
+- :mod:`~db.base.bids`: BIDS labels, tables and the events columns;
+- :mod:`~db.base.clock`: real, scaled and virtual clocks.
+
+The rest of ``db`` (the schema, recording, queries) builds on it; nothing
+here imports the rest of ``db``.
+"""
+
+from __future__ import annotations
+
+from db.base.bids import EVENTS_SIDECAR, bids_label, write_json, write_tsv
+from db.base.clock import Clock, ScaledClock, VirtualClock, WallClock
+from db.base.enums import EventLevel, ResponseMethod, RunKind, SessionKind, Status, StimulusKind, VolumeStatus
+from db.base.errors import (
+    ConfigError,
+    CortexloopError,
+    DatabaseError,
+    DatabaseNotFoundError,
+    EndpointError,
+    KeyFileError,
+    NotADatabaseError,
+    ProtocolError,
+    RecordNotFoundError,
+    RejectReason,
+    SchemaMismatchError,
+    SchemaTooNewError,
+    SchemaTooOldError,
+    WireError,
+)
+from db.base.files import PendingFile, prepare_atomic, write_atomic
+
+__all__ = [
+    "EVENTS_SIDECAR",
+    "Clock",
+    "ConfigError",
+    "CortexloopError",
+    "DatabaseError",
+    "DatabaseNotFoundError",
+    "EndpointError",
+    "EventLevel",
+    "KeyFileError",
+    "NotADatabaseError",
+    "PendingFile",
+    "ProtocolError",
+    "RecordNotFoundError",
+    "RejectReason",
+    "ResponseMethod",
+    "RunKind",
+    "ScaledClock",
+    "SchemaMismatchError",
+    "SchemaTooNewError",
+    "SchemaTooOldError",
+    "SessionKind",
+    "Status",
+    "StimulusKind",
+    "VirtualClock",
+    "VolumeStatus",
+    "WallClock",
+    "WireError",
+    "bids_label",
+    "prepare_atomic",
+    "write_atomic",
+    "write_json",
+    "write_tsv",
+]
