@@ -3,7 +3,8 @@
 The controller hands an :class:`Acquisition` a run plan and a
 :class:`RunSink`; the acquisition delivers each volume (or its absence) in
 index order and each onset the presenter reports, and returns the
-presenter's final log. Two kinds exist:
+presenter's record of the run (a :class:`~stimulus.present.RunLog`). Two
+kinds exist:
 
 - :class:`NetworkAcquisition`: the plan goes to ``cortexloop present``, the
   volumes come from ``cortexloop bridge watch``, both over ZeroMQ. This is a
@@ -29,8 +30,8 @@ Rules for what goes wrong during a run (each reported to the sink as an event):
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
-import json
 import logging
 import time
 from collections.abc import Collection
@@ -44,8 +45,17 @@ from scanner_bridge.errors import ReceiveTimeoutError
 from scanner_bridge.readers import read_volume
 from scanner_bridge.source import BridgeEvent
 from scanner_bridge.volume import Volume
-from stimulus.present import RunPlan
+from stimulus.present import PresenterEvent, RunLog, RunPlan
 from stimulus.present.channel import PresenterClient
+from stimulus.present.events import (
+    LogReady,
+    Onset,
+    PresenterWarning,
+    Refused,
+    RunError,
+    StaleTriggers,
+    Triggered,
+)
 
 __all__ = [
     "Acquisition",
@@ -83,8 +93,8 @@ class Acquisition(Protocol):
         *,
         resume: bool = False,
         refuse_series: Collection[str] = (),
-    ) -> dict[str, Any]:
-        """Acquire run ``number`` of the session (1-based) following ``plan``; return the presenter's log.
+    ) -> RunLog:
+        """Acquire run ``number`` of the session (1-based) following ``plan``; return what was presented.
 
         With ``resume``, the plan may have been sent before a restart: the
         acquisition picks the run up where the presenter and bridge are,
@@ -118,7 +128,7 @@ class NetworkAcquisition:
             settings.presenter, settings.key, timeout_s=settings.volume_timeout_s
         )
         self.presenter.hello(timeout_s=settings.volume_timeout_s)  # the presenter is there, or a clear error
-        self._events: list[dict[str, Any]] = []
+        self._events: collections.deque[PresenterEvent] = collections.deque()
 
     def close(self) -> None:
         self.presenter.close()
@@ -144,7 +154,7 @@ class NetworkAcquisition:
         *,
         resume: bool = False,
         refuse_series: Collection[str] = (),
-    ) -> dict[str, Any]:
+    ) -> RunLog:
         final = None
         if resume:
             final = self._pick_up(plan, sink)
@@ -205,32 +215,39 @@ class NetworkAcquisition:
                 delivered += 1
         return final
 
-    def _take_events(self, plan: RunPlan, sink: RunSink, *, wait_s: float = 0) -> dict[str, Any] | None:
-        """Handle the presenter's events so far (waiting up to ``wait_s`` for the first); the final log."""
+    def _take_events(self, plan: RunPlan, sink: RunSink, *, wait_s: float = 0) -> RunLog | None:
+        """Handle the presenter's events so far (waiting up to ``wait_s`` for the first); the run's log."""
         final = None
         while True:
-            event = self._events.pop(0) if self._events else self.presenter.next_event(wait_s)
+            event = self._events.popleft() if self._events else self.presenter.next_event(wait_s)
             wait_s = 0
             if event is None:
                 return final
-            if event.get("run_id") not in (None, plan.run_id):
+            if event.run_id not in (None, plan.run_id):
                 continue
-            kind = event.get("type")
-            if kind == "onset":
-                sink.onset(int(event["trial"]), float(event["actual_onset_s"]), None)
-            elif kind == "trigger" and event.get("index") == 0:
-                sink.event("info", "run.first_trigger", f"run {plan.run_id}: first trigger")
-            elif kind == "log":
-                final = event
-            elif kind in ("refused", "error"):
-                raise AcquisitionError(
-                    f"the presenter could not run {plan.run_id}: {event.get('error')}; what was recorded "
-                    "is kept and the run stays open"
-                )
-            elif kind in ("warning", "stale_triggers"):
-                sink.event("warning", f"presenter.{kind}", str(event.get("warning") or event))
+            match event:
+                case Onset():
+                    sink.onset(event.trial, event.actual_onset_s, None)
+                case Triggered(index=0):
+                    sink.event("info", "run.first_trigger", f"run {plan.run_id}: first trigger")
+                case LogReady():
+                    final = event.log
+                case Refused() | RunError():
+                    raise AcquisitionError(
+                        f"the presenter could not run {plan.run_id}: {event.error}; what was recorded "
+                        "is kept and the run stays open"
+                    )
+                case PresenterWarning():
+                    sink.event("warning", "presenter.warning", event.warning)
+                case StaleTriggers():
+                    sink.event(
+                        "warning",
+                        "presenter.stale_triggers",
+                        f"{event.count} trigger(s) came before run {plan.run_id} was armed; the presenter "
+                        "dropped them (was the scanner started before the plan was sent?)",
+                    )
 
-    def _pick_up(self, plan: RunPlan, sink: RunSink) -> dict[str, Any] | None:
+    def _pick_up(self, plan: RunPlan, sink: RunSink) -> RunLog | None:
         """After a restart: is the presenter showing this run, done with it, or has it never seen it?"""
         status = self.presenter.hello()
         if status.get("run_id") == plan.run_id:
@@ -240,14 +257,14 @@ class NetworkAcquisition:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             event = self.presenter.next_event(0.5)
-            if event is None:
+            if event is None or event.run_id != plan.run_id:
                 continue
-            if event.get("type") == "log" and event.get("run_id") == plan.run_id:
+            if isinstance(event, LogReady):
                 sink.event(
                     "info", "run.picked_up", f"run {plan.run_id} ended at the presenter; its log taken"
                 )
-                return event
-            if event.get("type") == "error" and event.get("run_id") == plan.run_id:
+                return event.log
+            if isinstance(event, RunError):
                 break
         sink.event("info", "run.resent", f"the presenter never showed run {plan.run_id}; sent again")
         self.presenter.send_plan(plan)
@@ -261,7 +278,9 @@ class InProcessAcquisition:
     """The virtual subject scanned here, as fast as the computer goes.
 
     Volumes go through the same files a bridge would read: the simulated
-    scanner writes them (NIfTI or DICOM), :func:`read_part` reads them.
+    scanner writes them (NIfTI or DICOM), :func:`read_volume` reads them.
+    The scanner presents the plan itself (the window-less run loop), and
+    its record of the run is what the presenter would have sent.
     """
 
     def __init__(self, scanner: Any, *, export_dir: Path) -> None:
@@ -279,23 +298,17 @@ class InProcessAcquisition:
         *,
         resume: bool = False,
         refuse_series: Collection[str] = (),
-    ) -> dict[str, Any]:
+    ) -> RunLog:
         record = self.scanner.run(run=number, plan=plan)  # a resumed run is scanned again, identically
-        shown = _load_json(record.truth)["presentations"]
-        trials = [
-            {
-                "index": k,
-                "stimulus": t.stimulus,
-                "actual_onset_s": p["onset_s"],
-                "actual_duration_s": p["duration_s"],
-            }
-            for k, (t, p) in enumerate(zip(plan.trials, shown, strict=True))
+        presented: RunLog = record.log
+        shown = [
+            (t.index, t.actual_onset_s, t.actual_duration_s)
+            for t in presented.trials
+            if t.actual_onset_s is not None
         ]
-        pending = list(trials)
         for index in range(plan.n_volumes):
-            while pending and pending[0]["actual_onset_s"] < index * plan.tr_s:
-                trial = pending.pop(0)
-                sink.onset(trial["index"], trial["actual_onset_s"], trial["actual_duration_s"])
+            while shown and shown[0][1] < index * plan.tr_s:  # reported as the presenter would
+                sink.onset(*shown.pop(0))
             names = record.files.get(index)
             if not names:
                 sink.volume(index, VolumeStatus.MISSING, None)
@@ -306,14 +319,7 @@ class InProcessAcquisition:
                     "info", "run.series", f"run {number} is series {part.series}", {"series": part.series}
                 )
             sink.volume(index, VolumeStatus.OK, part.as_volume(index, {"received": time.time()}))
-        return {"type": "log", "run_id": plan.run_id, "log": {"trials": trials, "aborted": False}}
-
-
-def _load_json(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        raise AcquisitionError("the simulated scanner wrote no ground truth")
-    data: dict[str, Any] = json.loads(Path(path).read_text())
-    return data
+        return presented
 
 
 def utc(timestamp: float | None) -> dt.datetime | None:

@@ -59,7 +59,7 @@ from loop.plans import PlannedStimulus, plan_run, save_png, training_order
 from loop.scoring import drive, prediction_accuracy, target_vs_nontarget
 from scanner_bridge.volume import Volume as ScannerVolume
 from stimulus.images import load_images, resize_pixels
-from stimulus.present import RunPlan
+from stimulus.present import RunPlan, TrialRecord
 
 __all__ = ["Controller", "Observer", "RoundSummary", "SessionError", "TargetRow"]
 
@@ -496,25 +496,32 @@ class Controller:
         sink = _RunSink(self, run_id, plan, label, recorded, recorded_missing)
         self.observer.run_started(label, plan)
         try:
-            final = self.acquisition.acquire(
+            presented = self.acquisition.acquire(
                 plan, number, sink, resume=resume, refuse_series=self._earlier_series(run_id)
             )
         except AcquisitionError as exc:  # the run stays open: a resumed session picks it up
             raise AcquisitionError(
                 f"{exc}. Fix that, then continue with `cortexloop session run --resume`"
             ) from exc
-        trials = final["log"]["trials"]
-        if final["log"].get("aborted") or any(t.get("actual_onset_s") is None for t in trials):
+        trials = presented.trials
+        if not presented.complete:
             self._rec.end_run(run_id, status=Status.ABORTED)
             self._rec.end_session(status=Status.ABORTED)
             raise SessionError(
                 f"run {plan.run_id} was aborted at the presenter; its volumes are recorded and the session "
                 "is ended as aborted. Start a new session (another [session] session label) to go on."
             )
-        self._rec.record_onsets(run_id, trials)
+        self._rec.record_onsets(
+            run_id,
+            [
+                {"index": t.index, "actual_onset_s": t.actual_onset_s,
+                 "actual_duration_s": t.actual_duration_s, "dropped_frames": t.dropped_frames}
+                for t in trials
+            ],
+        )  # fmt: skip
         self._check_timing(plan, trials, run_id)
         design = [
-            Trial(float(t["actual_onset_s"]), float(t["actual_duration_s"] or p.duration_s), p.stimulus)
+            Trial(t.actual_onset_s or 0.0, t.actual_duration_s or p.duration_s, p.stimulus)
             for t, p in zip(trials, plan.trials, strict=True)
         ]
         order = np.argsort(sink.indices)  # a late volume came after later ones
@@ -550,13 +557,13 @@ class Controller:
             )
             return {str(d["series"]) for d in details if d and "series" in d}
 
-    def _check_timing(self, plan: RunPlan, trials: list[dict[str, Any]], run_id: int) -> None:
+    def _check_timing(self, plan: RunPlan, trials: list[TrialRecord], run_id: int) -> None:
         """Warn when images were shown far from their plan: their responses are less certain."""
         off = [
             k
             for k, (t, p) in enumerate(zip(trials, plan.trials, strict=True))
-            if abs(t["actual_onset_s"] - p.onset_s) > TIMING_TOLERANCE_S
-            or abs((t.get("actual_duration_s") or p.duration_s) - p.duration_s) > TIMING_TOLERANCE_S
+            if abs((t.actual_onset_s or 0.0) - p.onset_s) > TIMING_TOLERANCE_S
+            or abs((t.actual_duration_s or p.duration_s) - p.duration_s) > TIMING_TOLERANCE_S
         ]
         if off:
             self._event(

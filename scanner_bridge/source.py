@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
+from db.base import EventLevel, from_wire
 from scanner_bridge.volume import Volume
 
 __all__ = ["BridgeEvent", "EventCode", "EventSink", "VolumeSource", "log_event"]
@@ -36,7 +37,7 @@ class EventCode(enum.StrEnum):
 class BridgeEvent:
     """Something the operator should know about, recorded in the session's event log."""
 
-    level: str  # "info", "warning" or "error" (the session database's EventLevel values)
+    level: EventLevel
     code: EventCode
     message: str
     path: str = ""
@@ -44,18 +45,12 @@ class BridgeEvent:
     time: float = dataclasses.field(default_factory=time.time)
 
     def to_wire(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "code": self.code.value}
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_wire(cls, content: dict[str, Any]) -> BridgeEvent:
-        return cls(
-            level=str(content["level"]),
-            code=EventCode(content["code"]),
-            message=str(content["message"]),
-            path=str(content.get("path", "")),
-            index=content.get("index"),
-            time=float(content.get("time", time.time())),
-        )
+        """The event in an ``event`` message; :class:`ProtocolError` (``malformed``) if it is not one."""
+        return from_wire(cls, content, what="bridge event")
 
 
 EventSink = Callable[[BridgeEvent], None]

@@ -8,21 +8,20 @@ new volume to every subscriber, and resends what a subscriber lacks. So a
 receiver that restarts, or a bridge that restarts (the spool is on disk),
 loses nothing: the receiver asks, the bridge serves any index it holds.
 
-Messages to a receiver are addressed to the random nonce of its connection
-and numbered per bridge session: a recorded message replayed later, or to
-another receiver, is refused.
+Both sides are :mod:`db.base.channel`'s: the publisher is a
+:class:`~db.base.channel.RouterService`, the receiver a
+:class:`~db.base.channel.DealerSocket`, and their :class:`~db.base.channel.WireSession`
+refuses a recorded message replayed later, or one sent to another receiver.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import queue
-import secrets
 import tempfile
 import threading
 import time
@@ -32,19 +31,22 @@ from typing import Any
 
 import zmq
 
-from db.base import Clock, VolumeStatus, WallClock, write_atomic
-from scanner_bridge.config import PublisherConfig, ReceiverConfig
-from scanner_bridge.errors import BridgeError, ProtocolError, ReceiveTimeoutError, RejectReason
-from scanner_bridge.protocol import (
+from db.base import (
+    Clock,
+    DealerSocket,
     Message,
     MessageType,
-    Signer,
-    buffer_digests,
-    decode,
-    encode,
-    volume_from_wire,
-    volume_to_wire,
+    ProtocolError,
+    RejectReason,
+    RouterService,
+    VolumeStatus,
+    WallClock,
+    WireSession,
+    write_atomic,
 )
+from db.base.wire import Frame, buffer_digests
+from scanner_bridge.config import PublisherConfig, ReceiverConfig
+from scanner_bridge.errors import ReceiveTimeoutError
 from scanner_bridge.source import BridgeEvent, EventSink, log_event
 from scanner_bridge.volume import Volume
 
@@ -54,7 +56,6 @@ logger = logging.getLogger(__name__)
 
 MAX_HELLO_BYTES = 64 * 1024
 MAX_WANTED = 256  # indices one hello may ask for
-BIND_RETRY_S = 2.0
 
 
 # --- the spool -------------------------------------------------------------------------------------
@@ -88,7 +89,7 @@ class Spool:
         return self.directory / f"{index:05d}.vol"
 
     def put(self, volume: Volume) -> None:
-        content, buffers = volume_to_wire(volume)
+        content, buffers = volume.to_wire()
         content_b = json.dumps(content).encode()
         header = len(content_b).to_bytes(4, "big")
         write_atomic(self._path(volume.index), header, content_b, buffers[0], mode=0o600)
@@ -105,7 +106,7 @@ class Spool:
         raw = self._path(index).read_bytes()
         n = int.from_bytes(raw[:4], "big")
         message = Message(MessageType.VOLUME, {}, json.loads(raw[4 : 4 + n]), [memoryview(raw)[4 + n :]])
-        return volume_from_wire(message)
+        return Volume.from_wire(message)
 
 
 def default_spool_dir(export_dir: Path | str) -> Path:
@@ -121,11 +122,10 @@ def default_spool_dir(export_dir: Path | str) -> Path:
 class _Subscriber:
     nonce: str
     last_heard: float
-    last_seq: int
     sent_at: dict[int, float] = dataclasses.field(default_factory=dict)
 
 
-class VolumePublisher:
+class VolumePublisher(RouterService):
     """Serves volumes to receivers from a thread of its own.
 
     Parameters
@@ -148,71 +148,33 @@ class VolumePublisher:
         context: zmq.Context[Any] | None = None,
     ) -> None:
         self.config = config or PublisherConfig()
-        self._signer = Signer(key)
         self.spool = spool
-        self.session = secrets.token_hex(8)
-        self._seq = 0
-        self._ctx = context or zmq.Context.instance()
-        self._router = self._ctx.socket(zmq.ROUTER)
-        self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self._router.setsockopt(zmq.SNDHWM, 10_000)
-        self._router.setsockopt(zmq.LINGER, 0)
-        self._router.setsockopt(zmq.MAXMSGSIZE, MAX_HELLO_BYTES)
-        self._bind(endpoint)
-        self.endpoint: str = self._router.getsockopt(zmq.LAST_ENDPOINT).decode()
-        wake = f"inproc://cortexloop-publisher-{self.session}"
-        self._wake_pull = self._ctx.socket(zmq.PULL)
-        self._wake_pull.bind(wake)
-        self._wake_push = self._ctx.socket(zmq.PUSH)
-        self._wake_push.connect(wake)
-        self._push_lock = threading.Lock()
-        self._queue: queue.SimpleQueue[Volume | BridgeEvent | None] = queue.SimpleQueue()
         self._subscribers: dict[bytes, _Subscriber] = {}
         self._held: set[int] = set()  # indices of the current series that can be served
         self._series = ""
         self._tr_s: float | None = None
-        self.rejected: collections.Counter[str] = collections.Counter()  # hellos dropped, by reason
-        self._thread = threading.Thread(target=self._run, name="cortexloop-publisher", daemon=True)
+        session = WireSession(
+            key, takes={MessageType.HELLO}, max_message_bytes=MAX_HELLO_BYTES, name="the bridge"
+        )
+        super().__init__(endpoint, session, role="bridge", send_hwm=10_000, context=context)
         # Disk writes go through a thread of their own: a stalled disk must not delay delivery.
         self._unspooled: dict[int, Volume] = {}
         self._spool_queue: queue.SimpleQueue[Volume | None] = queue.SimpleQueue()
         self._spooler = threading.Thread(target=self._spool_forever, name="cortexloop-spooler", daemon=True)
         self._spooler.start()
-        self._thread.start()
-
-    def _bind(self, endpoint: str) -> None:
-        # A bridge restarted right after the old one stopped may find the port not yet released.
-        give_up = time.monotonic() + BIND_RETRY_S
-        while True:
-            try:
-                self._router.bind(endpoint)
-                return
-            except zmq.ZMQError as exc:
-                if exc.errno == zmq.EADDRINUSE and time.monotonic() < give_up:
-                    time.sleep(0.05)
-                    continue
-                self._router.close()
-                raise BridgeError(f"cannot bind {endpoint}: {exc}; is another bridge running there?") from exc
+        self._start()
 
     # Called from the producer's thread.
     def publish(self, item: Volume | BridgeEvent) -> None:
         """Send a volume (stamped ``sent``) or an event to every subscriber; volumes are also spooled."""
-        self._queue.put(item)
-        with self._push_lock:
-            self._wake_push.send(b"")
+        self.post(item)
 
     def close(self) -> None:
-        """Stop serving; idempotent."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            with self._push_lock:
-                self._wake_push.send(b"")
-            self._thread.join(timeout=5)
+        """Stop serving, then finish spooling; idempotent."""
+        super().close()
         if self._spooler.is_alive():
             self._spool_queue.put(None)
             self._spooler.join(timeout=30)
-        for sock in (self._wake_push, self._wake_pull, self._router):
-            sock.close(linger=0)
 
     def __enter__(self) -> VolumePublisher:
         return self
@@ -224,47 +186,24 @@ class VolumePublisher:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
-    # Everything below runs in the publisher's thread, which alone touches the ROUTER socket.
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._router, zmq.POLLIN)
-        poller.register(self._wake_pull, zmq.POLLIN)
-        while True:
-            ready = dict(poller.poll(timeout=200))
-            if self._wake_pull in ready:
-                while self._wake_pull.poll(0):
-                    self._wake_pull.recv()
-                while True:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        return
-                    try:
-                        self._handle_item(item)
-                    except OSError as exc:  # a full disk must not stop delivery
-                        logger.error("could not prepare the spool: %s", exc)
-            if self._router in ready:
-                self._drain_router()
-            self._expire_subscribers()
+    # Everything below runs in the publisher's thread, which alone touches the socket.
+    def _on_posted(self, item: object) -> None:
+        assert isinstance(item, Volume | BridgeEvent)
+        try:
+            self._handle_item(item)
+        except OSError as exc:  # a full disk must not stop delivery
+            logger.error("could not prepare the spool: %s", exc)
 
-    def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
+    def _on_tick(self) -> None:
+        self._expire_subscribers()
+
+    def _on_gone(self, identity: bytes) -> None:
+        self._subscribers.pop(identity, None)
 
     def _handle_item(self, item: Volume | BridgeEvent) -> None:
         if isinstance(item, BridgeEvent):
             for identity, sub in list(self._subscribers.items()):
-                frames = encode(
-                    self._signer,
-                    MessageType.EVENT,
-                    item.to_wire(),
-                    session=self.session,
-                    seq=self._next_seq(),
-                    to=sub.nonce,
-                )
-                self._send(identity, frames)
+                self.send(identity, MessageType.EVENT, item.to_wire(), to=sub.nonce)
             return
         if item.series != self._series:
             if item.series != self.spool.series:
@@ -272,7 +211,7 @@ class VolumePublisher:
             self._held = set(self.spool.indices())  # a restarted bridge serves what it spooled before
         self._series, self._tr_s = item.series, item.tr_s
         self._held.add(item.index)
-        content, buffers = volume_to_wire(item)
+        content, buffers = item.to_wire()
         digests = buffer_digests(buffers)
         for identity in list(self._subscribers):
             self._send_volume(identity, content, buffers, digests, item.index)
@@ -292,7 +231,7 @@ class VolumePublisher:
         self,
         identity: bytes,
         content: dict[str, Any],
-        buffers: list[Any],
+        buffers: list[Frame],
         digests: list[bytes],
         index: int,
     ) -> None:
@@ -301,30 +240,8 @@ class VolumePublisher:
             return
         now = time.time()
         content = {**content, "stamps": {**content["stamps"], "sent": now}}
-        frames = encode(
-            self._signer,
-            MessageType.VOLUME,
-            content,
-            buffers,
-            session=self.session,
-            seq=self._next_seq(),
-            to=sub.nonce,
-            digests=digests,
-        )
-        if self._send(identity, frames):
+        if self.send(identity, MessageType.VOLUME, content, buffers, to=sub.nonce, digests=digests):
             sub.sent_at[index] = now
-
-    def _send(self, identity: bytes, frames: list[Any]) -> bool:
-        try:
-            self._router.send_multipart([identity, *frames], copy=False, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            logger.warning("subscriber %s is not keeping up; it will ask again for what it missed", identity)
-            return False
-        except zmq.ZMQError as exc:  # EHOSTUNREACH: it went away
-            logger.info("subscriber %s is gone (%s)", identity.hex(), exc)
-            self._subscribers.pop(identity, None)
-            return False
-        return True
 
     def _send_from_spool(self, identity: bytes, index: int) -> None:
         try:
@@ -332,54 +249,33 @@ class VolumePublisher:
         except (OSError, ValueError) as exc:
             logger.error("spooled volume %d cannot be read (%s); it cannot be resent", index, exc)
             return
-        content, buffers = volume_to_wire(volume)
+        content, buffers = volume.to_wire()
         self._send_volume(identity, content, buffers, buffer_digests(buffers), index)
 
-    def _drain_router(self) -> None:
-        while True:
-            try:
-                identity, *frames = self._router.recv_multipart(flags=zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                return
-            try:
-                message = decode(self._signer, frames, max_bytes=MAX_HELLO_BYTES)
-                if message.type is not MessageType.HELLO:
-                    raise ProtocolError(RejectReason.UNSUPPORTED, f"bridges take hellos, not {message.type}")
-                self._handle_hello(identity, message)
-            except ProtocolError as exc:
-                self.rejected[exc.reason.value] += 1
-                logger.warning("dropped a message from %s: %s", identity.hex(), exc)
-
-    def _handle_hello(self, identity: bytes, message: Message) -> None:
-        nonce, seq = str(message.header["session"]), int(message.header["seq"])
-        content = message.content
+    def _on_message(self, identity: bytes, message: Message) -> None:
+        nonce, content = message.session, message.content
         next_index = content.get("next_index", 0)
         wanted = content.get("wanted", [])
         if not (isinstance(next_index, int) and next_index >= 0 and isinstance(wanted, list)):
             raise ProtocolError(RejectReason.MALFORMED, f"hello with next_index={next_index!r}")
-        sub = self._subscribers.get(identity)
-        if sub is not None and sub.nonce == nonce and seq <= sub.last_seq:
-            raise ProtocolError(RejectReason.REPLAYED, f"hello {seq} after {sub.last_seq}")
         now = time.time()
+        sub = self._subscribers.get(identity)
         joined = sub is None or sub.nonce != nonce
         if joined:
             if len(self._subscribers) >= self.config.max_subscribers:
                 logger.warning("refused a subscriber: already %d", len(self._subscribers))
                 return
-            sub = self._subscribers[identity] = _Subscriber(nonce=nonce, last_heard=now, last_seq=seq)
+            sub = self._subscribers[identity] = _Subscriber(nonce=nonce, last_heard=now)
             logger.info("subscriber joined, wants volumes from %d", next_index)
         assert sub is not None
-        sub.last_heard, sub.last_seq = now, seq
+        sub.last_heard = now
         status = {
             "series": self._series,
             "tr_s": self._tr_s,
             "highest_index": max(self._held, default=None),
             "subscribers": len(self._subscribers),
         }
-        frames = encode(
-            self._signer, MessageType.STATUS, status, session=self.session, seq=self._next_seq(), to=nonce
-        )
-        self._send(identity, frames)
+        self.send(identity, MessageType.STATUS, status, to=nonce)
         if joined:
             todo = sorted(i for i in self._held if i >= next_index)
         else:
@@ -479,12 +375,14 @@ class VolumeReceiver:
         self.refuse_series = frozenset(refuse_series)
         self._warned_old_series = False
         self.clock = clock or WallClock()
-        self.stats = ReceiverStats()
-        self._signer = Signer(key)
+        self._session = WireSession(
+            key,
+            takes={MessageType.STATUS, MessageType.EVENT, MessageType.VOLUME},
+            max_message_bytes=self.config.max_message_bytes,
+            name="the receiver",
+        )
+        self.stats = ReceiverStats(rejected=self._session.rejected)
         self._on_event = on_event
-        self._nonce = secrets.token_hex(16)
-        self._hello_seq = 0
-        self._last_seq: dict[str, int] = {}
         self._next = start_index
         self._ahead: dict[int, Volume] = {}
         self._delivered: set[int] = set()
@@ -497,11 +395,7 @@ class VolumeReceiver:
         self._next_hello = 0.0
         self._last_heard = time.monotonic()
         self._warned_silent = False
-        self._ctx = context or zmq.Context.instance()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.RCVHWM, 0)
-        self._sock.connect(endpoint)
+        self._socket = DealerSocket(endpoint, self._session, receive_hwm=0, context=context)
         self.endpoint = endpoint
         self._send_hello()
 
@@ -515,7 +409,7 @@ class VolumeReceiver:
         return self._next
 
     def close(self) -> None:
-        self._sock.close(linger=0)
+        self._socket.close()
 
     def __enter__(self) -> VolumeReceiver:
         return self
@@ -546,7 +440,7 @@ class VolumeReceiver:
             overdue_at = self._overdue_at()
             if overdue_at is not None:
                 waits.append(self.clock.seconds_to_wall(overdue_at - self.clock.now()))
-            if self._sock.poll(max(0, int(min(waits) * 1000) + 1)):
+            if self._socket.wait_ms(max(0, int(min(waits) * 1000) + 1)):
                 self._drain()
             self._advance()
         arrival = self._ready.popleft()
@@ -559,12 +453,8 @@ class VolumeReceiver:
 
     # Receiving.
     def _send_hello(self) -> None:
-        self._hello_seq += 1
-        wanted = self._wanted()
-        content = {"next_index": self._next, "wanted": wanted}
-        frames = encode(self._signer, MessageType.HELLO, content, session=self._nonce, seq=self._hello_seq)
-        with contextlib.suppress(zmq.Again):  # not connected yet; the next heartbeat tries again
-            self._sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        content = {"next_index": self._next, "wanted": self._wanted()}
+        self._socket.send(MessageType.HELLO, content, block=False)  # not connected yet: the next heartbeat
         self._next_hello = time.monotonic() + self.config.heartbeat_s
 
     def _wanted(self) -> list[int]:
@@ -584,33 +474,14 @@ class VolumeReceiver:
             self._warned_silent = True
 
     def _drain(self) -> None:
-        while True:
+        while (message := self._socket.receive(0)) is not None:
+            self._last_heard, self._warned_silent = time.monotonic(), False
             try:
-                frames = self._sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            received = time.time()
-            try:
-                message = decode(
-                    self._signer, [f.buffer for f in frames], max_bytes=self.config.max_message_bytes
-                )
-                self._check_fresh(message)
-                self._last_heard, self._warned_silent = time.monotonic(), False
-                self._dispatch(message, received)
+                self._dispatch(message)
             except ProtocolError as exc:
-                self.stats.rejected[exc.reason.value] += 1
-                logger.warning("dropped a message from the bridge: %s", exc)
+                self._session.refuse(exc, self.endpoint)
 
-    def _check_fresh(self, message: Message) -> None:
-        header = message.header
-        if header["to"] != self._nonce:
-            raise ProtocolError(RejectReason.REPLAYED, "addressed to another receiver or connection")
-        session, seq = str(header["session"]), header["seq"]
-        if seq <= self._last_seq.get(session, 0):
-            raise ProtocolError(RejectReason.REPLAYED, f"sequence {seq} from bridge {session} seen before")
-        self._last_seq[session] = seq
-
-    def _dispatch(self, message: Message, received: float) -> None:
+    def _dispatch(self, message: Message) -> None:
         if message.content.get("series") in self.refuse_series:
             if not self._warned_old_series:
                 self._warned_old_series = True
@@ -632,16 +503,11 @@ class VolumeReceiver:
             if isinstance(tr, int | float) and tr > 0:
                 self._tr_s = float(tr)
         elif message.type is MessageType.EVENT:
-            try:
-                event = BridgeEvent.from_wire(message.content)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ProtocolError(RejectReason.MALFORMED, f"event content ({exc!r})") from exc
+            event = BridgeEvent.from_wire(message.content)
             self.stats.events += 1
             self._on_event(event)
-        elif message.type is MessageType.VOLUME:
-            self._accept(volume_from_wire(message).stamped("received", received))
         else:
-            raise ProtocolError(RejectReason.UNSUPPORTED, f"a receiver does not take {message.type} messages")
+            self._accept(Volume.from_wire(message).stamped("received", message.received_at))
 
     # Ordering.
     def _accept(self, volume: Volume) -> None:

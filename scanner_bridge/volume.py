@@ -6,6 +6,11 @@ rescale slope/intercept applied), in the voxel layout dcm2niix writes: the
 first axis runs along the image columns, the second along the rows from the
 bottom up, the third along the slices. ``affine`` maps voxel indices to RAS+
 millimetres, as a NIfTI sform does.
+
+On the wire (docs/protocol.md) a volume is a ``volume`` message: its content
+says what it is (:meth:`Volume.to_wire`), its one buffer holds the voxels,
+sent as they lie in memory; :meth:`Volume.from_wire` checks every field
+against the buffer before it makes a volume of them.
 """
 
 from __future__ import annotations
@@ -17,15 +22,24 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from db.base import Message, ProtocolError, RejectReason
+from db.base.wire import Frame
 from scanner_bridge.errors import VolumeMismatchError
 
-__all__ = ["STAGES", "RunGeometry", "Volume"]
+__all__ = ["STAGES", "WIRE_DTYPES", "RunGeometry", "Volume"]
 
 # Stage timestamps a volume collects on its way, in this order (wall clock, seconds since the epoch).
 STAGES = ("written", "seen", "read", "sent", "received")
 
 # Affines are compared to this many millimetres: float32 headers round, real changes are larger.
 AFFINE_ATOL_MM = 1e-4
+
+# Numeric dtypes a volume may have on the wire (numpy ``dtype.str``: byte order, kind, item size).
+WIRE_DTYPES = frozenset(
+    np.dtype(t).newbyteorder(o).str
+    for t in ("u1", "i1", "u2", "i2", "u4", "i4", "f4", "f8")
+    for o in ("<", ">")
+) | {"|u1", "|i1"}
 
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
@@ -97,6 +111,71 @@ class Volume:
             return (self.stamps[end] - self.stamps[start]) * 1000.0
         return None
 
+    def to_wire(self) -> tuple[dict[str, Any], list[Frame]]:
+        """The content and buffer of a volume message (no copy: Fortran-ordered data go as they are)."""
+        data = self.data
+        order = "F" if data.flags.f_contiguous and not data.flags.c_contiguous else "C"
+        if not (data.flags.c_contiguous or data.flags.f_contiguous):
+            data = np.ascontiguousarray(data)
+        content = {
+            "index": self.index,
+            "series": self.series,
+            "shape": list(self.shape),
+            "dtype": data.dtype.str,
+            "order": order,
+            "affine": self.affine.tolist(),
+            "tr_s": self.tr_s,
+            "acquisition_time": self.acquisition_time,
+            "source": self.source,
+            "stamps": self.stamps,
+        }
+        return content, [data.reshape(-1, order="A").data.cast("B")]
+
+    @classmethod
+    def from_wire(cls, message: Message) -> Volume:
+        """The volume in a verified volume message; :class:`ProtocolError` if its content is inconsistent."""
+        c = message.content
+        try:
+            index, shape, dtype = c["index"], c["shape"], np.dtype(c["dtype"])
+            affine = np.array(c["affine"], dtype=np.float64)
+            order, stamps = c["order"], {str(k): float(v) for k, v in c["stamps"].items()}
+            tr_s = None if c["tr_s"] is None else float(c["tr_s"])
+            series, source, acquisition_time = str(c["series"]), str(c["source"]), c["acquisition_time"]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise _malformed(f"volume content is incomplete ({exc!r})") from exc
+        if not (isinstance(index, int) and index >= 0):
+            raise _malformed(f"volume index {index!r} is not a non-negative integer")
+        if not (
+            isinstance(shape, list) and len(shape) == 3 and all(isinstance(n, int) and n > 0 for n in shape)
+        ):
+            raise _malformed(f"volume {index} shape {shape!r} is not 3 positive sizes")
+        if dtype.str not in WIRE_DTYPES or order not in ("C", "F"):
+            raise _malformed(f"volume {index} dtype {dtype.str!r} / order {order!r}")
+        if affine.shape != (4, 4) or not np.isfinite(affine).all():
+            raise _malformed(f"volume {index} affine is not a finite 4x4 matrix")
+        if len(message.buffers) != 1:
+            raise ProtocolError(
+                RejectReason.TRUNCATED, f"volume {index} has {len(message.buffers)} buffers; 1"
+            )
+        expected = int(np.prod(shape)) * dtype.itemsize
+        got = message.buffers[0].nbytes
+        if got != expected:
+            reason = RejectReason.TRUNCATED if got < expected else RejectReason.MALFORMED
+            raise ProtocolError(
+                reason, f"volume {index} buffer has {got} bytes; shape and dtype need {expected}"
+            )
+        data = np.frombuffer(message.buffers[0], dtype=dtype).reshape(shape, order=order)
+        return cls(
+            index=index,
+            data=data,
+            affine=affine,
+            series=series,
+            tr_s=tr_s,
+            source=source,
+            acquisition_time=None if acquisition_time is None else str(acquisition_time),
+            stamps=stamps,
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class RunGeometry:
@@ -124,6 +203,10 @@ class RunGeometry:
                 f"{where} has affine {_rows(volume.affine)}; {first} had {_rows(self.affine)}. "
                 "Was the slice prescription changed mid-run? Start a new run."
             )
+
+
+def _malformed(message: str) -> ProtocolError:
+    return ProtocolError(RejectReason.MALFORMED, message)
 
 
 def _rows(affine: npt.NDArray[np.float64]) -> str:

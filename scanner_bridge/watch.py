@@ -28,6 +28,7 @@ import numpy as np
 from watchdog.events import DirMovedEvent, FileClosedEvent, FileMovedEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from db.base import EventLevel
 from scanner_bridge.config import WatchConfig
 from scanner_bridge.errors import BridgeError, IncompleteVolumeError, VolumeMismatchError, VolumeReadError
 from scanner_bridge.readers import NIFTI_SUFFIXES, FilePart, SliceAssembler, is_volume_file, read_part
@@ -116,7 +117,7 @@ class DirectoryWatcher:
             observer.start()
         except OSError as exc:  # e.g. the inotify watch limit
             self._emit(
-                "warning",
+                EventLevel.WARNING,
                 EventCode.SOURCE_ERROR,
                 f"cannot watch {self.directory} for events ({exc}); polling every "
                 f"{self.config.poll_interval_s:g} s instead",
@@ -183,7 +184,7 @@ class DirectoryWatcher:
                 paths = self._assembler.discard(series, number)
                 self._slices_since.pop((series, number), None)
                 self._emit(
-                    "error",
+                    EventLevel.ERROR,
                     EventCode.UNREADABLE,
                     f"gave up on acquisition {number} of series {series}: {held} of its {needed} slices "
                     f"arrived in {self.config.incomplete_timeout_s:g} s (first: {min(paths)})",
@@ -200,7 +201,7 @@ class DirectoryWatcher:
                     listing[entry.path] = (st.st_size, st.st_mtime_ns)
             return listing
         except OSError as exc:
-            self._emit("error", EventCode.SOURCE_ERROR, f"cannot list {self.directory}: {exc}")
+            self._emit(EventLevel.ERROR, EventCode.SOURCE_ERROR, f"cannot list {self.directory}: {exc}")
             return {}
 
     def _scan(self) -> None:
@@ -250,7 +251,7 @@ class DirectoryWatcher:
                 self._pending.pop(path, None)
                 self._done[path] = signature
                 self._emit(
-                    "error",
+                    EventLevel.ERROR,
                     EventCode.UNREADABLE,
                     f"gave up on {path} after {self.config.incomplete_timeout_s:g} s: {exc}",
                     path=path,
@@ -272,13 +273,17 @@ class DirectoryWatcher:
             self._series = part.series
         if not self._series_locked and self._follows(part.series):
             self._series_locked = True
-            self._emit("info", EventCode.SERIES_LOCKED, f"following series {part.series} in {self.directory}")
+            self._emit(
+                EventLevel.INFO,
+                EventCode.SERIES_LOCKED,
+                f"following series {part.series} in {self.directory}",
+            )
             self._undefer(seen)
         if not self._follows(part.series):
             self._other_series[part.series] += 1
             if self._other_series[part.series] == 1:
                 self._emit(
-                    "warning",
+                    EventLevel.WARNING,
                     EventCode.OTHER_SERIES,
                     f"ignoring {part.path}: it belongs to series {part.series}, this run follows "
                     f"{self._series}. Other files of that series are ignored too; if it is the run you "
@@ -292,7 +297,7 @@ class DirectoryWatcher:
         if part.is_slice:
             if index in self._published:
                 self._emit(
-                    "warning",
+                    EventLevel.WARNING,
                     EventCode.DUPLICATE,
                     f"{part.path} is a slice of volume {index}, which was complete already; ignored",
                     path=part.path,
@@ -302,7 +307,7 @@ class DirectoryWatcher:
             try:
                 whole = self._assembler.add(part)
             except VolumeReadError as exc:
-                self._emit("warning", EventCode.DUPLICATE, str(exc), path=part.path)
+                self._emit(EventLevel.WARNING, EventCode.DUPLICATE, str(exc), path=part.path)
                 return
             if whole is None:
                 self._slices_since.setdefault((part.series, part.number), time.monotonic())
@@ -311,7 +316,7 @@ class DirectoryWatcher:
             part = whole
         if index < 0:
             self._emit(
-                "error",
+                EventLevel.ERROR,
                 EventCode.UNREADABLE,
                 f"{part.path} is volume number {part.number}, before the first ({first}); "
                 "check the first-number setting",
@@ -327,7 +332,9 @@ class DirectoryWatcher:
         try:
             self._geometry.check(volume)
         except VolumeMismatchError as exc:
-            self._emit("error", EventCode.MISMATCH, f"{exc}; not passed on", path=part.path, index=index)
+            self._emit(
+                EventLevel.ERROR, EventCode.MISMATCH, f"{exc}; not passed on", path=part.path, index=index
+            )
             return
         self._published[index] = part.path
         self._ready.append(volume)
@@ -339,7 +346,7 @@ class DirectoryWatcher:
             same = False
         if same:
             self._emit(
-                "warning",
+                EventLevel.WARNING,
                 EventCode.DUPLICATE,
                 f"volume {volume.index} arrived again in {volume.source} "
                 f"(same data as {first_path}); ignored",
@@ -348,7 +355,7 @@ class DirectoryWatcher:
             )
         else:
             self._emit(
-                "error",
+                EventLevel.ERROR,
                 EventCode.DUPLICATE,
                 f"volume {volume.index} arrived again in {volume.source} with different data from "
                 f"{first_path}; kept the first",
@@ -357,6 +364,6 @@ class DirectoryWatcher:
             )
 
     def _emit(
-        self, level: str, code: EventCode, message: str, *, path: str = "", index: int | None = None
+        self, level: EventLevel, code: EventCode, message: str, *, path: str = "", index: int | None = None
     ) -> None:
         self._on_event(BridgeEvent(level=level, code=code, message=message, path=path, index=index))

@@ -7,7 +7,10 @@ and the controller all import this, and only this, of ``db``:
 - :mod:`~db.base.enums`: the vocabularies the session database records;
 - :mod:`~db.base.files`: the one durable atomic write;
 - :mod:`~db.base.bids`: BIDS labels, tables and the events columns;
-- :mod:`~db.base.clock`: real, scaled and virtual clocks.
+- :mod:`~db.base.clock`: real, scaled and virtual clocks;
+- :mod:`~db.base.wire`: the signed message format and the key files;
+- :mod:`~db.base.channel`: signed sessions (one freshness rule) and the sockets that carry them;
+- :mod:`~db.base.checked`: records built from hostile JSON, every field checked.
 
 The rest of ``db`` (the schema, recording, queries) builds on it; nothing
 here imports the rest of ``db``.
@@ -16,6 +19,8 @@ here imports the rest of ``db``.
 from __future__ import annotations
 
 from db.base.bids import EVENTS_SIDECAR, bids_label, write_json, write_tsv
+from db.base.channel import DealerSocket, RouterService, WireSession
+from db.base.checked import from_wire
 from db.base.clock import Clock, ScaledClock, VirtualClock, WallClock
 from db.base.enums import EventLevel, ResponseMethod, RunKind, SessionKind, Status, StimulusKind, VolumeStatus
 from db.base.errors import (
@@ -35,6 +40,7 @@ from db.base.errors import (
     WireError,
 )
 from db.base.files import PendingFile, prepare_atomic, write_atomic
+from db.base.wire import Message, MessageType, Signer, generate_key_file, load_key
 
 __all__ = [
     "EVENTS_SIDECAR",
@@ -43,28 +49,37 @@ __all__ = [
     "CortexloopError",
     "DatabaseError",
     "DatabaseNotFoundError",
+    "DealerSocket",
     "EndpointError",
     "EventLevel",
     "KeyFileError",
+    "Message",
+    "MessageType",
     "NotADatabaseError",
     "PendingFile",
     "ProtocolError",
     "RecordNotFoundError",
     "RejectReason",
     "ResponseMethod",
+    "RouterService",
     "RunKind",
     "ScaledClock",
     "SchemaMismatchError",
     "SchemaTooNewError",
     "SchemaTooOldError",
     "SessionKind",
+    "Signer",
     "Status",
     "StimulusKind",
     "VirtualClock",
     "VolumeStatus",
     "WallClock",
     "WireError",
+    "WireSession",
     "bids_label",
+    "from_wire",
+    "generate_key_file",
+    "load_key",
     "prepare_atomic",
     "write_atomic",
     "write_json",

@@ -38,6 +38,16 @@ from scanner_bridge.simulate.bold import BoldRun
 from scanner_bridge.simulate.subject import ROI_NAMES, VirtualSubject
 from scanner_bridge.writers import dicom_file_name, dicom_slice_files, nifti_bytes
 from stimulus.images import resize_pixels
+from stimulus.present import (
+    PresenterEvent,
+    RunLog,
+    RunPlan,
+    VirtualClock,
+    VirtualDisplay,
+    VirtualTriggers,
+    present_run,
+)
+from stimulus.present.events import Armed, Offset, Onset
 
 __all__ = ["RunRecord", "SimulatedScanner", "first_file_name", "nifti_file_name", "series_of"]
 
@@ -67,7 +77,7 @@ class _Presenter(Protocol):
 
     def trigger(self, index: int, scanner_time_s: float) -> None: ...
 
-    def next_event(self, timeout_s: float) -> dict[str, Any] | None: ...
+    def next_event(self, timeout_s: float) -> PresenterEvent | None: ...
 
 
 @dataclasses.dataclass
@@ -81,6 +91,7 @@ class RunRecord:
     written_at: dict[int, float] = dataclasses.field(default_factory=dict)  # index -> time.monotonic()
     presentations: int = 0
     truth: Path | None = None
+    log: RunLog | None = None  # what was presented, when the scanner showed the plan itself
 
 
 class SimulatedScanner:
@@ -186,13 +197,13 @@ class SimulatedScanner:
             run_id, n_volumes = plan.run_id, n_volumes or plan.n_volumes
         else:
             armed = self._wait_armed(presenter, armed_timeout_s)
-            run_id, n_volumes = armed["run_id"], n_volumes or int(armed["n_volumes"])
+            run_id, n_volumes = armed.run_id, n_volumes or armed.n_volumes
             # The subject looks at every image before the run, so no onset waits for it (or for the disk).
-            self._seen = dict(zip(armed["stimuli"], self.responses_to(list(armed["stimuli"])), strict=True))
+            self._seen = dict(zip(armed.stimuli, self.responses_to(list(armed.stimuli)), strict=True))
         bold = BoldRun(self.subject, self.tr_s, n_volumes, seed=run if seed is None else seed)
         record = RunRecord(run=run, run_id=run_id, n_volumes=n_volumes)
         if plan is not None:
-            self._present_plan(plan, bold)
+            record.log = self._present_plan(plan, bold)
         series_uid = generate_uid()
         start = self.clock.now()
         logger.info("simulated run %d (%s): %d volumes of %g s", run, record.run_id, n_volumes, self.tr_s)
@@ -223,44 +234,41 @@ class SimulatedScanner:
         record.truth = self._write_truth(bold, record)
         return record
 
-    def _present_plan(self, plan: Any, bold: BoldRun) -> None:
-        from stimulus.present import VirtualClock, VirtualDisplay, VirtualTriggers, present_run
-
+    def _present_plan(self, plan: RunPlan, bold: BoldRun) -> RunLog:
+        """Show ``plan`` with the window-less run loop (nothing is drawn) and the subject watching."""
         clock = VirtualClock()
-        events: list[dict[str, Any]] = []
-        images = {t.stimulus: np.zeros((1, 1, 3), np.uint8) for t in plan.trials}  # nothing is drawn
-        present_run(plan, VirtualDisplay(clock, history=0), VirtualTriggers(clock, plan.tr_s, plan.n_volumes),
-                    clock, images=images, on_event=events.append)  # fmt: skip
-        onsets = [e for e in events if e["type"] == "onset"]
-        number = {e["trial"]: k for k, e in enumerate(onsets)}
-        for event, response in zip(onsets, self.responses_to([e["stimulus"] for e in onsets]), strict=True):
-            bold.present(event["actual_onset_s"], event["planned_duration_s"], event["stimulus"], response)
-        for event in events:
-            if event["type"] == "offset" and event["trial"] in number:
-                bold.set_duration(number[event["trial"]], event["actual_duration_s"])
+        events: list[PresenterEvent] = []
+        images = {t.stimulus: np.zeros((1, 1, 3), np.uint8) for t in plan.trials}
+        log = present_run(plan, VirtualDisplay(clock, history=0),
+                          VirtualTriggers(clock, plan.tr_s, plan.n_volumes), clock, images=images,
+                          on_event=events.append)  # fmt: skip
+        onsets = [e for e in events if isinstance(e, Onset)]
+        number = {e.trial: k for k, e in enumerate(onsets)}
+        for event, response in zip(onsets, self.responses_to([e.stimulus for e in onsets]), strict=True):
+            bold.present(event.actual_onset_s, event.planned_duration_s, event.stimulus, response)
+        for offset in events:
+            if isinstance(offset, Offset) and offset.trial in number:
+                bold.set_duration(number[offset.trial], offset.actual_duration_s)
+        return log
 
-    def _wait_armed(self, presenter: _Presenter, timeout_s: float) -> dict[str, Any]:
+    def _wait_armed(self, presenter: _Presenter, timeout_s: float) -> Armed:
         deadline = time.monotonic() + timeout_s
         while (remaining := deadline - time.monotonic()) > 0:
             event = presenter.next_event(remaining)
-            if event is not None and event.get("type") == "armed":
+            if isinstance(event, Armed):
                 return event
         raise BridgeError(f"the presenter did not arm a run within {timeout_s:g} s; send it a plan first")
 
     def _take_events(self, presenter: _Presenter, bold: BoldRun, shown: dict[int, int]) -> None:
         while (event := presenter.next_event(0)) is not None:
-            kind = event.get("type")
-            if kind == "onset":
-                name = event["stimulus"]
+            if isinstance(event, Onset):
+                name = event.stimulus
                 response = self._seen[name] if name in self._seen else self.responses_to([name])[0]
-                shown[event["trial"]] = bold.present(
-                    event["actual_onset_s"],
-                    event.get("planned_duration_s", self.tr_s),
-                    event["stimulus"],
-                    response,
+                shown[event.trial] = bold.present(
+                    event.actual_onset_s, event.planned_duration_s, name, response
                 )
-            elif kind == "offset" and event.get("trial") in shown:
-                bold.set_duration(shown[event["trial"]], event["actual_duration_s"])
+            elif isinstance(event, Offset) and event.trial in shown:
+                bold.set_duration(shown[event.trial], event.actual_duration_s)
 
     # -- files --------------------------------------------------------------------------------------
 

@@ -6,10 +6,11 @@ and keeps time on the display's clock. Onsets are planned in frames of the
 measured refresh period from the first trigger; each actual onset is the
 time of the flip that first showed the image, so actual minus planned is
 known for every trial. A flip later than 1.5 periods after the previous one
-counts the frames it dropped. Events go to ``on_event`` as they happen, so
-an abort (escape) or a crash keeps everything up to that moment.
+counts the frames it dropped. Events (:mod:`stimulus.present.events`) go to
+``on_event`` as they happen, so an abort (escape) or a crash keeps
+everything up to that moment.
 
-:class:`VirtualDisplay` with :class:`VirtualClock` runs a plan with no
+:class:`VirtualDisplay` with :class:`db.base.VirtualClock` runs a plan with no
 window and no waiting, as fast as the CPU allows; with a scaled clock it
 keeps pace with a simulated scanner.
 """
@@ -17,25 +18,34 @@ keeps pace with a simulated scanner.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from db.base import Clock
 from stimulus.errors import TriggerTimeoutError
+from stimulus.present.events import (
+    Aborted,
+    Armed,
+    AttentionScore,
+    Done,
+    Offset,
+    Onset,
+    PresenterEvent,
+    Response,
+    RunLog,
+    TrialRecord,
+    Triggered,
+    TriggerTimeout,
+)
 from stimulus.present.plan import FixationSettings, RunPlan
 
 __all__ = [
-    "AttentionScore",
     "Display",
-    "RunLog",
-    "TrialRecord",
     "TriggerSource",
     "VirtualDisplay",
     "VirtualTriggers",
@@ -44,8 +54,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-Event = dict[str, Any]
 
 
 class Display(Protocol):
@@ -167,43 +175,6 @@ class VirtualTriggers:
         return times
 
 
-@dataclass
-class TrialRecord:
-    """What happened to one planned trial; times in seconds from the first trigger."""
-
-    index: int
-    stimulus: str
-    sha256: str
-    condition: str | None
-    target_roi: str | None
-    planned_onset_s: float
-    planned_duration_s: float
-    actual_onset_s: float | None = None
-    actual_duration_s: float | None = None
-    dropped_frames: int = 0
-
-    @property
-    def onset_error_ms(self) -> float | None:
-        return None if self.actual_onset_s is None else 1e3 * (self.actual_onset_s - self.planned_onset_s)
-
-
-@dataclass(frozen=True)
-class AttentionScore:
-    """The fixation task: a colour change is hit by a response key pressed within the response window."""
-
-    changes: int
-    hits: int
-    false_alarms: int
-    reaction_times_s: tuple[float, ...]
-
-    @property
-    def hit_rate(self) -> float | None:
-        return self.hits / self.changes if self.changes else None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "hit_rate": self.hit_rate}
-
-
 def score_attention(
     changes_s: list[float], responses: list[tuple[str, float]], settings: FixationSettings
 ) -> AttentionScore:
@@ -224,28 +195,6 @@ def score_attention(
         false_alarms=len(presses) - len(used),
         reaction_times_s=tuple(reaction_times),
     )
-
-
-@dataclass
-class RunLog:
-    """Everything the run loop measured."""
-
-    run_id: str
-    refresh_hz: float
-    trials: list[TrialRecord]
-    triggers_s: list[float] = field(default_factory=list)
-    responses: list[tuple[str, float]] = field(default_factory=list)
-    fixation_changes_s: list[float] = field(default_factory=list)
-    dropped_frames: int = 0
-    aborted: bool = False
-    first_trigger_clock: float | None = None
-    attention: AttentionScore | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (what the presenter sends back at the end of a run)."""
-        data = dataclasses.asdict(self)
-        data["attention"] = None if self.attention is None else self.attention.as_dict()
-        return data
 
 
 def _fixation_changes(plan: RunPlan) -> list[float]:
@@ -272,7 +221,7 @@ def present_run(
     images: dict[str, npt.NDArray[np.uint8]],
     trigger_timeout_s: float = 60.0,
     abort_keys: tuple[str, ...] = ("escape",),
-    on_event: Callable[[Event], None] | None = None,
+    on_event: Callable[[PresenterEvent], None] | None = None,
     should_abort: Callable[[], bool] | None = None,
 ) -> RunLog:
     """Show a checked plan, locked to the display's refreshes, from the first trigger.
@@ -289,8 +238,8 @@ def present_run(
     display.prepare(images)
     display.draw_fixation(plan.fixation.colour)
     display.flip()
-    emit({"type": "armed", "run_id": plan.run_id, "refresh_hz": display.refresh_hz, "tr_s": plan.tr_s,
-          "n_volumes": plan.n_volumes, "stimuli": sorted({t.stimulus for t in plan.trials})})  # fmt: skip
+    emit(Armed(run_id=plan.run_id, refresh_hz=display.refresh_hz, tr_s=plan.tr_s, n_volumes=plan.n_volumes,
+               stimuli=tuple(sorted({t.stimulus for t in plan.trials}))))  # fmt: skip
     period = 1.0 / display.refresh_hz
     records = [
         TrialRecord(
@@ -305,11 +254,13 @@ def present_run(
         for k, t in enumerate(plan.trials)
     ]
     run = RunLog(run_id=plan.run_id, refresh_hz=display.refresh_hz, trials=records)
-    first = _wait_first_trigger(triggers, display, clock, trigger_timeout_s, abort_keys, stop_requested, emit)
+    first = _wait_first_trigger(
+        plan.run_id, triggers, display, clock, trigger_timeout_s, abort_keys, stop_requested, emit
+    )
     if first is None:
         run.aborted = True
-        emit({"type": "aborted", "time_s": None, "before_first_trigger": True})
-        emit({"type": "done", "aborted": True, "dropped_frames": 0, "attention": None})
+        emit(Aborted(run_id=plan.run_id, time_s=None, before_first_trigger=True))
+        emit(Done(run_id=plan.run_id, aborted=True, dropped_frames=0))
         return run
     run.first_trigger_clock = first[0]
     onsets = [round(t.onset_s / period) for t in plan.trials]
@@ -321,7 +272,7 @@ def present_run(
     ]
     for t in first:
         run.triggers_s.append(t - first[0])
-        emit({"type": "trigger", "index": len(run.triggers_s) - 1, "time_s": t - first[0]})
+        emit(Triggered(run_id=plan.run_id, index=len(run.triggers_s) - 1, time_s=t - first[0]))
     first_s = first[0]
     # Flip k after the trigger lands in ((k - 1) period, k period]: frame k shows what is planned for it.
     frame = math.floor((clock.now() - first_s) / period + 1e-9) + 1
@@ -350,28 +301,28 @@ def present_run(
             record = records[showing]
             assert record.actual_onset_s is not None
             record.actual_duration_s = elapsed - record.actual_onset_s
-            emit({"type": "offset", "trial": showing, "actual_duration_s": record.actual_duration_s,
-                  "dropped_frames": record.dropped_frames})  # fmt: skip
+            emit(Offset(run_id=plan.run_id, trial=showing, actual_duration_s=record.actual_duration_s,
+                        dropped_frames=record.dropped_frames))  # fmt: skip
         if on is not None and on != showing:
             records[on].actual_onset_s = elapsed
-            emit({"type": "onset", "trial": on, "stimulus": records[on].stimulus,
-                  "planned_onset_s": records[on].planned_onset_s, "actual_onset_s": elapsed,
-                  "planned_duration_s": records[on].planned_duration_s,
-                  "onset_error_ms": records[on].onset_error_ms})  # fmt: skip
+            emit(Onset(run_id=plan.run_id, trial=on, stimulus=records[on].stimulus,
+                       planned_onset_s=records[on].planned_onset_s, actual_onset_s=elapsed,
+                       planned_duration_s=records[on].planned_duration_s,
+                       onset_error_ms=1e3 * (elapsed - records[on].planned_onset_s)))  # fmt: skip
         showing = on
         for t in triggers.wait(clock.now()):
             run.triggers_s.append(t - first_s)
-            emit({"type": "trigger", "index": len(run.triggers_s) - 1, "time_s": t - first_s})
+            emit(Triggered(run_id=plan.run_id, index=len(run.triggers_s) - 1, time_s=t - first_s))
         for key, t in display.pressed_keys():
             if key in abort_keys:
                 run.aborted = True
             else:
                 run.responses.append((key, t - first_s))
-                emit({"type": "response", "key": key, "time_s": t - first_s})
+                emit(Response(run_id=plan.run_id, key=key, time_s=t - first_s))
         if stop_requested():
             run.aborted = True
         if run.aborted:
-            emit({"type": "aborted", "time_s": elapsed})
+            emit(Aborted(run_id=plan.run_id, time_s=elapsed))
             log.warning("run %s aborted by the operator at %.3f s", plan.run_id, elapsed)
             break
         frame = shown + 1
@@ -381,19 +332,20 @@ def present_run(
     run.fixation_changes_s = [c for c in changes if c < (clock.now() - first_s)]
     if plan.fixation.task:
         run.attention = score_attention(run.fixation_changes_s, run.responses, plan.fixation)
-    emit({"type": "done", "aborted": run.aborted, "dropped_frames": run.dropped_frames,
-          "attention": None if run.attention is None else run.attention.as_dict()})  # fmt: skip
+    emit(Done(run_id=plan.run_id, aborted=run.aborted, dropped_frames=run.dropped_frames,
+              attention=run.attention))  # fmt: skip
     return run
 
 
 def _wait_first_trigger(
+    run_id: str,
     triggers: TriggerSource,
     display: Display,
     clock: Clock,
     timeout_s: float,
     abort_keys: tuple[str, ...],
     stop_requested: Callable[[], bool],
-    emit: Callable[[Event], None],
+    emit: Callable[[PresenterEvent], None],
 ) -> list[float] | None:
     """The first trigger(s), in clock time; None if the run was aborted while waiting."""
     deadline = clock.now() + timeout_s
@@ -405,7 +357,7 @@ def _wait_first_trigger(
             return None
         if clock.now() >= deadline:
             source = getattr(triggers, "description", type(triggers).__name__)
-            emit({"type": "trigger_timeout", "timeout_s": timeout_s, "source": source})
+            emit(TriggerTimeout(run_id=run_id, timeout_s=timeout_s, source=source))
             raise TriggerTimeoutError(
                 f"no trigger within {timeout_s:g} s from {source}; is the scanner running, and is the "
                 "trigger cable or network connected? The run was armed and can be sent again."

@@ -26,15 +26,25 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from db.base import Clock
-from scanner_bridge.protocol import MessageType
+from db.base import Clock, MessageType
 from stimulus.errors import PlanError, TriggerTimeoutError
+from stimulus.present.bids import write_bids_events
 from stimulus.present.channel import PresenterChannel, Request
-from stimulus.present.events import write_bids_events
+from stimulus.present.events import (
+    Ack,
+    LogReady,
+    PresenterEvent,
+    PresenterWarning,
+    Refused,
+    RunError,
+    RunLog,
+    Served,
+    StaleTriggers,
+    Triggered,
+)
 from stimulus.present.plan import RunPlan
-from stimulus.present.schedule import Display, RunLog, TriggerSource, present_run
+from stimulus.present.schedule import Display, TriggerSource, present_run
 
 __all__ = ["Presenter"]
 
@@ -77,7 +87,7 @@ class Presenter:
         self.make_triggers = triggers
         self.stimulus_dir, self.events_dir = stimulus_dir, events_dir
         self.trigger_timeout_s, self.abort_keys = trigger_timeout_s, abort_keys
-        self.logs: dict[str, dict[str, Any]] = {}  # run_id -> the final log message, for `log` requests
+        self.logs: dict[str, LogReady] = {}  # run_id -> the final log message, for `log` requests
         self._last_idle_flip = float("-inf")
         self._stopping = False
         warning = getattr(display, "refresh_warning", None)
@@ -111,15 +121,14 @@ class Presenter:
         command = str(request.content["command"])
         if command in ("abort", "quit"):
             self.channel.abort.clear()  # any run it was meant for has ended by now
-            self.channel.reply(request.peer, {"type": "ack", "command": command})
+            self.channel.reply(request.peer, Ack(command=command))
             return command != "quit"
         if command == "log":
-            run_id = request.content.get("run_id")
-            missing = {"type": "error", "run_id": run_id, "error": f"no run {run_id!r} has been presented"}
-            answer = self.logs.get(str(run_id)) or missing
-            self.channel.reply(request.peer, answer)
+            run_id = str(request.content.get("run_id"))
+            missing = RunError(run_id=run_id, error=f"no run {run_id!r} has been presented")
+            self.channel.reply(request.peer, self.logs.get(run_id) or missing)
             return True
-        self.channel.reply(request.peer, {"type": "status", "runs": sorted(self.logs)})
+        self.channel.reply(request.peer, Served(runs=tuple(sorted(self.logs))))
         return True
 
     def run(self, request: Request) -> RunLog | None:
@@ -131,19 +140,20 @@ class Presenter:
         except PlanError as exc:
             run_id = raw.get("run_id") if isinstance(raw, dict) else None
             log.error("plan refused: %s", exc)
-            self.channel.reply(request.peer, {"type": "refused", "run_id": run_id, "error": str(exc)})
+            named = run_id if isinstance(run_id, str) else None
+            self.channel.reply(request.peer, Refused(run_id=named, error=str(exc)))
             return None
         stale = self.channel.clear_triggers()
         if stale:
             log.warning("%d trigger(s) came before run %s was armed; ignored", stale, plan.run_id)
-            self.channel.broadcast({"type": "stale_triggers", "run_id": plan.run_id, "count": stale})
+            self.channel.broadcast(StaleTriggers(run_id=plan.run_id, count=stale))
         self.display.pressed_keys()
         triggers = self.make_triggers(plan)
         self.channel.set_status(state="armed", run_id=plan.run_id)
 
-        def send(event: dict[str, Any]) -> None:
-            self.channel.broadcast({**event, "run_id": plan.run_id})
-            if event["type"] == "trigger" and event["index"] == 0:
+        def send(event: PresenterEvent) -> None:
+            self.channel.broadcast(event)
+            if isinstance(event, Triggered) and event.index == 0:
                 self.channel.set_status(state="running")
 
         try:
@@ -154,29 +164,25 @@ class Presenter:
             )  # fmt: skip
         except TriggerTimeoutError as exc:
             log.error("%s", exc)
-            self.channel.broadcast({"type": "error", "run_id": plan.run_id, "error": str(exc)})
+            self.channel.broadcast(RunError(run_id=plan.run_id, error=str(exc)))
             return None
         finally:
             stop = getattr(triggers, "stop", None)
             if stop is not None:
                 stop()
             self.channel.set_status(state="idle", run_id=None)
-        final: dict[str, Any] = {
-            "type": "log",
-            "run_id": plan.run_id,
-            "log": run.as_dict(),
-            "events_tsv": None,
-        }
         path = self.events_dir / f"{plan.run_id}_events.tsv"
+        written: str | None = None
         try:
             write_bids_events(run, plan, path)
-            final["events_tsv"] = str(path)
+            written = str(path)
         except OSError as exc:
             message = (
                 f"the events of run {plan.run_id} could not be written to {path}: {exc}; the log was sent"
             )
             log.error("%s", message)
-            self.channel.broadcast({"type": "warning", "run_id": plan.run_id, "warning": message})
+            self.channel.broadcast(PresenterWarning(run_id=plan.run_id, warning=message))
+        final = LogReady(run_id=plan.run_id, log=run, events_tsv=written)
         self.logs[plan.run_id] = final
         self.channel.broadcast(final)
         return run

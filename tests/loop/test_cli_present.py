@@ -15,6 +15,7 @@ from PIL import Image
 from scanner_bridge import generate_key_file, load_key
 from stimulus.present import PlannedTrial, RunPlan
 from stimulus.present.channel import PresenterClient
+from stimulus.present.events import Ack, Armed, LogReady
 
 from .conftest import CORTEXLOOP, free_port
 
@@ -47,24 +48,24 @@ def test_present_no_window_serves_a_plan_on_network_triggers_then_quits(tmp_path
             client.send_plan(plan)
             events = [client.next_event(10)]
             assert events[0] is not None
-            assert events[0]["type"] == "armed"
+            assert events[0].type == "armed"
             for k in range(plan.n_volumes):
                 scanner.trigger(k, k * plan.tr_s)
                 time.sleep(plan.tr_s / 10)
-            while events[-1] is not None and events[-1]["type"] != "log":
+            while events[-1] is not None and events[-1].type != "log":
                 events.append(client.next_event(10))
             client.command("quit")
-            assert client.next_event(10) == {"type": "ack", "command": "quit"}
+            assert client.next_event(10) == Ack(command="quit")
         out, err = server.communicate(timeout=20)
     finally:
         server.kill()
     assert server.returncode == 0, err
     assert f"presenter at {endpoint} (no window, triggers: network)" in out
     final = events[-1]
-    assert final is not None
-    assert [t["planned_onset_s"] for t in final["log"]["trials"]] == [2.0, 5.0]
+    assert isinstance(final, LogReady)
+    assert [t.planned_onset_s for t in final.log.trials] == [2.0, 5.0]
     # Within a few frames of the plan (the clock runs 10 times real time: 0.1 s here is 10 ms of real time).
-    assert all(abs(t["actual_onset_s"] - t["planned_onset_s"]) < 0.1 for t in final["log"]["trials"])
+    assert all(t.onset_error_ms is not None and abs(t.onset_error_ms) < 100 for t in final.log.trials)
     assert (tmp_path / "ev" / "sub-01_run-1_events.tsv").read_text().count("a.png") == 2
 
 
@@ -98,20 +99,21 @@ def test_present_in_a_window_runs_a_plan_on_launchscan_triggers(tmp_path: Path) 
             assert client.status["state"] == "idle"
             client.send_plan(plan)
             events = []
-            while not events or events[-1]["type"] not in ("log", "error", "refused"):
+            while not events or events[-1].type not in ("log", "error", "refused"):
                 event = client.next_event(30)
-                assert event is not None, [e["type"] for e in events]
+                assert event is not None, [e.type for e in events]
                 events.append(event)
             client.command("quit")
-            assert client.next_event(10) == {"type": "ack", "command": "quit"}
+            assert client.next_event(10) == Ack(command="quit")
         out, err = server.communicate(timeout=20)
     finally:
         server.kill()
     assert server.returncode == 0, err
     assert "triggers: emulator" in out
-    final = events[-1]["log"]
-    assert len(final["triggers_s"]) == 6
-    assert [t["actual_onset_s"] is not None for t in final["trials"]] == [True, True]
+    final = events[-1]
+    assert isinstance(final, LogReady), final
+    assert len(final.log.triggers_s) == 6
+    assert [t.shown for t in final.log.trials] == [True, True]
     assert (tmp_path / "ev" / "window_events.tsv").exists()
 
 
@@ -127,23 +129,24 @@ def test_sigterm_mid_run_ends_the_run_aborted_and_still_reports_it(tmp_path: Pat
         with PresenterClient(endpoint, key, timeout_s=60) as client, \
                 PresenterClient(endpoint, key, role="scanner") as scanner:  # fmt: skip
             client.send_plan(plan)
-            assert (client.next_event(10) or {}).get("type") == "armed"
+            assert isinstance(client.next_event(10), Armed)
             for k in range(4):
                 scanner.trigger(k, 2.0 * k)
                 time.sleep(0.2)
             server.terminate()  # SIGTERM, as a process manager (or the controller) sends it
             events = []
-            while not events or events[-1]["type"] != "log":
+            while not events or events[-1].type != "log":
                 event = client.next_event(10)
-                assert event is not None, [e["type"] for e in events]
+                assert event is not None, [e.type for e in events]
                 events.append(event)
         out, err = server.communicate(timeout=20)
     finally:
         server.kill()
     assert server.returncode == 0, err
     assert "presenter stopped" in out
-    final = events[-1]["log"]
-    assert final["aborted"]
-    shown = sum(t["actual_onset_s"] is not None for t in final["trials"])
+    final = events[-1]
+    assert isinstance(final, LogReady)
+    assert final.log.aborted
+    shown = sum(t.shown for t in final.log.trials)
     assert 1 <= shown < 20
     assert (tmp_path / "ev" / "stopped_events.tsv").exists()  # written before the process ended

@@ -25,7 +25,7 @@ from scanner_bridge.readers import read_volume
 from scanner_bridge.simulate.scanner import SimulatedScanner
 from scanner_bridge.simulate.subject import SubjectConfig, VirtualSubject
 from scanner_bridge.volume import Volume
-from stimulus.present import RunPlan, VirtualClock
+from stimulus.present import RunLog, RunPlan, VirtualClock
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -51,7 +51,7 @@ class Dropping(InProcessAcquisition):
         super().__init__(*args, **kwargs)
         self.drop, self.late_after = drop, late_after
 
-    def acquire(self, plan: RunPlan, number: int, sink: RunSink, **options: Any) -> dict[str, Any]:
+    def acquire(self, plan: RunPlan, number: int, sink: RunSink, **options: Any) -> RunLog:
         drop, late_after = self.drop, self.late_after
         held: list[Volume | None] = []
 
@@ -79,7 +79,7 @@ class Dropping(InProcessAcquisition):
 class GivingUp(InProcessAcquisition):
     """A presenter that reports its first trigger never came, after some volumes were taken."""
 
-    def acquire(self, plan: RunPlan, number: int, sink: RunSink, **options: Any) -> dict[str, Any]:
+    def acquire(self, plan: RunPlan, number: int, sink: RunSink, **options: Any) -> RunLog:
         record = self.scanner.run(run=number, plan=plan)
         for index in range(5):
             part = read_volume([self.export_dir / name for name in record.files[index]])
@@ -181,7 +181,7 @@ class Watching(InProcessAcquisition):
         super().__init__(*args, **kwargs)
         self.refused: dict[int, set[str]] = {}
 
-    def acquire(self, plan: RunPlan, number: int, sink: RunSink, **options: Any) -> dict[str, Any]:
+    def acquire(self, plan: RunPlan, number: int, sink: RunSink, **options: Any) -> RunLog:
         self.refused[number] = set(options["refuse_series"])
         return super().acquire(plan, number, sink, **options)
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scanner_bridge.protocol import Signer, decode, volume_from_wire
+from db.base import Signer
+from db.base.wire import decode
+from scanner_bridge import Volume
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
@@ -21,7 +23,7 @@ def test_the_documented_example_verifies_and_reads_as_described() -> None:
         [frames["0"].encode(), frames["1"].encode(), frames["2"].encode(), frames["3"].encode(), voxels],
         max_bytes=1 << 20,
     )
-    volume = volume_from_wire(message)
+    volume = Volume.from_wire(message)
     assert (volume.index, volume.shape, volume.tr_s) == (17, (2, 3, 4), 1.5)
     i, j, k = 1, 2, 3
     assert volume.data[i, j, k] == 12 * i + 4 * j + k

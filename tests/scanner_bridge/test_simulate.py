@@ -283,6 +283,7 @@ def test_the_scanner_follows_the_presenters_actual_onsets(
 ) -> None:
     from stimulus.present import VirtualDisplay
     from stimulus.present.channel import ChannelTriggers, PresenterChannel, PresenterClient
+    from stimulus.present.events import LogReady
     from stimulus.present.server import Presenter
 
     speed, key = 10.0, b"s" * 32
@@ -306,18 +307,18 @@ def test_the_scanner_follows_the_presenters_actual_onsets(
             while log is None:
                 event = controller.next_event(10)
                 assert event is not None
-                log = event["log"] if event["type"] == "log" else None
+                log = event.log if isinstance(event, LogReady) else None
             controller.command("quit")
     finally:
         serving.join(timeout=10)
         channel.close()
     truth = json.loads(record.truth.read_text())  # type: ignore[union-attr]
     assert record.run_id == "sim"
-    shown = [(t["stimulus"], t["actual_onset_s"]) for t in log["trials"]]
+    shown = [(t.stimulus, t.actual_onset_s) for t in log.trials]
     assert [(p["stimulus"], p["onset_s"]) for p in truth["presentations"]] == shown
     # Triggers are stamped as they reach the presenter. Here scanner and presenter share one process (and
     # its GIL) at 10 times real time, so a stamp may be a few milliseconds of real time late.
-    lateness = np.abs(np.array(log["triggers_s"]) - 2.0 * np.arange(10))
+    lateness = np.abs(np.array(log.triggers_s) - 2.0 * np.arange(10))
     assert np.median(lateness) < 0.05, log["triggers_s"]
     assert lateness.max() < 0.4, log["triggers_s"]
 

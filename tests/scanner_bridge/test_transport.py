@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import zmq
 
-from db.base import VolumeStatus
+from db.base import MessageType, Signer, VolumeStatus
+from db.base.wire import decode, encode
 from scanner_bridge import (
     ReceiverConfig,
     ReceiveTimeoutError,
@@ -21,7 +22,6 @@ from scanner_bridge import (
     VolumePublisher,
     VolumeReceiver,
 )
-from scanner_bridge.protocol import MessageType, Signer, decode, encode, volume_to_wire
 
 ANY_PORT = "tcp://127.0.0.1:*"
 TR_S = 0.1
@@ -181,7 +181,7 @@ class FakeBridge:
 
     def volume_frames(self, index: int, to: str, signer: Signer | None = None) -> list[bytes]:
         self.seq += 1
-        content, buffers = volume_to_wire(make_volume(index))
+        content, buffers = make_volume(index).to_wire()
         frames = encode(
             signer or self.signer, MessageType.VOLUME, content, buffers, session="fake", seq=self.seq, to=to
         )

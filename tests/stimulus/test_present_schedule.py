@@ -14,6 +14,7 @@ from stimulus import PlanError, TriggerTimeoutError
 from stimulus.present import (
     FixationSettings,
     PlannedTrial,
+    RunLog,
     RunPlan,
     VirtualClock,
     VirtualDisplay,
@@ -21,6 +22,7 @@ from stimulus.present import (
     present_run,
     write_bids_events,
 )
+from stimulus.present.events import Done, Onset
 
 REFRESH_HZ = 60.0
 PERIOD = 1 / REFRESH_HZ
@@ -75,7 +77,7 @@ def test_onsets_follow_the_plan_to_a_frame_in_order(stimuli: dict[str, str], tmp
         assert abs(record.onset_error_ms) <= 1e3 * PERIOD + 1e-6
         assert record.actual_duration_s == pytest.approx(record.planned_duration_s, abs=PERIOD + 1e-9)
     assert log.dropped_frames == 0
-    assert [e["trial"] for e in events if e["type"] == "onset"] == list(range(6))
+    assert [e.trial for e in events if isinstance(e, Onset)] == list(range(6))
     # What was on screen at each planned onset is that trial's image; fixation between trials.
     for trial in plan.trials:
         at = [
@@ -106,7 +108,7 @@ def test_escape_aborts_and_keeps_what_happened(stimuli: dict[str, str], tmp_path
     shown = [r for r in log.trials if r.actual_onset_s is not None]
     assert [r.index for r in shown] == [0, 1, 2]
     assert log.responses == [("1", pytest.approx(4.2, abs=PERIOD))]
-    assert events[-1] == {"type": "done", "aborted": True, "dropped_frames": 0, "attention": None}
+    assert events[-1] == Done(run_id=plan.run_id, aborted=True, dropped_frames=0)
     tsv, sidecar = write_bids_events(log, plan, tmp_path / "sub-01_task-x_run-1_events.tsv")
     rows = list(csv.DictReader(tsv.read_text().splitlines(), delimiter="\t"))
     assert [r["onset_measured"] for r in rows if r["trial_type"] != "response"] == ["true"] * 3 + [
@@ -145,7 +147,10 @@ def test_the_attention_task_changes_colour_and_scores_responses(
     assert (log.attention.hits, log.attention.false_alarms) == (2, 1)
     assert log.attention.reaction_times_s == pytest.approx([0.4, 0.4], abs=PERIOD)
     assert log.attention.hit_rate == pytest.approx(2 / len(changes))
-    assert events[-1]["attention"] == log.attention.as_dict()
+    done = events[-1]
+    assert isinstance(done, Done)
+    assert done.attention == log.attention
+    assert RunLog.from_wire(json.loads(json.dumps(log.to_wire()))) == log  # what the controller gets back
     assert [key for key, _ in log.responses] == ["1", "1", "2", "x"]
 
 

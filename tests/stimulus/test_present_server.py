@@ -6,16 +6,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import zmq
 
-from scanner_bridge import ScaledClock
-from scanner_bridge.protocol import MessageType, Signer, encode
+from db.base import MessageType, ScaledClock, Signer
+from db.base.wire import encode
 from stimulus import PresenterError
-from stimulus.present import PlannedTrial, RunPlan, VirtualDisplay
+from stimulus.present import PlannedTrial, PresenterEvent, RunPlan, VirtualDisplay
 from stimulus.present.channel import ChannelTriggers, PresenterChannel, PresenterClient
+from stimulus.present.events import LogReady, Onset, Refused, RunError, StaleTriggers, Triggered
 from stimulus.present.server import Presenter
 
 KEY = b"k" * 32
@@ -57,7 +57,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     server.channel.close()
 
 
-def _events_until(client: PresenterClient, kinds: set[str], timeout_s: float = 20.0) -> list[dict[str, Any]]:
+def _events_until(client: PresenterClient, kinds: set[str], timeout_s: float = 20.0) -> list[PresenterEvent]:
     events = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -65,9 +65,9 @@ def _events_until(client: PresenterClient, kinds: set[str], timeout_s: float = 2
         if event is None:
             break
         events.append(event)
-        if event["type"] in kinds:
+        if event.type in kinds:
             return events
-    raise AssertionError(f"no {kinds} event within {timeout_s} s; got {[e['type'] for e in events]}")
+    raise AssertionError(f"no {kinds} event within {timeout_s} s; got {[e.type for e in events]}")
 
 
 def _scan(endpoint: str, plan: RunPlan, stop: threading.Event | None = None) -> threading.Thread:
@@ -99,24 +99,25 @@ def test_a_signed_plan_is_presented_on_network_triggers_and_reported_as_it_happe
         armed = _events_until(client, {"armed"})
         _scan(server.channel.endpoint, plan)
         events = armed + _events_until(client, {"log"})
-    kinds = [e["type"] for e in events]
+    kinds = [e.type for e in events]
     assert kinds[0] == "armed"
     assert kinds[-2:] == ["done", "log"]
-    assert all(e["run_id"] == "run-1" for e in events)
-    onsets = [e for e in events if e["type"] == "onset"]
-    assert [e["trial"] for e in onsets] == [0, 1, 2]
+    assert all(e.run_id == "run-1" for e in events)
+    onsets = [e for e in events if isinstance(e, Onset)]
+    assert [e.trial for e in onsets] == [0, 1, 2]
     assert kinds.index("onset") < kinds.index("offset")  # events arrive in the order they happened
     # Within a frame of the plan, give or take what a busy machine adds on a clock 5 times real time.
-    errors = sorted(abs(e["onset_error_ms"]) for e in onsets)
+    errors = sorted(abs(e.onset_error_ms) for e in onsets)
     assert errors[1] < 2e3 / REFRESH_HZ + 1.0
     assert errors[-1] < 100.0
-    triggers = [e["time_s"] for e in events if e["type"] == "trigger"]
+    triggers = [e.time_s for e in events if isinstance(e, Triggered)]
     assert triggers == pytest.approx([2.0 * k for k in range(6)], abs=0.05)
-    final = events[-1]["log"]
-    assert [t["actual_onset_s"] for t in final["trials"]] == [e["actual_onset_s"] for e in onsets]
-    assert not final["aborted"]
+    last = events[-1]
+    assert isinstance(last, LogReady)
+    assert [t.actual_onset_s for t in last.log.trials] == [e.actual_onset_s for e in onsets]
+    assert not last.log.aborted
     assert (tmp_path / "events" / "run-1_events.tsv").exists()
-    assert events[-1]["events_tsv"] == str(tmp_path / "events" / "run-1_events.tsv")
+    assert last.events_tsv == str(tmp_path / "events" / "run-1_events.tsv")
 
 
 def test_a_plan_that_cannot_be_armed_is_refused_by_name_and_the_next_one_is_served(
@@ -126,17 +127,22 @@ def test_a_plan_that_cannot_be_armed_is_refused_by_name_and_the_next_one_is_serv
     with PresenterClient(server.channel.endpoint, KEY) as client:
         client.send_plan(_plan(stimuli, "bad"))
         refused = _events_until(client, {"refused"})[-1]
-        assert refused["run_id"] == "bad"
-        assert "img1.png: sha256" in refused["error"]
+        assert isinstance(refused, Refused)
+        assert refused.run_id == "bad"
+        assert "img1.png: sha256" in refused.error
         client.command("log", run_id="bad")
-        assert "no run 'bad' has been presented" in _events_until(client, {"error"})[-1]["error"]
+        error = _events_until(client, {"error"})[-1]
+        assert isinstance(error, RunError)
+        assert "no run 'bad' has been presented" in error.error
         plan = RunPlan(run_id="good", tr_s=2.0, n_volumes=3, trials=_plan(stimuli).trials[:1])  # img0 only
         client.send_plan(plan)
         _events_until(client, {"armed"})
         _scan(server.channel.endpoint, plan)
-        assert _events_until(client, {"log"})[-1]["log"]["trials"][0]["actual_onset_s"] is not None
+        final = _events_until(client, {"log"})[-1]
+        assert isinstance(final, LogReady)
+        assert final.log.trials[0].actual_onset_s is not None
         client.command("log", run_id="good")  # a controller that missed the events asks again
-        assert _events_until(client, {"log"})[-1]["run_id"] == "good"
+        assert _events_until(client, {"log"})[-1].run_id == "good"
 
 
 def test_forged_replayed_and_misaddressed_messages_are_dropped(
@@ -181,12 +187,13 @@ def test_abort_ends_the_run_and_keeps_what_was_shown(server: Server, stimuli: di
         client.command("abort")
         events = _events_until(client, {"log"})
         stop.set()
-    final = events[-1]["log"]
-    assert final["aborted"]
-    shown = [t["actual_onset_s"] is not None for t in final["trials"]]
+    last = events[-1]
+    assert isinstance(last, LogReady)
+    assert last.log.aborted
+    shown = [t.shown for t in last.log.trials]
     assert shown[0]
     assert not shown[2]
-    assert any(e["type"] == "aborted" for e in events)
+    assert any(e.type == "aborted" for e in events)
 
 
 def test_triggers_before_arming_are_dropped_and_a_missing_trigger_times_out(
@@ -206,9 +213,11 @@ def test_triggers_before_arming_are_dropped_and_a_missing_trigger_times_out(
         server.thread.join(timeout=10)
         server.channel.close()
     assert not server.thread.is_alive()  # quit stops the server
-    assert {"type": "stale_triggers", "run_id": "run-1", "count": 2} in events
-    assert "no trigger within 1 s from the network" in events[-1]["error"]
-    assert any(e["type"] == "trigger_timeout" for e in events)
+    assert StaleTriggers(run_id="run-1", count=2) in events
+    error = events[-1]
+    assert isinstance(error, RunError)
+    assert "no trigger within 1 s from the network" in error.error
+    assert any(e.type == "trigger_timeout" for e in events)
 
 
 def test_a_client_with_no_presenter_is_told_where_it_looked() -> None:

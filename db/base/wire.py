@@ -1,19 +1,19 @@
-"""The wire protocol: signed multipart messages (see docs/protocol.md for the annotated format).
+"""The wire: signed multipart messages, one format for every process (docs/protocol.md).
 
-One message is one ZeroMQ multipart message::
+The bridge, the presenter, the controller and the simulated scanner all
+speak it. One message is one ZeroMQ multipart message::
 
     frame 0  b"cortexloop/1"               protocol tag
     frame 1  HMAC-SHA256, hex (ASCII)       signature; empty = unsigned (always dropped)
     frame 2  header, JSON (UTF-8)           {"id", "type", "session", "seq", "sent", "to", "version"}
     frame 3  content, JSON (UTF-8)          depends on the type
-    frame 4+ raw buffers                    e.g. the volume's voxels
+    frame 4+ raw buffers                    e.g. a volume's voxels
 
 The signature covers the tag, header and content and the SHA-256 of every
 buffer, each as an 8-byte big-endian length followed by its bytes, so no
 bytes can move between frames without breaking it. It is checked with
-``hmac.compare_digest``. Replays are refused by the receiver: every message
-is addressed (``to``) to the nonce of one receiver's connection and carries a
-sequence number that must grow for each sender session.
+``hmac.compare_digest``. This module frames, signs and verifies; who may
+send what, and the refusal of replays, is :mod:`db.base.channel`'s.
 """
 
 from __future__ import annotations
@@ -26,20 +26,20 @@ import json
 import os
 import secrets
 import stat
+import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from scanner_bridge.errors import KeyFileError, ProtocolError, RejectReason
-from scanner_bridge.volume import Volume
+from db.base.errors import KeyFileError, ProtocolError, RejectReason
 
 __all__ = [
+    "KEY_BYTES",
     "PROTOCOL_TAG",
     "PROTOCOL_VERSION",
+    "Frame",
     "Message",
     "MessageType",
     "Signer",
@@ -48,8 +48,6 @@ __all__ = [
     "encode",
     "generate_key_file",
     "load_key",
-    "volume_from_wire",
-    "volume_to_wire",
 ]
 
 PROTOCOL_TAG = b"cortexloop/1"
@@ -61,11 +59,12 @@ Frame = bytes | memoryview
 
 
 class MessageType(enum.StrEnum):
-    HELLO = "hello"  # receiver -> bridge: subscribe, heartbeat, ask for missed volumes
-    STATUS = "status"  # bridge -> receiver: the bridge is alive; what it holds
+    """Every message type of the protocol; each side takes only its own (see :mod:`db.base.channel`)."""
+
+    HELLO = "hello"  # a peer to a server: here I am (the bridge's receivers also say what they lack)
+    STATUS = "status"  # a server to a peer: alive, and what it holds or does
     VOLUME = "volume"  # bridge -> receiver: one volume
     EVENT = "event"  # bridge -> receiver: something the operator should know (a bad file, a gap)
-    # The presenter's channel (stimulus.present.channel) speaks the same protocol:
     PLAN = "plan"  # controller -> presenter: a run plan to arm
     COMMAND = "command"  # controller -> presenter: abort, quit, or send a run's log again
     TRIGGER = "trigger"  # simulated scanner -> presenter: one volume's sync pulse
@@ -74,12 +73,18 @@ class MessageType(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Message:
-    """A verified message."""
+    """A verified message; ``received_at`` is the wall-clock time its frames were read."""
 
     type: MessageType
     header: dict[str, Any]
     content: dict[str, Any]
     buffers: list[memoryview]
+    received_at: float = field(default=0.0, compare=False)
+
+    @property
+    def session(self) -> str:
+        """The sender's session (its nonce)."""
+        return str(self.header["session"])
 
 
 class Signer:
@@ -141,8 +146,9 @@ def encode(
 def decode(signer: Signer, frames: Sequence[Frame], *, max_bytes: int) -> Message:
     """Verify and parse one message; raise :class:`ProtocolError` naming the reason to drop it.
 
-    Replays are not judged here (that needs the receiver's state); everything else is.
+    Replays are not judged here (that needs the receiving side's state); everything else is.
     """
+    received_at = time.time()
     total = sum(len(f) for f in frames)
     if total > max_bytes:
         raise ProtocolError(RejectReason.OVERSIZED, f"{total} bytes; the limit is {max_bytes}")
@@ -178,7 +184,9 @@ def decode(signer: Signer, frames: Sequence[Frame], *, max_bytes: int) -> Messag
         raise ProtocolError(RejectReason.UNSUPPORTED, f"message type {header['type']!r}") from None
     if not isinstance(header["seq"], int) or isinstance(header["seq"], bool):
         raise ProtocolError(RejectReason.MALFORMED, f"sequence number {header['seq']!r} is not an integer")
-    return Message(msg_type, header, content, views)
+    if not isinstance(header["session"], str) or not isinstance(header["to"], str):
+        raise ProtocolError(RejectReason.MALFORMED, "header session and to must be strings")
+    return Message(msg_type, header, content, views, received_at)
 
 
 # --- key files -------------------------------------------------------------------------------------
@@ -227,73 +235,3 @@ def load_key(path: Path | str) -> bytes:
             f"make a new one with `cortexloop bridge keygen`"
         )
     return key
-
-
-# --- volumes on the wire ---------------------------------------------------------------------------
-
-# Numeric dtypes a volume may have on the wire (numpy ``dtype.str``: byte order, kind, item size).
-WIRE_DTYPES = frozenset(
-    np.dtype(t).newbyteorder(o).str
-    for t in ("u1", "i1", "u2", "i2", "u4", "i4", "f4", "f8")
-    for o in ("<", ">")
-) | {"|u1", "|i1"}
-
-
-def volume_to_wire(volume: Volume) -> tuple[dict[str, Any], list[Frame]]:
-    """The content and buffer of a volume message (no copy: Fortran-ordered data go as they are)."""
-    data = volume.data
-    order = "F" if data.flags.f_contiguous and not data.flags.c_contiguous else "C"
-    if not (data.flags.c_contiguous or data.flags.f_contiguous):
-        data = np.ascontiguousarray(data)
-    content = {
-        "index": volume.index,
-        "series": volume.series,
-        "shape": list(volume.shape),
-        "dtype": data.dtype.str,
-        "order": order,
-        "affine": volume.affine.tolist(),
-        "tr_s": volume.tr_s,
-        "acquisition_time": volume.acquisition_time,
-        "source": volume.source,
-        "stamps": volume.stamps,
-    }
-    return content, [data.reshape(-1, order="A").data.cast("B")]
-
-
-def volume_from_wire(message: Message) -> Volume:
-    """The volume in a verified volume message; :class:`ProtocolError` if the content is inconsistent."""
-    c = message.content
-    try:
-        index, shape, dtype = c["index"], c["shape"], np.dtype(c["dtype"])
-        affine = np.array(c["affine"], dtype=np.float64)
-        order, stamps = c["order"], {str(k): float(v) for k, v in c["stamps"].items()}
-        tr_s = None if c["tr_s"] is None else float(c["tr_s"])
-        series, source, acquisition_time = str(c["series"]), str(c["source"]), c["acquisition_time"]
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ProtocolError(RejectReason.MALFORMED, f"volume content is incomplete ({exc!r})") from exc
-    if not (isinstance(index, int) and index >= 0):
-        raise ProtocolError(RejectReason.MALFORMED, f"volume index {index!r} is not a non-negative integer")
-    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(n, int) and n > 0 for n in shape)):
-        raise ProtocolError(RejectReason.MALFORMED, f"volume {index} shape {shape!r} is not 3 positive sizes")
-    if dtype.str not in WIRE_DTYPES or order not in ("C", "F"):
-        raise ProtocolError(RejectReason.MALFORMED, f"volume {index} dtype {dtype.str!r} / order {order!r}")
-    if affine.shape != (4, 4) or not np.isfinite(affine).all():
-        raise ProtocolError(RejectReason.MALFORMED, f"volume {index} affine is not a finite 4x4 matrix")
-    if len(message.buffers) != 1:
-        raise ProtocolError(RejectReason.TRUNCATED, f"volume {index} has {len(message.buffers)} buffers; 1")
-    expected = int(np.prod(shape)) * dtype.itemsize
-    got = message.buffers[0].nbytes
-    if got != expected:
-        reason = RejectReason.TRUNCATED if got < expected else RejectReason.MALFORMED
-        raise ProtocolError(reason, f"volume {index} buffer has {got} bytes; shape and dtype need {expected}")
-    data = np.frombuffer(message.buffers[0], dtype=dtype).reshape(shape, order=order)
-    return Volume(
-        index=index,
-        data=data,
-        affine=affine,
-        series=series,
-        tr_s=tr_s,
-        source=source,
-        acquisition_time=None if acquisition_time is None else str(acquisition_time),
-        stamps=stamps,
-    )
