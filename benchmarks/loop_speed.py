@@ -34,9 +34,9 @@ from loop.analysis.design import Trial
 from loop.analysis.realtime import RunAnalyzer
 from loop.analysis.roi import RoiAtlas, RoiSignals
 from loop.plans import save_png
+from loop.simulation.scanner import SimulatedScanner
+from loop.simulation.subject import SubjectConfig, VirtualSubject
 from scanner_bridge import RecordedRun
-from scanner_bridge.simulate.scanner import SimulatedScanner
-from scanner_bridge.simulate.subject import SubjectConfig, VirtualSubject
 from stimulus.natural import natural_image_set
 from stimulus.present import PlannedTrial, RunPlan, VirtualClock
 

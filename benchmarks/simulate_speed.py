@@ -27,9 +27,9 @@ from pathlib import Path
 import torch
 
 from loop.plans import save_png
+from loop.simulation.scanner import SimulatedScanner
+from loop.simulation.subject import SubjectConfig, VirtualSubject
 from scanner_bridge import RecordedRun, replay_to_directory
-from scanner_bridge.simulate.scanner import SimulatedScanner
-from scanner_bridge.simulate.subject import SubjectConfig, VirtualSubject
 from stimulus.natural import natural_image_set
 from stimulus.present import PlannedTrial, RunPlan, VirtualClock
 

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from db.base import Clock, CortexloopError, VolumeStatus
+from db.base import Clock, VolumeStatus
+from loop.errors import AcquisitionError
 from scanner_bridge import ReceiverConfig, ScaledClock, VolumeReceiver
 from scanner_bridge.errors import ReceiveTimeoutError
 from scanner_bridge.readers import read_volume
@@ -68,10 +69,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 REAL_GRACE_S = 2.0
-
-
-class AcquisitionError(CortexloopError):
-    """A run could not be acquired to its end (the message says what to check)."""
 
 
 class RunSink(Protocol):

@@ -1,8 +1,9 @@
 """A synthetic rehearsal recording: one block-design run through the real write path, in a second.
 
-ROI signals that follow a canonical HRF-convolved block design with drift
-and noise, written volume by volume with :class:`db.SessionRecorder` as the
-controller writes them: a small recorded session for the database's
+ROI signals that follow a block design convolved with the canonical HRF
+(:func:`loop.analysis.hrf.hrf`, sampled at the TR) with drift and noise,
+written volume by volume with :class:`db.SessionRecorder` as the controller
+writes them: a small recorded session for the database's
 commands and their tests, without a virtual subject or an encoding model.
 """
 
@@ -10,12 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from numpy.typing import NDArray
 from PIL import Image
 
 from db import (
@@ -28,8 +27,9 @@ from db import (
     StimulusKind,
     VolumeStatus,
 )
+from loop.analysis.hrf import hrf
 
-__all__ = ["RehearsalResult", "canonical_hrf", "record_rehearsal"]
+__all__ = ["RehearsalResult", "record_rehearsal"]
 
 ROIS = ("V1", "V2", "V4", "LO", "animal", "place")
 CATEGORIES = ("gratings", "objects", "animals", "scenes")
@@ -44,25 +44,6 @@ SELECTIVITY = np.array(
         [0.1, 0.3, 0.2, 1.2],
     ]
 )
-
-
-def _gamma_pdf(t: NDArray[np.float64], shape: float) -> NDArray[np.float64]:
-    positive = np.clip(t, 1e-12, None)
-    return np.where(t > 0, np.exp((shape - 1) * np.log(positive) - positive - math.lgamma(shape)), 0.0)
-
-
-def _double_gamma(t: NDArray[np.float64]) -> NDArray[np.float64]:
-    return _gamma_pdf(t, 6.0) - _gamma_pdf(t, 16.0) / 6.0
-
-
-def canonical_hrf(tr_s: float, duration_s: float = 32.0) -> NDArray[np.float64]:
-    """SPM's double-gamma HRF (peak ~5 s, undershoot ~15 s) sampled every ``tr_s`` seconds.
-
-    Scaled so that the continuous curve peaks at 1, whatever the TR: a
-    sample-normalised HRF would give a block a different amplitude at each TR.
-    """
-    peak = float(_double_gamma(np.linspace(0.0, duration_s, 3201, dtype=np.float64)).max())
-    return _double_gamma(np.arange(0.0, duration_s, tr_s, dtype=np.float64)) / peak
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,9 +122,9 @@ def record_rehearsal(
         )
     recorder.record_presentations(run_id, trials)
 
-    hrf = canonical_hrf(tr_s)
+    hrf_samples = hrf(np.arange(0.0, 32.0, tr_s))
     neural = drive @ SELECTIVITY.T  # (n_volumes, n_rois)
-    bold = np.apply_along_axis(lambda c: np.convolve(c, hrf)[:n_volumes], 0, neural)
+    bold = np.apply_along_axis(lambda c: np.convolve(c, hrf_samples)[:n_volumes], 0, neural)
     drift = np.linspace(0, 1, n_volumes)[:, None] * rng.normal(0, 0.5, len(ROIS))
     signal = 1000 + 20 * bold + drift + rng.normal(0, 2.0, bold.shape)
 

@@ -47,14 +47,15 @@ import numpy.typing as npt
 from sqlalchemy import func, select
 
 from db import Database, EventLevel, RoiSpec, RunKind, SessionKind, SessionRecorder, StimulusKind
-from db.base import ConfigError, CortexloopError, Status, VolumeStatus, write_atomic
+from db.base import ConfigError, Status, VolumeStatus, write_atomic
 from db.models import EncodingModelVersion, Event, Presentation, Round, Run, Stimulus, Volume
-from loop.acquisition import Acquisition, AcquisitionError, utc
+from loop.acquisition import Acquisition, utc
 from loop.analysis.design import Trial
 from loop.analysis.realtime import RunAnalyzer, VolumeResult
 from loop.analysis.roi import RoiAtlas, RoiSignals
 from loop.config import SessionConfig
 from loop.dataset import TrainingData, single_trial_responses
+from loop.errors import AcquisitionError, SessionError
 from loop.plans import PlannedStimulus, plan_run, save_png, training_order
 from loop.scoring import drive, prediction_accuracy, target_vs_nontarget
 from scanner_bridge.volume import Volume as ScannerVolume
@@ -68,10 +69,6 @@ log = logging.getLogger(__name__)
 Array = npt.NDArray[np.float64]
 
 TIMING_TOLERANCE_S = 0.25  # an image shown further than this from its planned onset or duration is reported
-
-
-class SessionError(CortexloopError):
-    """The session cannot go on (the message says why and what to do)."""
 
 
 # --- what the operator sees ------------------------------------------------------------------------

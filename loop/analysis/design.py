@@ -3,7 +3,7 @@
 Volume ``k`` is taken at ``frame_times[k] = k * TR`` after the first trigger
 (the start of its acquisition; nilearn's ``slice_time_ref=0``). A trial's
 regressor is the canonical HRF integrated over the time its image was on
-screen (:func:`stimulus.hrf.hrf_integral`), exactly rather than by
+screen (:func:`loop.analysis.hrf.hrf_integral`), exactly rather than by
 oversampled convolution. Drifts are nilearn's discrete cosine set for a
 high-pass cut-off, so designs agree with nilearn's column for column.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from stimulus.hrf import hrf_integral
+from loop.analysis.hrf import hrf_integral
 
 __all__ = ["Trial", "cosine_drifts", "frame_times", "trial_regressors"]
 

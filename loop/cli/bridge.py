@@ -324,8 +324,8 @@ def simulate(
     ] = None,
 ) -> None:
     """Scan a virtual subject: triggers out, the presenter's onsets in, volumes written as each TR ends."""
-    from scanner_bridge.simulate.scanner import SimulatedScanner
-    from scanner_bridge.simulate.subject import SubjectConfig, VirtualSubject
+    from loop.simulation.scanner import SimulatedScanner
+    from loop.simulation.subject import SubjectConfig, VirtualSubject
     from stimulus.present import RunPlan, VirtualClock
     from stimulus.present.channel import PresenterClient
 

@@ -57,7 +57,7 @@ def simulate(
     if in_process:
         _run_in_process(config, out, device)
     else:
-        from loop.simulation import SimulatedSession
+        from loop.simulation.processes import SimulatedSession
 
         SimulatedSession(config, out, console=console).run()
     report = _print_outcome(config, out)
@@ -99,9 +99,9 @@ def _run_in_process(config: SessionConfig, out: Path, device: str | None) -> Non
     from loop.acquisition import InProcessAcquisition
     from loop.console import ConsoleObserver
     from loop.session import Controller
-    from loop.simulation import simulation_config
-    from scanner_bridge.simulate.scanner import SimulatedScanner
-    from scanner_bridge.simulate.subject import SubjectConfig, VirtualSubject
+    from loop.simulation.processes import simulation_config
+    from loop.simulation.scanner import SimulatedScanner
+    from loop.simulation.subject import SubjectConfig, VirtualSubject
     from stimulus._torch import reuse_freed_memory
     from stimulus.present import VirtualClock
 

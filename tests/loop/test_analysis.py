@@ -118,13 +118,13 @@ def test_the_incremental_glm_ends_where_the_batch_fit_does() -> None:
 
 @pytest.fixture(scope="module")
 def subject():  # type: ignore[no-untyped-def]
-    from scanner_bridge.simulate.subject import VirtualSubject
+    from loop.simulation.subject import VirtualSubject
 
     return VirtualSubject()
 
 
 def test_roi_signals_are_the_mask_means_of_the_atlas_a_session_loads(subject, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from scanner_bridge.simulate.bold import BoldRun
+    from loop.simulation.bold import BoldRun
 
     labels, names = subject.write_atlas(tmp_path)
     atlas = RoiAtlas.load(labels, names)
@@ -154,7 +154,7 @@ def test_roi_signals_are_the_mask_means_of_the_atlas_a_session_loads(subject, tm
 
 
 def test_registration_recovers_head_motion_and_framewise_displacement(subject) -> None:  # type: ignore[no-untyped-def]
-    from scanner_bridge.simulate.bold import BoldRun
+    from loop.simulation.bold import BoldRun
 
     run = BoldRun(subject, TR, 25, seed=9, motion_mm=0.5)
     volumes = [run.volume() for _ in range(25)]
@@ -177,7 +177,7 @@ def test_the_real_time_path_tracks_the_true_roi_responses_and_skips_a_missing_vo
     subject, tmp_path: Path
 ) -> None:
     from loop.analysis.realtime import RunAnalyzer
-    from scanner_bridge.simulate.bold import BoldRun
+    from loop.simulation.bold import BoldRun
     from stimulus.natural import natural_image_set
 
     images = natural_image_set(40, size=128, seed=21)

@@ -18,12 +18,13 @@ import pytest
 
 from db import open_database
 from db.base import VolumeStatus
-from loop.acquisition import AcquisitionError, InProcessAcquisition, RunSink
+from loop.acquisition import InProcessAcquisition, RunSink
 from loop.config import SessionConfig
+from loop.errors import AcquisitionError
 from loop.session import Controller
+from loop.simulation.scanner import SimulatedScanner
+from loop.simulation.subject import SubjectConfig, VirtualSubject
 from scanner_bridge.readers import read_volume
-from scanner_bridge.simulate.scanner import SimulatedScanner
-from scanner_bridge.simulate.subject import SubjectConfig, VirtualSubject
 from scanner_bridge.volume import Volume
 from stimulus.present import RunLog, RunPlan, VirtualClock
 

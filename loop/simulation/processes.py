@@ -36,21 +36,18 @@ from typing import IO, Any
 
 from rich.console import Console
 
-from db.base import CortexloopError, write_atomic
+from db.base import write_atomic
 from loop.config import SessionConfig, to_toml
+from loop.errors import SimulationError
+from loop.simulation.scanner import first_file_name, series_of
 from scanner_bridge import generate_key_file
-from scanner_bridge.simulate.scanner import first_file_name, series_of
 
-__all__ = ["MAX_RESTARTS", "SimulatedSession", "SimulationError", "frame_rate", "simulation_config"]
+__all__ = ["MAX_RESTARTS", "SimulatedSession", "frame_rate", "simulation_config"]
 
 MAX_RESTARTS = 3
 MIN_FRAME_S = 0.01  # of real time: a presenter asked for shorter frames drops them under load
 POLL_S = 0.1
 ATLAS_TIMEOUT_S = 120.0  # the scanner builds the virtual subject (and loads its network) first
-
-
-class SimulationError(CortexloopError):
-    """A part of the simulated session failed (the message names its log)."""
 
 
 def frame_rate(speed: float) -> float:

@@ -33,9 +33,9 @@ from PIL import Image, UnidentifiedImageError
 from pydicom.uid import generate_uid
 
 from db.base import Clock, PendingFile, prepare_atomic, write_atomic
-from scanner_bridge.errors import BridgeError
-from scanner_bridge.simulate.bold import BoldRun
-from scanner_bridge.simulate.subject import ROI_NAMES, VirtualSubject
+from loop.errors import SimulationError
+from loop.simulation.bold import BoldRun
+from loop.simulation.subject import ROI_NAMES, VirtualSubject
 from scanner_bridge.writers import dicom_file_name, dicom_slice_files, nifti_bytes
 from stimulus.images import resize_pixels
 from stimulus.present import (
@@ -124,9 +124,9 @@ class SimulatedScanner:
         truth_dir: Path | None = None,
     ) -> None:
         if fmt not in FORMATS:
-            raise BridgeError(f"volume format {fmt!r}; use one of {', '.join(FORMATS)}")
+            raise SimulationError(f"volume format {fmt!r}; use one of {', '.join(FORMATS)}")
         if not tr_s > 0:
-            raise BridgeError(f"the TR must be positive, got {tr_s}")
+            raise SimulationError(f"the TR must be positive, got {tr_s}")
         self.subject, self.tr_s, self.clock, self.fmt = subject, tr_s, clock, fmt
         self.export_dir = Path(export_dir)
         self.export_dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,7 @@ class SimulatedScanner:
             try:
                 data = path.read_bytes()
             except OSError as exc:
-                raise BridgeError(
+                raise SimulationError(
                     f"the subject cannot see {path}: {exc.strerror or exc}; "
                     "is --stimulus-dir the folder the presenter reads?"
                 ) from exc
@@ -160,7 +160,7 @@ class SimulatedScanner:
                             np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
                         )
                 except (UnidentifiedImageError, OSError) as exc:
-                    raise BridgeError(f"the subject cannot see {path}: not an image ({exc})") from exc
+                    raise SimulationError(f"the subject cannot see {path}: not an image ({exc})") from exc
         if pixels:
             size = self.subject.config.image_size
             batch = np.stack(
@@ -191,7 +191,7 @@ class SimulatedScanner:
         run's files (a new series) and seeds its noise (unless ``seed``).
         """
         if (presenter is None) == (plan is None):
-            raise BridgeError("a simulated run needs a presenter to listen to, or a run plan to show itself")
+            raise SimulationError("a simulated run needs a presenter to listen to, or a plan to show itself")
         shown: dict[int, int] = {}  # presenter trial -> presentation number
         if presenter is None:
             run_id, n_volumes = plan.run_id, n_volumes or plan.n_volumes
@@ -257,7 +257,7 @@ class SimulatedScanner:
             event = presenter.next_event(remaining)
             if isinstance(event, Armed):
                 return event
-        raise BridgeError(f"the presenter did not arm a run within {timeout_s:g} s; send it a plan first")
+        raise SimulationError(f"the presenter did not arm a run within {timeout_s:g} s; send it a plan first")
 
     def _take_events(self, presenter: _Presenter, bold: BoldRun, shown: dict[int, int]) -> None:
         while (event := presenter.next_event(0)) is not None:

@@ -22,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy.ndimage import shift as shift_volume
 
-from scanner_bridge.errors import BridgeError
-from scanner_bridge.simulate.subject import PHYSIO_FREQUENCIES, VirtualSubject
-from stimulus.hrf import hrf_integral
+from loop.analysis.hrf import hrf_integral
+from loop.errors import SimulationError
+from loop.simulation.subject import PHYSIO_FREQUENCIES, VirtualSubject
 
 __all__ = ["BoldRun", "Presentation"]
 
@@ -65,7 +65,7 @@ class BoldRun:
         motion_mm: float | None = None,
     ) -> None:
         if not tr_s > 0 or n_volumes < 1:
-            raise BridgeError(
+            raise SimulationError(
                 f"a run needs a positive TR and at least one volume (got {tr_s} s, {n_volumes})"
             )
         self.subject, self.tr_s, self.n_volumes = subject, tr_s, n_volumes
@@ -110,7 +110,7 @@ class BoldRun:
         """Record a presentation; return its number (to correct its duration later)."""
         values = np.asarray(responses, dtype=np.float64)
         if values.shape != (len(self.subject.tuning.roi),):
-            raise BridgeError(
+            raise SimulationError(
                 f"responses of shape {values.shape}; the subject has {len(self.subject.tuning.roi)} "
                 "ROI voxels (use VirtualSubject.voxel_responses)"
             )
@@ -137,7 +137,7 @@ class BoldRun:
         """The next volume, (nx, ny, nz) int16 in the scanner's raw units."""
         k = self._next
         if k >= self.n_volumes:
-            raise BridgeError(f"the run has {self.n_volumes} volumes; all were made")
+            raise SimulationError(f"the run has {self.n_volumes} volumes; all were made")
         t = k * self.tr_s
         config = self.subject.config
         if k:

@@ -12,13 +12,14 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from db.base import ConfigError
+from loop.analysis.hrf import hrf_integral
+from loop.errors import SimulationError
 from loop.plans import save_png
+from loop.simulation.bold import BoldRun
+from loop.simulation.scanner import SimulatedScanner
+from loop.simulation.subject import ROI_NAMES, SubjectConfig, VirtualSubject
 from scanner_bridge import DirectoryWatcher, ScaledClock, WatchConfig
-from scanner_bridge.errors import BridgeError
-from scanner_bridge.simulate.bold import BoldRun
-from scanner_bridge.simulate.scanner import SimulatedScanner
-from scanner_bridge.simulate.subject import ROI_NAMES, SubjectConfig, VirtualSubject
-from stimulus.hrf import hrf_integral
 from stimulus.natural import natural_image_set
 from stimulus.present import PlannedTrial, RunPlan, VirtualClock
 from stimulus.scores import noise_ceiling
@@ -184,7 +185,7 @@ def test_runs_are_reproducible_from_their_seed(subject: VirtualSubject) -> None:
     assert not np.array_equal(volumes[0][2], volumes[2][2])
     assert volumes[0][0].dtype == np.int16
     assert 900 < np.median(volumes[0][0][subject.brain]) < 1100  # a baseline near 1000
-    with pytest.raises(BridgeError, match="the run has 3 volumes; all were made"):
+    with pytest.raises(SimulationError, match="the run has 3 volumes; all were made"):
         first.volume()
 
 
@@ -206,11 +207,11 @@ def test_head_motion_moves_the_brain_by_the_recorded_amount(subject: VirtualSubj
 def test_a_subject_spec_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
     spec = tmp_path / "subject.toml"
     spec.write_text("seed = 3\nnoise_ceilng = 30\n")
-    with pytest.raises(BridgeError, match=r"unknown key\(s\) noise_ceilng; known: .*noise_ceiling"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) noise_ceilng; known: .*noise_ceiling"):
         SubjectConfig.from_spec(str(spec))
     spec.write_text("seed = 3\nnoise_ceiling = 30\n")
     assert SubjectConfig.from_spec(str(spec), seed=5) == SubjectConfig(seed=5, noise_ceiling=30)
-    with pytest.raises(BridgeError, match="noise_ceiling 120 must be between 0 and 100"):
+    with pytest.raises(ConfigError, match="noise_ceiling 120 must be between 0 and 100"):
         SubjectConfig(noise_ceiling=120)
 
 

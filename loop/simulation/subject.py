@@ -44,8 +44,9 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F  # noqa: N812 (torch's own idiom)
 
-from scanner_bridge.errors import BridgeError
-from stimulus.hrf import hrf_integral
+from db.base import ConfigError
+from loop.analysis.hrf import hrf_integral
+from loop.errors import SimulationError
 
 __all__ = ["ROI_NAMES", "SubjectConfig", "VirtualSubject"]
 
@@ -149,7 +150,7 @@ class SubjectConfig:
         if self.motion_mm < 0 or self.drift_pct < 0 or self.calibration_images < 20:
             problems.append("motion_mm and drift_pct must be >= 0 and calibration_images >= 20")
         if problems:
-            raise BridgeError(f"virtual subject {self.name!r}: " + "; ".join(problems))
+            raise ConfigError(f"virtual subject {self.name!r}: " + "; ".join(problems))
 
     @classmethod
     def from_spec(cls, spec: str, **overrides: Any) -> SubjectConfig:
@@ -160,15 +161,15 @@ class SubjectConfig:
             try:
                 values = tomllib.loads(path.read_text())
             except FileNotFoundError:
-                raise BridgeError(
+                raise ConfigError(
                     f"subject spec {spec!r}: no such file; give `default` or a TOML file"
                 ) from None
             except tomllib.TOMLDecodeError as exc:
-                raise BridgeError(f"subject file {path} is not valid TOML: {exc}") from None
+                raise ConfigError(f"subject file {path} is not valid TOML: {exc}") from None
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise BridgeError(
+            raise ConfigError(
                 f"subject spec {spec!r} has unknown key(s) {', '.join(unknown)}; "
                 f"known: {', '.join(sorted(known))}"
             )
@@ -178,7 +179,7 @@ class SubjectConfig:
         try:
             return cls(**values)
         except TypeError as exc:
-            raise BridgeError(f"subject spec {spec!r}: {exc}") from None
+            raise ConfigError(f"subject spec {spec!r}: {exc}") from None
 
 
 # --- the subject -----------------------------------------------------------------------------------
@@ -313,7 +314,7 @@ class VirtualSubject:
     def _components(self, pixels: npt.NDArray[np.floating[Any]] | torch.Tensor, batch: int = 32) -> Array:
         images = torch.as_tensor(np.asarray(pixels) if not isinstance(pixels, torch.Tensor) else pixels)
         if images.dim() != 4 or images.shape[1] != 3:
-            raise BridgeError(
+            raise SimulationError(
                 f"images have shape {tuple(images.shape)}; expected (n, 3, height, width) on 0..1"
             )
         out = []
