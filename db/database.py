@@ -11,7 +11,7 @@ from types import TracebackType
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
@@ -28,7 +28,10 @@ class Database:
     """An open session database.
 
     Use :meth:`transaction` for every write: it commits when the block ends
-    and rolls back if it raises, so a crash never leaves half a record.
+    and rolls back if it raises, so a crash never leaves half a record. A
+    database that cannot be used (a full disk, a locked or read-only file, a
+    server gone) raises :class:`~db.base.DatabaseError` naming it; what was
+    committed before stays.
 
     Parameters
     ----------
@@ -46,13 +49,13 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[OrmSession]:
         """A session inside one transaction, committed when the block ends."""
-        with self._sessions.begin() as session:
+        with _translated(self.name, keep=_CALLERS_MISTAKES), self._sessions.begin() as session:
             yield session
 
     @contextmanager
     def reader(self) -> Iterator[OrmSession]:
         """A session for queries; nothing it does is committed."""
-        with self._sessions() as session:
+        with _translated(self.name, keep=_CALLERS_MISTAKES), self._sessions() as session:
             yield session
 
     def close(self) -> None:
@@ -171,11 +174,18 @@ def _check_sqlite_path(p: Path, name: str, *, create: bool) -> None:
         )
 
 
+# A constraint broken or a statement wrong is the calling code's mistake, not the database's state:
+# those keep their own type (and their traceback).
+_CALLERS_MISTAKES = (IntegrityError, ProgrammingError)
+
+
 @contextmanager
-def _translated(name: str) -> Iterator[None]:
-    """Turn driver errors into cortexloop errors that name the database."""
+def _translated(name: str, keep: tuple[type[DBAPIError], ...] = ()) -> Iterator[None]:
+    """Turn driver errors into cortexloop errors that name the database (but those in ``keep``)."""
     try:
         yield
+    except keep:
+        raise
     except DBAPIError as exc:
         reason = str(exc.orig) if exc.orig is not None else str(exc)
         if "file is not a database" in reason or "malformed" in reason:

@@ -16,7 +16,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from sqlalchemy.exc import DBAPIError
 
 from db.base import CortexloopError
 from loop.cli.analysis import replay, report
@@ -76,9 +75,8 @@ def main() -> None:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         app()
-    except (CortexloopError, DBAPIError) as exc:
+    except CortexloopError as exc:  # the database's own failures come as DatabaseError, named
         if os.environ.get("CORTEXLOOP_DEBUG"):
             raise
-        message = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
-        err.print(f"cortexloop: error: {message}", markup=False)
+        err.print(f"cortexloop: error: {exc}", markup=False)
         sys.exit(EXIT_ERROR)

@@ -54,3 +54,26 @@ def test_paths_become_absolute_sqlite_urls_and_urls_pass_through(tmp_path: Path)
 def test_url_without_its_driver_says_what_to_install() -> None:
     with pytest.raises(DatabaseError, match=r"no database driver.*cortexloop\[postgres\]"):
         make_engine("postgresql+pg8000://lab@localhost/cortexloop")
+
+
+def test_a_database_that_cannot_do_what_was_asked_is_named_and_keeps_what_was_committed(
+    database: Database, db_path: Path
+) -> None:
+    with database.transaction() as s:
+        s.connection().exec_driver_sql("INSERT INTO subjects (label, created_at) VALUES ('01', '2026-01-01')")
+
+    def delete_everything_at_once() -> None:
+        with database.transaction() as s:
+            s.connection().exec_driver_sql("PRAGMA busy_timeout = 0")
+            s.connection().exec_driver_sql("DELETE FROM subjects")
+
+    other = database.engine.raw_connection()  # another writer holds the lock, as a second controller would
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(DatabaseError, match=rf"cannot use database {db_path}: database is locked"):
+            delete_everything_at_once()
+    finally:
+        other.rollback()
+        other.close()
+    with database.reader() as s:
+        assert s.connection().exec_driver_sql("SELECT count(*) FROM subjects").scalar() == 1
