@@ -24,8 +24,9 @@ Rules for what goes wrong during a run (each reported to the sink as an event):
   (a bridge not restarted between runs serves the last run again);
 - the presenter refusing the plan, or reporting that the first trigger
   never came, ends the acquisition with :class:`AcquisitionError`;
-- no volume for ``volume_timeout_s`` ends it with :class:`AcquisitionError`
-  too; what was received stays recorded.
+- no first trigger (and no volume) within ``trigger_timeout_s`` of the plan
+  being sent, or no volume for ``volume_timeout_s`` once the run has begun,
+  ends it with :class:`AcquisitionError` too; what was received stays recorded.
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ class NetworkSettings:
     presenter: str
     bridge: str
     key: bytes
-    volume_timeout_s: float = 30.0  # real seconds without any volume before the run is given up
+    volume_timeout_s: float = 30.0  # real seconds without a volume, once the run has begun
+    trigger_timeout_s: float = 60.0  # real seconds from the plan to the first trigger (or volume)
     speed: float = 1.0  # the scanner's speed (a simulation runs faster than real time)
 
 
@@ -126,6 +128,7 @@ class NetworkAcquisition:
         )
         self.presenter.hello(timeout_s=settings.volume_timeout_s)  # the presenter is there, or a clear error
         self._events: collections.deque[PresenterEvent] = collections.deque()
+        self._first_trigger = False  # of the run being acquired
 
     def close(self) -> None:
         self.presenter.close()
@@ -153,6 +156,7 @@ class NetworkAcquisition:
         refuse_series: Collection[str] = (),
     ) -> RunLog:
         final = None
+        self._first_trigger = False
         if resume:
             final = self._pick_up(plan, sink)
         else:
@@ -176,13 +180,14 @@ class NetworkAcquisition:
             refuse_series=refuse_series,
         )
         with receiver as rx:
-            last_volume = time.monotonic()
+            last_volume = time.monotonic()  # or, before any, when the plan went
             while delivered < plan.n_volumes or final is None:
                 final = (
                     self._take_events(plan, sink, wait_s=0.1 if delivered >= plan.n_volumes else 0) or final
                 )
+                waited = time.monotonic() - last_volume
                 if delivered >= plan.n_volumes:
-                    if final is None and time.monotonic() - last_volume > self.settings.volume_timeout_s:
+                    if final is None and waited > self.settings.volume_timeout_s:
                         raise AcquisitionError(
                             f"run {plan.run_id}: every volume came but the presenter sent no log within "
                             f"{self.settings.volume_timeout_s:g} s; is `cortexloop present` still running?"
@@ -191,7 +196,13 @@ class NetworkAcquisition:
                 try:
                     arrival = rx.get(timeout_s=0.05)
                 except ReceiveTimeoutError:
-                    if time.monotonic() - last_volume > self.settings.volume_timeout_s:
+                    if not (delivered or self._first_trigger) and waited > self.settings.trigger_timeout_s:
+                        raise AcquisitionError(
+                            f"run {plan.run_id}: no trigger from the scanner within "
+                            f"{self.settings.trigger_timeout_s:g} s of the plan; start the scanner's "
+                            "sequence (and check the trigger input of the presenter's computer)"
+                        ) from None
+                    if (delivered or self._first_trigger) and waited > self.settings.volume_timeout_s:
                         raise AcquisitionError(
                             f"run {plan.run_id}: no volume {delivered} from the bridge at "
                             f"{self.settings.bridge} for {self.settings.volume_timeout_s:g} s; check that "
@@ -226,6 +237,7 @@ class NetworkAcquisition:
                 case Onset():
                     sink.onset(event.trial, event.actual_onset_s, None)
                 case Triggered(index=0):
+                    self._first_trigger = True
                     sink.event("info", "run.first_trigger", f"run {plan.run_id}: first trigger")
                 case LogReady():
                     final = event.log

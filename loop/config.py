@@ -2,10 +2,14 @@
 
 Every section and key is known: an unknown one is an error that names the
 file, the section and the keys it could have been (a typo must not silently
-fall back to a default in front of the scanner). Values are type-checked and
-checked against each other (more targets per round than candidate ROIs, a
-trial longer than its onset-to-onset interval...). ``cortexloop session
-init`` writes :data:`EXAMPLE`, a commented file that loads to the defaults.
+fall back to a default in front of the scanner). Values are type-checked
+(a key typed with a ``Literal`` takes only its choices, read from the type)
+and checked against each other (more targets per round than candidate ROIs,
+a trial longer than its onset-to-onset interval...). Each section turns
+itself into what the library it configures takes (:meth:`ModelConfig.encoding`,
+:meth:`SynthesisSettings.synthesis`, ``.timing`` of the training run and the
+rounds), so every key reaches the code it names. ``cortexloop session init``
+writes :data:`EXAMPLE`, a commented file that loads to the defaults.
 """
 
 from __future__ import annotations
@@ -15,9 +19,15 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from db.base import ConfigError
+from loop.plans import Design, Timing
+from stimulus.names import CvKind, ObjectiveKind, ReductionMethod
+
+if TYPE_CHECKING:
+    from stimulus.encoding import EncodingConfig
+    from stimulus.synthesis import SynthesisConfig
 
 __all__ = [
     "EXAMPLE",
@@ -35,16 +45,18 @@ __all__ = [
     "to_toml",
 ]
 
-POLICIES = ("all", "worst")
-CONTROLS = ("best_natural", "median_natural", "other_targets")
-DESIGNS = ("event", "block")
+SessionKindName = Literal["simulation", "scanner"]
+Policy = Literal["all", "worst"]
+Control = Literal["best_natural", "median_natural"]
+StartFrom = Literal["best", "noise", "grey"]
+VolumeFormat = Literal["nifti", "dicom"]
 
 
 @dataclass(frozen=True)
 class SessionSection:
     subject: str = "sub-01"
     session: str = "ses-01"
-    kind: str = "simulation"
+    kind: SessionKindName = "simulation"
     database: str = "cortexloop.sqlite"
     output: str = "session"
     seed: int = 0
@@ -72,11 +84,16 @@ class TrainingConfig:
     images: int = 100
     repeated: int = 20
     repeats: int = 3
-    design: str = "event"
+    design: Design = "event"
     trial_s: float = 1.0
     isi_s: float = 4.0
     lead_in_s: float = 6.0
     lead_out_s: float = 16.0
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(trial_s=self.trial_s, isi_s=self.isi_s, lead_in_s=self.lead_in_s,
+                      lead_out_s=self.lead_out_s, design=self.design)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -86,21 +103,42 @@ class RoundsConfig:
     targets_per_round: int = 5
     images_per_target: int = 4
     repeats: int = 2
-    policy: str = "all"
-    controls: tuple[str, ...] = CONTROLS
+    policy: Policy = "all"
+    controls: tuple[Control, ...] = ("best_natural", "median_natural")
     trial_s: float = 1.0
     isi_s: float = 4.0
+    lead_in_s: float = 6.0
+    lead_out_s: float = 16.0
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(trial_s=self.trial_s, isi_s=self.isi_s, lead_in_s=self.lead_in_s,
+                      lead_out_s=self.lead_out_s)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class SynthesisSettings:
     steps: int = 64
-    image_size: int = 96
     display_size: int = 256
-    objective: str = "voxel-weighted"
+    objective: ObjectiveKind = "voxel-weighted"
     diversity: float = 0.1
     learning_rate: float = 0.02
-    init: str = "best"
+    init: StartFrom = "best"
+
+    def synthesis(self, *, images_per_target: int, seed: int) -> SynthesisConfig:
+        """The library's settings for one round's synthesis (its start images come separately)."""
+        from stimulus.synthesis import SynthesisConfig
+
+        return SynthesisConfig(
+            objective=self.objective,
+            images_per_target=images_per_target,
+            steps=self.steps,
+            lr=self.learning_rate,
+            init="grey" if self.init == "grey" else "noise",  # "best" starts from given images
+            diversity=self.diversity,
+            seed=seed,
+            patience=self.steps + 1,  # "no better than the start yet" is no reason to stop
+        )
 
 
 @dataclass(frozen=True)
@@ -108,15 +146,31 @@ class ModelConfig:
     backbone: str = "efficientnet-lite0"
     image_size: int = 96
     budget: int = 1000
-    reduction: str = "pool"
+    reduction: ReductionMethod = "pool"
+    cv: CvKind = "loo"
     folds: int = 5
+
+    def encoding(self) -> EncodingConfig:
+        """The library's settings for fitting the session's encoding model."""
+        from stimulus.encoding import EncodingConfig
+        from stimulus.features import ReductionConfig
+
+        return EncodingConfig(
+            backbone=self.backbone,
+            image_size=self.image_size,
+            reduction=ReductionConfig(method=self.reduction, budget=self.budget),
+            cv=self.cv,
+            n_splits=self.folds,
+            layerwise=False,
+            n_permutations=1,
+        )
 
 
 @dataclass(frozen=True)
 class SimulationConfig:
     subject: str = "default"
     speed: float = 20.0
-    format: str = "nifti"
+    format: VolumeFormat = "nifti"
     truth: str = ""
 
 
@@ -197,68 +251,77 @@ def _section(kind: type[Any], table: dict[str, Any], name: str, source: str) -> 
             f"{source}: [{name}] has unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}"
         )
     hints = typing.get_type_hints(kind)
-    values = {}
-    for key, value in table.items():
-        expected = hints[key]
-        if typing.get_origin(expected) is tuple:
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{source}: [{name}] {key} must be a list of strings, got {value!r}")
-            value = tuple(value)
-        elif expected is float:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{source}: [{name}] {key} must be a number, got {value!r}")
-            value = float(value)
-        elif not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
-            raise ConfigError(f"{source}: [{name}] {key} must be {expected.__name__}, got {value!r}")
-        values[key] = value
+    values = {key: _value(hints[key], value, f"{source}: [{name}] {key}") for key, value in table.items()}
     return kind(**values)
 
 
+def _value(expected: Any, value: Any, where: str) -> Any:
+    """``value`` as the type ``expected`` (str, int, float, bool, a Literal, or a tuple of them)."""
+    if typing.get_origin(expected) is tuple:  # a list of strings, or of a Literal's choices
+        item = typing.get_args(expected)[0]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of strings, got {value!r}")
+        choices = typing.get_args(item) if typing.get_origin(item) is Literal else None
+        unknown = [v for v in value if choices is not None and v not in choices]
+        if choices is not None and unknown:
+            raise ConfigError(f"{where} has unknown value(s) {', '.join(unknown)}; use {_either(choices)}")
+        return tuple(value)
+    if typing.get_origin(expected) is Literal:
+        choices = typing.get_args(expected)
+        if value not in choices:
+            raise ConfigError(f"{where} is {value!r}; use {_either(choices)}")
+        return value
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+        raise ConfigError(f"{where} must be {expected.__name__}, got {value!r}")
+    return value
+
+
+def _either(choices: tuple[Any, ...]) -> str:
+    """``a, b or c``."""
+    names = [str(c) for c in choices]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
 def _check(c: SessionConfig) -> None:
+    """What the types cannot say: ranges, and keys checked against each other."""
     problems = []
-    where = c.source
-    if c.session.kind not in ("simulation", "scanner"):
-        problems.append(f"[session] kind is {c.session.kind!r}; use simulation or scanner")
     if not c.scanner.tr_s > 0:
         problems.append(f"[scanner] tr_s must be positive, got {c.scanner.tr_s}")
+    if not (c.scanner.volume_timeout_s > 0 and c.scanner.trigger_timeout_s > 0):
+        problems.append("[scanner] volume_timeout_s and trigger_timeout_s must be positive")
     t = c.training
-    if t.design not in DESIGNS:
-        problems.append(f"[training] design is {t.design!r}; use {' or '.join(DESIGNS)}")
     if t.repeated > t.images:
         problems.append(f"[training] repeated ({t.repeated}) cannot exceed images ({t.images})")
     if t.repeats < 1 or t.images < 10:
         problems.append("[training] needs at least 10 images and repeats >= 1")
-    for section, trial, isi in (
-        ("training", t.trial_s, t.isi_s),
-        ("rounds", c.rounds.trial_s, c.rounds.isi_s),
-    ):
-        if not 0 < trial < isi:
-            problems.append(f"[{section}] trial_s ({trial}) must be positive and shorter than isi_s ({isi})")
     r = c.rounds
-    if r.policy not in POLICIES:
-        problems.append(f"[rounds] policy is {r.policy!r}; use {' or '.join(POLICIES)}")
+    for section, timing in (("training", t.timing), ("rounds", r.timing)):
+        if not 0 < timing.trial_s < timing.isi_s:
+            problems.append(
+                f"[{section}] trial_s ({timing.trial_s}) must be positive and shorter than "
+                f"isi_s ({timing.isi_s})"
+            )
+        if timing.lead_in_s < 0 or timing.lead_out_s < 0:
+            problems.append(f"[{section}] lead_in_s and lead_out_s must be >= 0")
     if not 1 <= r.targets_per_round <= len(r.targets):
         problems.append(
             f"[rounds] targets_per_round ({r.targets_per_round}) must be between 1 and the "
             f"{len(r.targets)} targets listed"
         )
-    bad = sorted(set(r.controls) - set(CONTROLS))
-    if bad:
-        problems.append(f"[rounds] unknown control(s) {', '.join(bad)}; known: {', '.join(CONTROLS)}")
     if r.count < 0 or r.images_per_target < 1 or r.repeats < 1:
         problems.append("[rounds] count must be >= 0, images_per_target and repeats >= 1")
-    from stimulus.synthesis.objectives import OBJECTIVES
-
-    if c.synthesis.objective not in OBJECTIVES:
-        problems.append(f"[synthesis] objective is {c.synthesis.objective!r}; use {', '.join(OBJECTIVES)}")
-    if c.synthesis.init not in ("best", "noise", "grey"):
-        problems.append(f"[synthesis] init is {c.synthesis.init!r}; use best, noise or grey")
-    if c.simulation.format not in ("nifti", "dicom") or not c.simulation.speed > 0:
-        problems.append("[simulation] format must be nifti or dicom and speed positive")
+    if c.model.cv == "kfold" and c.model.folds < 2:
+        problems.append(f'[model] folds must be at least 2 with cv = "kfold", got {c.model.folds}')
+    if not c.simulation.speed > 0:
+        problems.append(f"[simulation] speed must be positive, got {c.simulation.speed}")
     if c.session.kind == "scanner" and not (c.atlas.labels and c.atlas.names):
         problems.append("[atlas] labels and names are required in a scanner session")
     if problems:
-        raise ConfigError(f"{where}: " + "; ".join(problems))
+        raise ConfigError(f"{c.source}: " + "; ".join(problems))
 
 
 EXAMPLE = """\
@@ -285,8 +348,8 @@ bridge = "tcp://127.0.0.1:5555"     # where `cortexloop bridge watch` serves vol
 presenter = "tcp://127.0.0.1:5560"  # where `cortexloop present` serves
 key_file = "cortexloop.key"         # `cortexloop bridge keygen`; the same file on every computer
 stimulus_dir = ""                   # the presenter's stimulus folder (default: <output>/stimuli)
-volume_timeout_s = 30.0
-trigger_timeout_s = 60.0
+volume_timeout_s = 30.0             # real seconds without a volume, once the run has begun
+trigger_timeout_s = 60.0            # real seconds from the plan to the scanner's first trigger
 
 [training]
 images = 100        # natural images in the training run
@@ -305,13 +368,15 @@ targets_per_round = 5
 images_per_target = 4
 repeats = 2         # every image of a round is shown this many times
 policy = "all"      # all (in turn) or worst (those the model predicts worst)
-controls = ["best_natural", "median_natural", "other_targets"]
+controls = ["best_natural", "median_natural"]  # natural images shown beside each target's own
+                    # (the images made for the other targets are always its non-target images)
 trial_s = 1.0
 isi_s = 4.0
+lead_in_s = 6.0
+lead_out_s = 16.0
 
 [synthesis]
-steps = 64
-image_size = 96      # pixels the model sees while optimizing (the model's)
+steps = 64           # optimized at the model's image_size ([model])
 display_size = 256   # pixels written for the presenter
 objective = "voxel-weighted"
 diversity = 0.1
@@ -323,7 +388,8 @@ backbone = "efficientnet-lite0"
 image_size = 96
 budget = 1000        # features per layer
 reduction = "pool"   # pool or smooth
-folds = 5
+cv = "loo"           # each voxel's ridge penalty by exact leave-one-out, or "kfold"
+folds = 5            # with cv = "kfold": folds of images in the order they were first shown
 
 [simulation]
 subject = "default"  # or a TOML file of virtual-subject settings

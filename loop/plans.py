@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -27,10 +27,32 @@ from PIL import Image
 from db.base import write_atomic
 from stimulus.present import PlannedTrial, RunPlan
 
-__all__ = ["BLOCK_REST_S", "BLOCK_TRIALS", "PlannedStimulus", "plan_run", "save_png", "training_order"]
+__all__ = [
+    "BLOCK_REST_S",
+    "BLOCK_TRIALS",
+    "Design",
+    "PlannedStimulus",
+    "Timing",
+    "plan_run",
+    "save_png",
+    "training_order",
+]
 
 BLOCK_TRIALS = 8
 BLOCK_REST_S = 12.0
+
+Design = Literal["event", "block"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timing:
+    """How a run lays its trials out in time: a session file's ``[training]`` or ``[rounds]``."""
+
+    trial_s: float  # how long each image is shown
+    isi_s: float  # onset to onset, in an event design
+    lead_in_s: float  # fixation before the first trial
+    lead_out_s: float  # fixation after the last, so that its response is measured
+    design: Design = "event"
 
 
 @dataclass(frozen=True)
@@ -75,11 +97,7 @@ def plan_run(
     stimuli: Sequence[PlannedStimulus],
     *,
     tr_s: float,
-    trial_s: float,
-    isi_s: float,
-    lead_in_s: float,
-    lead_out_s: float,
-    design: str = "event",
+    timing: Timing,
     shuffle_seed: int | None = None,
 ) -> RunPlan:
     """A plan showing ``stimuli`` (in their order, or shuffled with ``shuffle_seed``)."""
@@ -87,19 +105,20 @@ def plan_run(
     if shuffle_seed is not None:
         order = [int(i) for i in np.random.default_rng(shuffle_seed).permutation(len(stimuli))]
     onsets = []
-    t = lead_in_s
+    t = timing.lead_in_s
+    block = timing.design == "block"
     for k in range(len(order)):
-        if design == "block" and k and k % BLOCK_TRIALS == 0:
+        if block and k and k % BLOCK_TRIALS == 0:
             t += BLOCK_REST_S
         onsets.append(t)
-        t += trial_s if design == "block" else isi_s
-    end = onsets[-1] + trial_s + lead_out_s if onsets else lead_in_s + lead_out_s
+        t += timing.trial_s if block else timing.isi_s
+    end = (onsets[-1] + timing.trial_s if onsets else timing.lead_in_s) + timing.lead_out_s
     trials = tuple(
         PlannedTrial(
             stimulus=stimuli[i].path,
             sha256=stimuli[i].sha256,
             onset_s=round(onset, 6),
-            duration_s=trial_s,
+            duration_s=timing.trial_s,
             condition=stimuli[i].condition,
             target_roi=stimuli[i].target_roi,
         )

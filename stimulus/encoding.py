@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -48,6 +48,7 @@ from stimulus.errors import (
 )
 from stimulus.features import FeatureExtractor, ReductionConfig, extract_features
 from stimulus.images import load_images
+from stimulus.names import CvKind
 from stimulus.ridge import DEFAULT_ALPHAS, RidgeCV, group_folds
 from stimulus.scores import (
     NoiseCeiling,
@@ -95,7 +96,7 @@ class EncodingConfig:
     image_size: int = 128
     reduction: ReductionConfig = field(default_factory=ReductionConfig)
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
-    cv: Literal["kfold", "loo"] = "kfold"
+    cv: CvKind = "kfold"
     n_splits: int = 5
     layerwise: bool = True
     n_permutations: int = 1000

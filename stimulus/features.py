@@ -24,7 +24,7 @@ import difflib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,7 @@ from db.base import ConfigError
 from stimulus._filters import gaussian_kernel, separable_filter
 from stimulus.backbones import Backbone
 from stimulus.errors import BackboneError, EncodingInputError
+from stimulus.names import ReductionMethod
 
 __all__ = ["FeatureExtractor", "LayerReduction", "ReductionConfig", "extract_features"]
 
@@ -46,7 +47,7 @@ Progress = Callable[[int, int], None]
 class ReductionConfig:
     """How each layer is brought down to its feature budget."""
 
-    method: Literal["pool", "smooth"] = "pool"
+    method: ReductionMethod = "pool"
     budget: int = 1000
     log: bool = False
     standardize: bool = True

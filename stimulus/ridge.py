@@ -34,6 +34,7 @@ import torch
 
 from stimulus._torch import DtypeName, resolve_device, resolve_dtype
 from stimulus.errors import EncodingInputError
+from stimulus.names import CvKind
 
 __all__ = [
     "DEFAULT_ALPHAS",
@@ -239,7 +240,7 @@ class RidgeCV:
         self,
         alphas: Sequence[float] | npt.NDArray[np.floating] = DEFAULT_ALPHAS,
         *,
-        cv: Literal["kfold", "loo"] | Sequence[Fold] = "kfold",
+        cv: CvKind | Sequence[Fold] = "kfold",
         n_splits: int = 5,
         scoring: Scoring = "r2",
         fit_intercept: bool = True,

@@ -75,6 +75,7 @@ def run(
         bridge=config.scanner.bridge,
         key=load_key(config.resolve(config.scanner.key_file)),
         volume_timeout_s=config.scanner.volume_timeout_s,
+        trigger_timeout_s=config.scanner.trigger_timeout_s,
         speed=config.simulation.speed if simulated else 1.0,
     )
     observer = ConsoleObserver(console)

@@ -143,6 +143,8 @@ class SimulatedSession:
                 c.scanner.stimulus_dir,
                 "--events-dir",
                 str(self.out / "events"),
+                "--trigger-timeout",
+                f"{c.scanner.trigger_timeout_s:g}",
             )
             self._start(
                 "scanner",

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -32,10 +31,10 @@ import torch
 
 from stimulus.encoding import EncodingModel
 from stimulus.errors import TargetError
+from stimulus.names import ObjectiveKind
 
 __all__ = ["OBJECTIVES", "ObjectiveKind", "Readout", "Target", "build_readout", "objective_values"]
 
-ObjectiveKind = Literal["roi-mean", "voxel-weighted", "voxel", "contrast", "contrast-baseline"]
 OBJECTIVES: tuple[ObjectiveKind, ...] = (
     "roi-mean",
     "voxel-weighted",

@@ -11,15 +11,15 @@ Both start from grey, from noise, or from given images, and produce a batch
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
 from torch import nn
 
+from stimulus.names import InitKind, Parametrization
+
 __all__ = ["FourierImage", "Init", "PixelImage", "make_parametrization"]
 
-Init = Literal["grey", "noise"]
+Init = InitKind
 
 # Square root of the colour covariance of ImageNet images (lucid's constant), scaled so that its
 # largest column has unit norm: a step in the parameters is a step along natural colour directions.
@@ -119,7 +119,7 @@ class FourierImage(nn.Module):
 
 
 def make_parametrization(
-    kind: Literal["fourier", "pixel"],
+    kind: Parametrization,
     n: int,
     size: int,
     *,

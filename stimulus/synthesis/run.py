@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,7 @@ from PIL import Image, PngImagePlugin
 from db.base import ConfigError, write_atomic
 from stimulus.encoding import EncodingModel
 from stimulus.errors import SynthesisError
+from stimulus.names import Parametrization
 from stimulus.synthesis.objectives import ObjectiveKind, Readout, Target, build_readout, objective_values
 from stimulus.synthesis.parametrizations import Init, make_parametrization
 from stimulus.synthesis.transforms import TransformConfig, random_affine
@@ -49,7 +50,7 @@ class SynthesisConfig:
     images_per_target: int = 4
     steps: int = 256
     lr: float = 0.05
-    parametrization: Literal["fourier", "pixel"] = "fourier"
+    parametrization: Parametrization = "fourier"
     init: Init = "noise"
     transforms: TransformConfig = field(default_factory=TransformConfig)
     diversity: float = 0.0
