@@ -17,7 +17,8 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from loop.analysis.realtime import VolumeResult
-from loop.session import Observer, RoundSummary
+from loop.observer import Observer
+from loop.scoring import RoundScores
 from stimulus.present import RunPlan
 
 __all__ = ["ConsoleObserver", "round_table"]
@@ -27,12 +28,10 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def round_table(summary: RoundSummary) -> Table:
+def round_table(index: int, scores: RoundScores) -> Table:
     """A round's scores, one row per target ROI."""
-    truth = any(row.true is not None for row in summary.targets)
-    table = Table(
-        title=f"round {summary.index}: mean measured drive {_number(summary.drive)} % signal change"
-    )
+    truth = any(row.true is not None for row in scores.targets)
+    table = Table(title=f"round {index}: mean measured drive {_number(scores.drive)} % signal change")
     for column in (
         "target",
         "predicted",
@@ -44,7 +43,7 @@ def round_table(summary: RoundSummary) -> Table:
         "p",
     ):
         table.add_column(column, justify="left" if column == "target" else "right")
-    for row in summary.targets:
+    for row in scores.targets:
         cells = [row.roi, _number(row.predicted), _number(row.measured)]
         if truth:
             cells.append(_number(row.true))
@@ -117,5 +116,5 @@ class ConsoleObserver(Observer):
             f"largest framewise displacement {_number(summary['max_fd_mm'])} mm"
         )
 
-    def round_ended(self, summary: RoundSummary) -> None:
-        self.console.print(round_table(summary))
+    def round_ended(self, index: int, scores: RoundScores) -> None:
+        self.console.print(round_table(index, scores))

@@ -25,13 +25,21 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import select
-from sqlalchemy.orm import Session as OrmSession
 
 from db import Database
-from db.base import ConfigError, ResponseMethod, Status, VolumeStatus
-from db.models import MeasuredResponse, Presentation, Roi, Run, Volume
-from db.queries import find_session, roi_timeseries
+from db.base import ConfigError, Status, VolumeStatus
+from db.queries import (
+    Reader,
+    ResponseRow,
+    RunRow,
+    SessionInfo,
+    measured_responses,
+    roi_timeseries,
+    run_trials,
+    run_volumes,
+    session_info,
+    session_runs,
+)
 from loop.analysis.design import Trial
 from loop.analysis.realtime import RunAnalyzer
 from loop.analysis.roi import RoiAtlas, RoiSignals
@@ -67,71 +75,49 @@ class RunReplay:
         return not self.unreadable and self.volumes == self.recorded and close
 
 
-def session_atlas(s: OrmSession, session_id: int) -> RoiAtlas:
+def session_atlas(session: SessionInfo) -> RoiAtlas:
     """The session's ROI atlas: the recorded label image with the recorded ROI names."""
-    session = find_session(s, str(session_id))
     if not session.atlas_path:
-        raise ConfigError(f"session {session_id} recorded no atlas; it cannot be replayed")
+        raise ConfigError(f"session {session.ref} recorded no atlas; it cannot be replayed")
     path = Path(session.atlas_path)
     if not path.is_file():
         raise ConfigError(f"the session's atlas {path} is gone; replay needs the files the session used")
     if session.atlas_sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != session.atlas_sha256:
         raise ConfigError(f"the atlas {path} has changed since the session (its SHA-256 differs)")
-    rois = s.execute(select(Roi.label_value, Roi.name).where(Roi.session_id == session.id)).all()
     image: Any = nib.load(path)
     return RoiAtlas(
         labels=np.asarray(image.dataobj).astype(np.int16),
         affine=np.asarray(image.affine, dtype=np.float64),
-        names={int(v): str(n) for v, n in rois if v is not None},
+        names={r.label_value: r.name for r in session.rois if r.label_value is not None},
     )
 
 
 def replay_session(database: Database, ref: str, *, runs: Sequence[int] | None = None) -> list[RunReplay]:
     """Replay every completed run of session ``ref`` (or those numbered in ``runs``)."""
     with database.reader() as s:
-        session = find_session(s, ref)
-        atlas = session_atlas(s, session.id)
+        session = session_info(s, ref)
+        atlas = session_atlas(session)
         signals = RoiSignals(atlas, atlas.labelled_voxels())  # the controller's voxels
-        query = select(Run).where(Run.session_id == session.id, Run.status == Status.COMPLETED)
-        if runs is not None:
-            query = query.where(Run.index.in_(list(runs)))
-        return [_replay_run(s, run, signals) for run in s.execute(query.order_by(Run.index)).scalars()]
+        completed = session_runs(s, session.id, status=Status.COMPLETED)
+        chosen = [run for run in completed if runs is None or run.index in runs]
+        return [_replay_run(s, session.id, run, signals) for run in chosen]
 
 
-def _replay_run(s: OrmSession, run: Run, signals: RoiSignals) -> RunReplay:
+def _replay_run(s: Reader, session_id: int, run: RunRow, signals: RoiSignals) -> RunReplay:
     n_volumes = run.n_volumes_planned or 0
-    trials = s.execute(
-        select(
-            Presentation.id,
-            Presentation.actual_onset_s,
-            Presentation.actual_duration_s,
-            Presentation.planned_duration_s,
-        )
-        .where(Presentation.run_id == run.id)
-        .order_by(Presentation.trial_index)
-    ).all()
+    trials = run_trials(s, run.id)
     analyzer = RunAnalyzer(
         signals, run.tr_s, n_volumes, max_trials=max(len(trials), 1), voxel_mm=signals.atlas.voxel_mm
     )
-    result = RunReplay(run.index, run.kind.value)
-    volumes = s.execute(
-        select(
-            Volume.index,
-            Volume.status,
-            Volume.file_path,
-            Volume.file_sha256,
-            Volume.framewise_displacement_mm,
-        )
-        .where(Volume.run_id == run.id)
-        .order_by(Volume.index)
-    ).all()
+    result = RunReplay(run.index, run.kind)
     indices: list[int] = []
     values: list[Array] = []
     motion: list[Array] = []
     fd_diff: list[float] = []
     replayed: dict[int, Array] = {}
-    for index, status, path, sha, fd in volumes:
-        if status is VolumeStatus.MISSING or not path:
+    for volume in run_volumes(s, run.id):
+        path = volume.file_path
+        if volume.status is VolumeStatus.MISSING or not path:
             continue
         result.recorded += 1
         try:
@@ -139,7 +125,7 @@ def _replay_run(s: OrmSession, run: Run, signals: RoiSignals) -> RunReplay:
         except OSError:
             result.unreadable.append(path)
             continue
-        if sha and hashlib.sha256(raw).hexdigest() != sha:
+        if volume.file_sha256 and hashlib.sha256(raw).hexdigest() != volume.file_sha256:
             result.unreadable.append(path)
             continue
         part = read_part(path, raw)
@@ -150,13 +136,13 @@ def _replay_run(s: OrmSession, run: Run, signals: RoiSignals) -> RunReplay:
             )
         if not indices:
             signals.check(part.data.shape, part.affine)  # as the controller did with the run's first volume
-        volume = analyzer.process(index, part.data)
-        indices.append(index)
-        values.append(volume.values)
-        motion.append(volume.motion)
-        replayed[index] = volume.values[: len(signals.roi_names)]
-        if fd is not None:
-            fd_diff.append(abs(volume.fd_mm - fd))
+        analysed = analyzer.process(volume.index, part.data)
+        indices.append(volume.index)
+        values.append(analysed.values)
+        motion.append(analysed.motion)
+        replayed[volume.index] = analysed.values[: len(signals.roi_names)]
+        if volume.framewise_displacement_mm is not None:
+            fd_diff.append(abs(analysed.fd_mm - volume.framewise_displacement_mm))
     result.volumes = len(indices)
     recorded = roi_timeseries(s, run.id)
     order = [recorded.roi_names.index(name) for name in signals.roi_names]
@@ -167,31 +153,25 @@ def _replay_run(s: OrmSession, run: Run, signals: RoiSignals) -> RunReplay:
     ]
     result.max_signal_diff = float(max(diffs)) if diffs else float("nan")
     result.max_fd_diff_mm = float(max(fd_diff)) if fd_diff else float("nan")
-    if indices and trials and all(t[1] is not None for t in trials):
-        design = [Trial(t[1] or 0.0, t[2] or t[3], str(t[0])) for t in trials]
+    if indices and trials and all(t.actual_onset_s is not None for t in trials):
+        design = [
+            Trial(t.actual_onset_s or 0.0, t.actual_duration_s or t.planned_duration_s, str(t.trial_index))
+            for t in trials
+        ]
         responses = single_trial_responses(
             np.stack(values), indices, design, run.tr_s, n_volumes, motion=np.stack(motion)
         )[:, : len(signals.roi_names)]
-        stored = _recorded_responses(s, [t[0] for t in trials], signals.roi_names)
-        if stored is not None:
+        recorded_responses = measured_responses(s, session_id, run_id=run.id)
+        if recorded_responses:
+            stored = _by_trial(recorded_responses, len(trials), signals.roi_names)
             result.max_response_diff = float(np.abs(responses - stored).max())
             result.response_r = float(np.corrcoef(responses.ravel(), stored.ravel())[0, 1])
     return result
 
 
-def _recorded_responses(s: OrmSession, presentation_ids: list[int], roi_names: list[str]) -> Array | None:
-    rows = s.execute(
-        select(MeasuredResponse.presentation_id, Roi.name, MeasuredResponse.value)
-        .join(Roi, Roi.id == MeasuredResponse.roi_id)
-        .where(
-            MeasuredResponse.presentation_id.in_(presentation_ids),
-            MeasuredResponse.method == ResponseMethod.LSS,
-        )
-    ).all()
-    if not rows:
-        return None
-    row_of = {pid: k for k, pid in enumerate(presentation_ids)}
-    out = np.full((len(presentation_ids), len(roi_names)), np.nan)
-    for pid, name, value in rows:
-        out[row_of[pid], roi_names.index(name)] = value
+def _by_trial(rows: list[ResponseRow], n_trials: int, roi_names: list[str]) -> Array:
+    """(n_trials, n_rois) responses from the database's rows (NaN where one is not recorded)."""
+    out = np.full((n_trials, len(roi_names)), np.nan)
+    for row in rows:
+        out[row.trial_index, roi_names.index(row.roi)] = row.value
     return out

@@ -18,26 +18,38 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session as OrmSession
 
 from db import Database
-from db.base import EventLevel, ResponseMethod, write_atomic
-from db.models import MeasuredResponse, Prediction, Presentation, Roi, Round, Run, Score, Stimulus, Volume
-from db.queries import find_session, roi_timeseries, run_trials, session_events
-from loop.config import SessionConfig, parse_config
+from db.base import EventLevel, RunKind, write_atomic
+from db.queries import (
+    Reader,
+    SessionInfo,
+    measured_responses,
+    predictions,
+    roi_timeseries,
+    run_trials,
+    run_volumes,
+    session_events,
+    session_info,
+    session_rounds,
+    session_runs,
+    session_scores,
+)
+from loop.config import parse_config
+from loop.folder import SessionFolder
+from loop.scoring import Metric
 from loop.summary import session_outcome
 
 __all__ = ["write_report"]
 
 ROW_METRICS = (
-    "target_predicted",
-    "target_measured",
-    "target_true",
-    "drive_vs_best",
-    "drive_natural_range",
-    "target_t",
-    "target_p",
+    Metric.TARGET_PREDICTED,
+    Metric.TARGET_MEASURED,
+    Metric.TARGET_TRUE,
+    Metric.DRIVE_VS_BEST,
+    Metric.DRIVE_NATURAL_RANGE,
+    Metric.TARGET_T,
+    Metric.TARGET_P,
 )
 
 
@@ -47,7 +59,7 @@ def write_report(database: Database, ref: str, out: Path) -> Path:
 
     matplotlib.use("Agg")
     with database.reader() as s:
-        session = find_session(s, ref)
+        session = session_info(s, ref)
         parts = [_header(s, session), _scores(s, session.id), _stimuli(s, session), _scatter(s, session.id)]
         parts += [_runs(s, session.id), _events(s, session.id)]
     document = _PAGE.format(
@@ -60,18 +72,17 @@ def write_report(database: Database, ref: str, out: Path) -> Path:
 # --- sections: each returns (html, title) -------------------------------------------------------
 
 
-def _header(s: OrmSession, session: Any) -> tuple[str, str]:
-    ref = f"sub-{session.subject.label}/ses-{session.label}"
+def _header(s: Reader, session: SessionInfo) -> tuple[str, str]:
     outcome = session_outcome(s, str(session.id))
     rows = "".join(
-        f"<tr><td>{c.roi}</td><td>{c.target_mean:.2f} (n={c.n_target})</td><td>{c.nontarget_mean:.2f} "
-        f"(n={c.n_nontarget})</td><td>{c.t:.2f}</td><td>{c.p:.3g}</td><td>{c.cohens_d:.2f}</td>"
-        f"<td>{'yes' if c.drives_target else 'no'}</td></tr>"
+        f"<tr><td>{html.escape(c.roi)}</td><td>{c.target_mean:.2f} (n={c.n_target})</td>"
+        f"<td>{c.nontarget_mean:.2f} (n={c.n_nontarget})</td><td>{c.t:.2f}</td><td>{c.p:.3g}</td>"
+        f"<td>{c.cohens_d:.2f}</td><td>{'yes' if c.drives_target else 'no'}</td></tr>"
         for c in outcome.contrasts
     )
     drive = ", ".join(f"round {k}: {v:.2f}" for k, v in outcome.round_drive.items()) or "-"
-    text = f"""<h1>{html.escape(ref)}</h1>
-<p>{session.kind.value} session, {session.status.value}; started {session.started_at:%Y-%m-%d %H:%M:%S} UTC,
+    text = f"""<h1>{html.escape(session.ref)}</h1>
+<p>{session.kind} session, {session.status}; started {session.started_at:%Y-%m-%d %H:%M:%S} UTC,
 cortexloop {html.escape(session.cortexloop_version)}.</p>
 <h2>Outcome</h2>
 <p>{len(outcome.driven)} of {len(outcome.contrasts)} target ROIs respond more to the images made for them
@@ -79,68 +90,53 @@ than to the images made for the other targets (Welch's t over all rounds, p &lt;
 Mean measured drive by round (% signal change): {drive}.</p>
 <table><tr><th>target</th><th>target images</th><th>non-target images</th><th>t</th><th>p</th>
 <th>Cohen's d</th><th>driven</th></tr>{rows}</table>"""
-    return text, ref
+    return text, session.ref
 
 
-def _scores(s: OrmSession, session_id: int) -> tuple[str, str]:
-    rows = s.execute(
-        select(Round.index, Roi.name, Score.metric, Score.value)
-        .join(Round, Round.id == Score.round_id)
-        .join(Roi, Roi.id == Score.roi_id)
-        .where(Score.session_id == session_id, Score.metric.in_(ROW_METRICS))
-        .order_by(Round.index, Score.id)
-    ).all()
+def _scores(s: Reader, session_id: int) -> tuple[str, str]:
     table: dict[tuple[int, str], dict[str, float]] = {}
-    for index, roi, metric, value in rows:
-        table.setdefault((index, roi), {})[metric] = value
+    for score in session_scores(s, session_id):
+        if score.metric in ROW_METRICS and score.round_index is not None and score.roi is not None:
+            table.setdefault((score.round_index, score.roi), {})[score.metric] = score.value
     body = "".join(
-        f"<tr><td>{index}</td><td>{roi}</td>"
+        f"<tr><td>{index}</td><td>{html.escape(roi)}</td>"
         + "".join(f"<td>{_n(v.get(m))}</td>" for m in ROW_METRICS)
         + "</tr>"
         for (index, roi), v in table.items()
     )
-    head = "".join(f"<th>{m.replace('_', ' ')}</th>" for m in ROW_METRICS)
+    head = "".join(f"<th>{m.value.replace('_', ' ')}</th>" for m in ROW_METRICS)
     return f"<h2>Rounds</h2><table><tr><th>round</th><th>target</th>{head}</tr>{body}</table>", "scores"
 
 
-def _stimulus_dir(session: Any) -> Path | None:
+def _stimulus_dir(session: SessionInfo) -> Path | None:
+    """Where the session's images are, as its session file says (None when it cannot say)."""
     if not session.config_toml:
         return None
     try:
         config = parse_config(tomllib.loads(session.config_toml))
     except Exception:  # an old or hand-edited file: the report goes on without images
         return None
-    return _stimuli_of(config)
+    return SessionFolder.of(config).stimuli
 
 
-def _stimuli_of(config: SessionConfig) -> Path:
-    return (
-        Path(config.scanner.stimulus_dir)
-        if config.scanner.stimulus_dir
-        else Path(config.session.output) / "stimuli"
-    )
-
-
-def _stimuli(s: OrmSession, session: Any) -> tuple[str, str]:
+def _stimuli(s: Reader, session: SessionInfo) -> tuple[str, str]:
     folder = _stimulus_dir(session)
-    rows = s.execute(
-        select(Round.index, Presentation.condition, Presentation.target_roi, Stimulus.path)
-        .join(Run, Run.round_id == Round.id)
-        .join(Presentation, Presentation.run_id == Run.id)
-        .join(Stimulus, Stimulus.id == Presentation.stimulus_id)
-        .where(Round.session_id == session.id)
-        .order_by(Round.index, Presentation.target_roi, Presentation.condition)
-    ).all()
-    if folder is None or not rows:
+    groups: dict[tuple[int, str], list[tuple[str, str]]] = {}
+    for run in session_runs(s, session.id):
+        if run.kind != RunKind.CLOSED_LOOP or run.round_index is None:
+            continue
+        trials = sorted(run_trials(s, run.id), key=lambda t: (t.target_roi or "", t.condition or ""))
+        for t in trials:
+            groups.setdefault((run.round_index, t.target_roi or "-"), []).append(
+                (t.condition or "", t.stimulus_path)
+            )
+    if folder is None or not groups:
         return (
             "<h2>Images</h2><p>No images (no rounds, or the session file does not say where they are).</p>",
             "",
         )
-    groups: dict[tuple[int, str], list[tuple[str, str]]] = {}
-    for index, condition, target, path in rows:
-        groups.setdefault((index, target or "-"), []).append((condition or "", path))
     parts = ["<h2>Images</h2>"]
-    for (index, target), items in groups.items():
+    for (index, target), items in sorted(groups.items()):
         seen = dict.fromkeys(items)
         images = "".join(
             f"<figure>{_thumbnail(folder / path)}<figcaption>{html.escape(condition)}</figcaption></figure>"
@@ -164,44 +160,40 @@ def _thumbnail(path: Path, size: int = 96) -> str:
     return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
 
 
-def _scatter(s: OrmSession, session_id: int) -> tuple[str, str]:
+def _scatter(s: Reader, session_id: int) -> tuple[str, str]:
     import matplotlib.pyplot as plt
 
-    rounds = (
-        s.execute(select(Round).where(Round.session_id == session_id).order_by(Round.index)).scalars().all()
-    )
+    rounds = session_rounds(s, session_id)
     if not rounds:
         return "", ""
+    runs = {run.round_index: run for run in session_runs(s, session_id) if run.round_index is not None}
     fig, axes = plt.subplots(1, len(rounds), figsize=(4 * len(rounds), 4), squeeze=False)
     for ax, record in zip(axes[0], rounds, strict=True):
-        rows = s.execute(
-            select(Roi.name, Prediction.value, MeasuredResponse.value)
-            .select_from(Presentation)
-            .join(Run, Run.id == Presentation.run_id)
-            .join(MeasuredResponse, MeasuredResponse.presentation_id == Presentation.id)
-            .join(Roi, Roi.id == MeasuredResponse.roi_id)
-            .join(
-                Prediction,
-                (Prediction.stimulus_id == Presentation.stimulus_id)
-                & (Prediction.roi_id == MeasuredResponse.roi_id)
-                & (Prediction.model_version_id == record.model_version_id),
-            )
-            .where(Run.round_id == record.id, MeasuredResponse.method == ResponseMethod.LSS)
-        ).all()
-        for roi in dict.fromkeys(r[0] for r in rows):
-            points = np.array([(p, m) for name, p, m in rows if name == roi])
-            ax.scatter(points[:, 0], points[:, 1], s=10, label=roi)
+        run = runs.get(record.index)
+        predicted = (
+            {(p.stimulus_id, p.roi): p.value for p in predictions(s, record.model_version_id)}
+            if record.model_version_id is not None
+            else {}
+        )
+        measured = measured_responses(s, session_id, run_id=run.id) if run is not None else []
+        points: dict[str, list[tuple[float, float]]] = {}
+        for row in measured:
+            if (row.stimulus_id, row.roi) in predicted:
+                points.setdefault(row.roi, []).append((predicted[row.stimulus_id, row.roi], row.value))
+        for roi, pairs in points.items():
+            xy = np.array(pairs)
+            ax.scatter(xy[:, 0], xy[:, 1], s=10, label=roi)
         ax.set(title=f"round {record.index}", xlabel="predicted (% signal change)", ylabel="measured")
         ax.axline((0, 0), slope=1, color="grey", lw=0.5)
     axes[0][-1].legend(fontsize=7)
     return f"<h2>Predicted against measured</h2>{_figure(fig)}", ""
 
 
-def _runs(s: OrmSession, session_id: int) -> tuple[str, str]:
+def _runs(s: Reader, session_id: int) -> tuple[str, str]:
     import matplotlib.pyplot as plt
 
     parts = ["<h2>Runs</h2>"]
-    for run in s.execute(select(Run).where(Run.session_id == session_id).order_by(Run.index)).scalars():
+    for run in session_runs(s, session_id):
         series = roi_timeseries(s, run.id)
         if not series.volume_index:
             continue
@@ -214,22 +206,22 @@ def _runs(s: OrmSession, session_id: int) -> tuple[str, str]:
         for trial in run_trials(s, run.id):
             if trial.actual_onset_s is not None:
                 top.axvline(trial.actual_onset_s, color="grey", lw=0.3)
-        top.set(ylabel="% signal change", title=f"run {run.index} ({run.kind.value}, {run.status.value})")
+        top.set(ylabel="% signal change", title=f"run {run.index} ({run.kind}, {run.status})")
         top.legend(fontsize=7, ncol=len(series.roi_names))
-        volumes = s.execute(
-            select(Volume.index, Volume.arrived_at, Volume.processed_at, Volume.framewise_displacement_mm)
-            .where(Volume.run_id == run.id)
-            .order_by(Volume.index)
-        ).all()
+        volumes = run_volumes(s, run.id)
         latency = [
-            (v[0] * run.tr_s, (v[2] - v[1]).total_seconds() * 1e3)
+            (v.index * run.tr_s, (v.processed_at - v.arrived_at).total_seconds() * 1e3)
             for v in volumes
-            if v[1] is not None and v[2] is not None
+            if v.arrived_at is not None and v.processed_at is not None
         ]
         if latency:
             middle.plot(*zip(*latency, strict=True), ".", ms=2)
         middle.set(ylabel="arrival to\nrecorded (ms)")
-        fd = [(v[0] * run.tr_s, v[3]) for v in volumes if v[3] is not None]
+        fd = [
+            (v.index * run.tr_s, v.framewise_displacement_mm)
+            for v in volumes
+            if v.framewise_displacement_mm is not None
+        ]
         if fd:
             bottom.plot(*zip(*fd, strict=True), lw=0.8)
         bottom.set(ylabel="FD (mm)", xlabel="seconds from the first trigger")
@@ -237,7 +229,7 @@ def _runs(s: OrmSession, session_id: int) -> tuple[str, str]:
     return "\n".join(parts), ""
 
 
-def _events(s: OrmSession, session_id: int) -> tuple[str, str]:
+def _events(s: Reader, session_id: int) -> tuple[str, str]:
     rows = [e for e in session_events(s, session_id) if e.level != EventLevel.INFO.value]
     body = "".join(
         f"<tr><td>{e.at:%H:%M:%S}</td><td>{e.level}</td><td>{html.escape(e.source)}</td>"

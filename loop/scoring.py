@@ -1,7 +1,9 @@
 """A round's scores: is the model right, and do the images drive what they were made for?
 
-Given the measured (and, in simulation, true) response of every ROI to
-every image of a round, and what each image was:
+Pure functions of a round's items (what each image was), the model's
+predictions and the measurements: no controller, model file or database
+needed. :func:`score_round` gives everything a round records, each figure
+under a :class:`Metric`; it is built from these:
 
 - :func:`prediction_accuracy`: per ROI, Pearson r between predicted and
   measured responses across the round's images.
@@ -13,10 +15,15 @@ every image of a round, and what each image was:
   relative to its response to the best and to the median natural image
   shown as controls in the same round: the ratio to the best (1.0 means as
   strong) and the place in the natural range (0 at the median, 1 at the best).
+
+In a simulation the virtual subject's true responses are scored the same
+way (``truth``), so measurement error and model error can be told apart.
 """
 
 from __future__ import annotations
 
+import enum
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +31,21 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-__all__ = ["Drive", "TargetContrast", "drive", "prediction_accuracy", "target_vs_nontarget"]
+from loop.plans import PlannedStimulus
+
+__all__ = [
+    "Drive",
+    "Metric",
+    "MetricValue",
+    "RoundScores",
+    "TargetContrast",
+    "TargetRow",
+    "average_by_item",
+    "drive",
+    "prediction_accuracy",
+    "score_round",
+    "target_vs_nontarget",
+]
 
 Array = npt.NDArray[np.float64]
 
@@ -136,3 +157,143 @@ def drive(
         if len(best) and len(median):
             out.append(Drive(roi, float(synthesized.mean()), float(best.mean()), float(median.mean())))
     return out
+
+
+# --- a whole round ----------------------------------------------------------------------------------
+
+
+class Metric(enum.StrEnum):
+    """The names a round's figures are recorded under (the ``scores`` table's ``metric``)."""
+
+    PREDICTION_R = "prediction_r"  # per ROI: predicted against measured, across the round's images
+    TARGET_PREDICTED = "target_predicted"  # per target: mean predicted response to its images
+    TARGET_MEASURED = "target_measured"  # per target: mean measured response to its images
+    TARGET_TRUE = "target_true"  # per target: mean true response (simulation)
+    TARGET_T = "target_t"  # per target: Welch's t, its images against the other targets'
+    TARGET_P = "target_p"
+    TARGET_D = "target_d"  # Cohen's d of the same
+    DRIVE_VS_BEST = "drive_vs_best"  # per target: its images' response over the best natural control's
+    DRIVE_NATURAL_RANGE = "drive_natural_range"  # 0 at the median natural control, 1 at the best
+    DRIVE = "drive"  # the round: mean measured response of the targets to their images
+    TRUTH_PREDICTION_R = "truth_prediction_r"  # per ROI: predicted against true (simulation)
+    TRUTH_MEASUREMENT_R = "truth_measurement_r"  # per ROI: measured against true (simulation)
+    TRUTH_TARGET_T = "truth_target_t"  # per target: Welch's t on the true responses (simulation)
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """One figure of a round: a metric, its value, the ROI it is about (None: the round) and details."""
+
+    metric: Metric
+    value: float
+    roi: str | None = None
+    details: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    """One target ROI of a round, as the round's table shows it."""
+
+    roi: str
+    predicted: float  # mean predicted response to its images (percent signal change)
+    measured: float  # mean measured response to its images
+    vs_best: float  # measured, relative to the best natural image's (1.0 = as strong)
+    natural_range: float  # 0 at the median natural image's response, 1 at the best's
+    t: float  # target vs non-target images
+    p: float
+    true: float | None = None  # the virtual subject's true response (simulation only)
+
+
+@dataclass(frozen=True)
+class RoundScores:
+    """Everything a round is scored on: its table, and every figure under its metric (finite ones only)."""
+
+    targets: list[TargetRow]
+    accuracy: dict[str, float]  # predicted against measured, Pearson r per ROI
+    drive: float  # mean measured response of the targets to their images
+    values: list[MetricValue]
+
+
+def average_by_item(
+    stimuli: Sequence[PlannedStimulus], rows: npt.ArrayLike
+) -> tuple[list[PlannedStimulus], Array]:
+    """One row per distinct item (image and role), averaged over its showings: images are the samples.
+
+    ``rows[k]`` is the response to the ``k``-th trial, which showed ``stimuli[k]``.
+    """
+    values = np.asarray(rows, dtype=np.float64)
+    if len(values) != len(stimuli):
+        raise ValueError(f"{len(values)} responses for {len(stimuli)} trials")
+    showings: dict[PlannedStimulus, list[int]] = {}
+    for k, stimulus in enumerate(stimuli):
+        showings.setdefault(stimulus, []).append(k)
+    return list(showings), np.stack([values[trials].mean(0) for trials in showings.values()])
+
+
+def score_round(
+    items: Sequence[PlannedStimulus],
+    predicted: Mapping[str, npt.ArrayLike],
+    measured: Mapping[str, npt.ArrayLike],
+    truth: Mapping[str, npt.ArrayLike] | None = None,
+) -> RoundScores:
+    """Score a round: every array holds one value per item, in ``items``' order, keyed by ROI.
+
+    Items made for a target are its images (``condition == "synthesized"``);
+    ``best_natural`` and ``median_natural`` items are the natural controls
+    chosen for their ``target_roi``. The images made for the other targets
+    are a target's non-target images.
+    """
+    made_for = [item.target_roi for item in items]
+    control = [item.condition if item.condition != "synthesized" else None for item in items]
+    synthesized_for = [t if c is None else None for t, c in zip(made_for, control, strict=True)]
+    values: list[MetricValue] = []
+
+    def add(metric: Metric, value: float, roi: str | None = None, **details: float) -> None:
+        if math.isfinite(value):
+            values.append(MetricValue(metric, float(value), roi, details or None))
+
+    accuracy = prediction_accuracy(predicted, measured)
+    for roi, r in accuracy.items():
+        add(Metric.PREDICTION_R, r, roi)
+    contrasts = {c.roi: c for c in target_vs_nontarget(measured, synthesized_for)}
+    drives = {d.roi: d for d in drive(measured, made_for, control)}
+    if truth is not None:
+        for roi, r in prediction_accuracy(predicted, truth).items():
+            add(Metric.TRUTH_PREDICTION_R, r, roi)
+        for roi, r in prediction_accuracy(measured, truth).items():
+            add(Metric.TRUTH_MEASUREMENT_R, r, roi)
+        for true in target_vs_nontarget(truth, synthesized_for):
+            add(Metric.TRUTH_TARGET_T, true.t, true.roi, p=true.p, cohens_d=true.cohens_d)
+    rows = []
+    for roi in dict.fromkeys(t for t in synthesized_for if t is not None):
+        own = np.array([t == roi for t in synthesized_for])
+        c, d = contrasts.get(roi), drives.get(roi)
+        row = TargetRow(
+            roi=roi,
+            predicted=float(np.asarray(predicted[roi], dtype=np.float64)[own].mean()),
+            measured=float(np.asarray(measured[roi], dtype=np.float64)[own].mean()),
+            vs_best=d.vs_best if d else float("nan"),
+            natural_range=d.natural_range if d else float("nan"),
+            t=c.t if c else float("nan"),
+            p=c.p if c else float("nan"),
+            true=float(np.asarray(truth[roi], dtype=np.float64)[own].mean()) if truth is not None else None,
+        )
+        rows.append(row)
+        add(Metric.TARGET_PREDICTED, row.predicted, roi)
+        add(Metric.TARGET_MEASURED, row.measured, roi)
+        if c is not None:
+            add(Metric.TARGET_T, c.t, roi, p=c.p, cohens_d=c.cohens_d, n_target=c.n_target,
+                n_nontarget=c.n_nontarget, target_mean=c.target_mean,
+                nontarget_mean=c.nontarget_mean)  # fmt: skip
+            add(Metric.TARGET_P, c.p, roi)
+            add(Metric.TARGET_D, c.cohens_d, roi)
+        if d is not None:
+            add(Metric.DRIVE_VS_BEST, d.vs_best, roi, best=d.best_natural, synthesized=d.synthesized)
+            add(
+                Metric.DRIVE_NATURAL_RANGE, d.natural_range, roi, median=d.median_natural, best=d.best_natural
+            )
+        if row.true is not None:
+            add(Metric.TARGET_TRUE, row.true, roi)
+    mean_drive = float(np.mean([row.measured for row in rows])) if rows else float("nan")
+    add(Metric.DRIVE, mean_drive)
+    return RoundScores(rows, accuracy, mean_drive, values)

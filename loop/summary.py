@@ -15,13 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select
-from sqlalchemy.orm import Session as OrmSession
 
-from db.base import ResponseMethod, RunKind
-from db.models import MeasuredResponse, Presentation, Roi, Round, Run, Score
-from db.queries import find_session
-from loop.scoring import TargetContrast, target_vs_nontarget
+from db.base import RunKind
+from db.queries import Reader, measured_responses, session_info, session_scores
+from loop.scoring import Metric, TargetContrast, target_vs_nontarget
 
 __all__ = ["SessionOutcome", "session_outcome"]
 
@@ -38,38 +35,21 @@ class SessionOutcome:
         return [c.roi for c in self.contrasts if c.drives_target]
 
 
-def session_outcome(s: OrmSession, ref: str) -> SessionOutcome:
-    session = find_session(s, ref)
-    rows = s.execute(
-        select(Run.id, Presentation.stimulus_id, Presentation.target_roi, Roi.name, MeasuredResponse.value)
-        .join(Presentation, Presentation.run_id == Run.id)
-        .join(MeasuredResponse, MeasuredResponse.presentation_id == Presentation.id)
-        .join(Roi, Roi.id == MeasuredResponse.roi_id)
-        .where(
-            Run.session_id == session.id,
-            Run.kind == RunKind.CLOSED_LOOP,
-            Presentation.condition == "synthesized",
-            MeasuredResponse.method == ResponseMethod.LSS,
-        )
-        .order_by(Run.id, Presentation.trial_index)
-    ).all()
+def session_outcome(s: Reader, ref: str) -> SessionOutcome:
+    info = session_info(s, ref)
+    rows = measured_responses(s, info.id, run_kind=RunKind.CLOSED_LOOP, condition="synthesized")
     # One value per image and round: an image shown twice in a run is averaged (images are the samples).
     targets: dict[tuple[int, int], str | None] = {}
     values: dict[str, dict[tuple[int, int], list[float]]] = {}
-    for run_id, stimulus_id, target, roi, value in rows:
-        targets[(run_id, stimulus_id)] = target
-        values.setdefault(roi, {}).setdefault((run_id, stimulus_id), []).append(value)
+    for row in rows:
+        key = (row.run_index, row.stimulus_id)
+        targets[key] = row.target_roi
+        values.setdefault(row.roi, {}).setdefault(key, []).append(row.value)
     keys = list(targets)
     measured = {roi: np.array([np.mean(by_image[k]) for k in keys]) for roi, by_image in values.items()}
     contrasts = target_vs_nontarget(measured, [targets[k] for k in keys]) if keys else []
-    drive = s.execute(
-        select(Round.index, Score.value)
-        .join(Round, Round.id == Score.round_id)
-        .where(Score.session_id == session.id, Score.metric == "drive", Score.roi_id.is_(None))
-        .order_by(Round.index)
-    ).all()
-    return SessionOutcome(
-        session=f"sub-{session.subject.label}/ses-{session.label}",
-        contrasts=contrasts,
-        round_drive={int(index): float(value) for index, value in drive},
-    )
+    drive: dict[int, float] = {}
+    for score in session_scores(s, info.id):
+        if score.metric == Metric.DRIVE and score.roi is None and score.round_index is not None:
+            drive[score.round_index] = score.value
+    return SessionOutcome(session=info.ref, contrasts=contrasts, round_drive=dict(sorted(drive.items())))

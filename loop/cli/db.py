@@ -12,7 +12,7 @@ from rich.table import Table
 from db import export_session, open_database
 from db.database import upgrade_database
 from db.engine import DEFAULT_DB_FILENAME
-from db.queries import find_session, list_sessions, session_detail, session_events
+from db.queries import list_sessions, session_detail, session_events, session_id
 from db.schema import head_revision
 from loop.cli._common import DbOption, JsonOption, console, print_json, when
 
@@ -139,7 +139,7 @@ def events(
 ) -> None:
     """List a session's event log: warnings, gaps, errors."""
     with open_database(db) as database, database.reader() as s:
-        rows = session_events(s, find_session(s, session).id)
+        rows = session_events(s, session_id(s, session))
     if level is not None:
         rows = [r for r in rows if r.level == level.lower()]
     if json:
