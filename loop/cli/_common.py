@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import json
 import sys
+import typing
 from typing import Annotated, Any
 
 import typer
@@ -48,6 +49,14 @@ def print_json(data: Any) -> None:
             for d in data
         ]
     typer.echo(json.dumps(data, indent=2, default=_default))
+
+
+def choice(kind: Any, value: str, option: str) -> Any:
+    """``value`` if it is one of the ``Literal`` type ``kind``'s choices, else a usage error naming it."""
+    choices = typing.get_args(kind)
+    if value not in choices:
+        raise typer.BadParameter(f"{option} is {value!r}; use {', '.join(choices)}")
+    return value
 
 
 def when(value: dt.datetime | None) -> str:

@@ -22,8 +22,9 @@ from rich import box
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from loop.cli._common import JsonOption, console, print_json, progress_bars
+from loop.cli._common import JsonOption, choice, console, print_json, progress_bars
 from loop.cli._inputs import read_responses, read_stimulus_table
+from stimulus.names import CvKind, ReductionMethod
 
 # `stimulus` brings torch, about two seconds to import: the model commands import it when they run, so
 # that every other `cortexloop` command starts quickly.
@@ -133,8 +134,10 @@ def fit(
         backbone=spec.name if spec else backbone,
         layers=tuple(layer or ()),
         image_size=image_size,
-        reduction=ReductionConfig(method=reduction, budget=budget, log=log_features),  # type: ignore[arg-type]
-        cv=cv,  # type: ignore[arg-type]
+        reduction=ReductionConfig(
+            method=choice(ReductionMethod, reduction, "--reduction"), budget=budget, log=log_features
+        ),
+        cv=choice(CvKind, cv, "--cv"),
         n_splits=folds,
         n_permutations=permutations,
         layerwise=layerwise,

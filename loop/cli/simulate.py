@@ -82,16 +82,15 @@ def _override(
         kind="simulation",
         seed=config.session.seed if seed is None else seed,
     )
-    changes: dict[str, object] = {"session": session}
+    if rounds is not None and rounds < 0:
+        raise ConfigError(f"--rounds must be 0 or more, not {rounds}")
+    if speed is not None and not speed > 0:
+        raise ConfigError(f"--speed must be positive, not {speed}")
     if rounds is not None:
-        if rounds < 0:
-            raise ConfigError(f"--rounds must be 0 or more, not {rounds}")
-        changes["rounds"] = dataclasses.replace(config.rounds, count=rounds)
+        config = dataclasses.replace(config, rounds=dataclasses.replace(config.rounds, count=rounds))
     if speed is not None:
-        if not speed > 0:
-            raise ConfigError(f"--speed must be positive, not {speed}")
-        changes["simulation"] = dataclasses.replace(config.simulation, speed=speed)
-    return dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+        config = dataclasses.replace(config, simulation=dataclasses.replace(config.simulation, speed=speed))
+    return dataclasses.replace(config, session=session)
 
 
 def _run_in_process(config: SessionConfig, out: Path, device: str | None) -> None:

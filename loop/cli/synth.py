@@ -17,7 +17,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from loop.cli._common import JsonOption, console, print_json, progress_bars
+from loop.cli._common import JsonOption, choice, console, print_json, progress_bars
+from stimulus.names import ObjectiveKind, Parametrization
 
 if TYPE_CHECKING:
     from stimulus.synthesis import SynthesizedImage
@@ -74,12 +75,12 @@ def synth(
     if not targets:
         raise typer.BadParameter("name at least one target: --roi NAME or --voxel INDEX")
     config = SynthesisConfig(
-        objective=objective,  # type: ignore[arg-type]
+        objective=choice(ObjectiveKind, objective, "--objective"),
         images_per_target=images,
         steps=steps,
         lr=lr,
-        parametrization=parametrization,  # type: ignore[arg-type]
-        init="noise" if init not in ("grey", "noise") else init,  # type: ignore[arg-type]
+        parametrization=choice(Parametrization, parametrization, "--parametrization"),
+        init="grey" if init == "grey" else "noise",  # an image file is the start of every image
         diversity=diversity,
         batch_size=batch_size,
         seed=seed,
