@@ -78,7 +78,9 @@ Reader = OrmSession  # what every query reads through: ``with database.reader() 
 
 
 @dataclass(frozen=True, kw_only=True)
-class SessionSummary:
+class _SessionName:
+    """What names a session and says where it stands."""
+
     id: int
     subject: str
     label: str
@@ -86,13 +88,17 @@ class SessionSummary:
     status: str
     started_at: dt.datetime
     ended_at: dt.datetime | None
-    n_runs: int
-    n_rounds: int
-    n_volumes: int
 
     @property
     def ref(self) -> str:
         return f"sub-{self.subject}/ses-{self.label}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionSummary(_SessionName):
+    n_runs: int
+    n_rounds: int
+    n_volumes: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -438,25 +444,14 @@ class RoiRow:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SessionInfo:
+class SessionInfo(_SessionName):
     """One session's own record: who, what, with which configuration and atlas."""
 
-    id: int
-    subject: str
-    label: str
-    kind: str
-    status: str
-    started_at: dt.datetime
-    ended_at: dt.datetime | None
     cortexloop_version: str
     config_toml: str | None
     atlas_path: str | None
     atlas_sha256: str | None
     rois: list[RoiRow]
-
-    @property
-    def ref(self) -> str:
-        return f"sub-{self.subject}/ses-{self.label}"
 
 
 @dataclass(frozen=True, kw_only=True)
