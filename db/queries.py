@@ -184,12 +184,14 @@ class RoiTimeseries:
 
 @dataclass(frozen=True, kw_only=True)
 class StimulusRow:
+    id: int
     sha256: str
     path: str
     kind: str
     target_roi: str | None
     seed: int | None
     n_presentations: int
+    synthesis: dict[str, Any] | None = None  # how a synthesized image was made (its strategy, its start)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -399,12 +401,14 @@ def session_stimuli(s: Reader, session_id: int) -> list[StimulusRow]:
     )
     return [
         StimulusRow(
+            id=st.id,
             sha256=st.sha256,
             path=st.path,
             kind=st.kind.value,
             target_roi=st.target_roi,
             seed=st.seed,
             n_presentations=n,
+            synthesis=st.synthesis_params,
         )
         for st, n in rows
     ]

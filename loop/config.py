@@ -48,7 +48,7 @@ __all__ = [
 SessionKindName = Literal["simulation", "scanner"]
 Policy = Literal["all", "worst"]
 Control = Literal["best_natural", "median_natural"]
-StartFrom = Literal["best", "noise", "grey"]
+StrategyName = Literal["best-measured", "from-noise", "screened"]  # loop.strategies.STRATEGIES
 VolumeFormat = Literal["nifti", "dicom"]
 
 
@@ -118,15 +118,22 @@ class RoundsConfig:
 
 @dataclass(frozen=True)
 class SynthesisSettings:
-    steps: int = 64
+    strategy: StrategyName = "screened"
+    candidates: int = 2000
+    trust_radius: float = 0.3
+    steps: int = 128
     display_size: int = 256
     objective: ObjectiveKind = "voxel-weighted"
     diversity: float = 0.1
-    learning_rate: float = 0.02
-    init: StartFrom = "best"
+    learning_rate: float = 0.05
 
-    def synthesis(self, *, images_per_target: int, seed: int) -> SynthesisConfig:
-        """The library's settings for one round's synthesis (its start images come separately)."""
+    def synthesis(
+        self, *, images_per_target: int, seed: int, image_size: int | None = None
+    ) -> SynthesisConfig:
+        """The library's settings for one round's gradient ascent (a strategy gives the start images).
+
+        ``image_size``: the side of the images optimized (None: the model's).
+        """
         from stimulus.synthesis import SynthesisConfig
 
         return SynthesisConfig(
@@ -134,9 +141,9 @@ class SynthesisSettings:
             images_per_target=images_per_target,
             steps=self.steps,
             lr=self.learning_rate,
-            init="grey" if self.init == "grey" else "noise",  # "best" starts from given images
             diversity=self.diversity,
             seed=seed,
+            image_size=image_size,
             patience=self.steps + 1,  # "no better than the start yet" is no reason to stop
         )
 
@@ -314,6 +321,10 @@ def _check(c: SessionConfig) -> None:
         )
     if r.count < 0 or r.images_per_target < 1 or r.repeats < 1:
         problems.append("[rounds] count must be >= 0, images_per_target and repeats >= 1")
+    if c.synthesis.candidates < 1 or c.synthesis.steps < 1:
+        problems.append("[synthesis] candidates and steps must be at least 1")
+    if not 0 < c.synthesis.trust_radius <= 1:
+        problems.append(f"[synthesis] trust_radius must be in (0, 1], got {c.synthesis.trust_radius}")
     if c.model.cv == "kfold" and c.model.folds < 2:
         problems.append(f'[model] folds must be at least 2 with cv = "kfold", got {c.model.folds}')
     if not c.simulation.speed > 0:
@@ -376,12 +387,18 @@ lead_in_s = 6.0
 lead_out_s = 16.0
 
 [synthesis]
-steps = 64           # optimized at the model's image_size ([model])
-display_size = 256   # pixels written for the presenter
+strategy = "screened"  # how a round's images are made (docs/synthesis.md):
+                       #   screened: a fresh natural pool and every image shown, ranked by the model,
+                       #             the best ranked refined up its gradient
+                       #   best-measured: the images measured best so far, refined (the first closed loop)
+                       #   from-noise: paper 000, from noise every round
+candidates = 2000    # natural images screened each round (screened)
+trust_radius = 0.3   # how far (RMS pixels, 0..1) an image may move from the natural image it came from
+steps = 128          # gradient steps
+display_size = 256   # pixels written for the presenter (screened optimizes at this size)
 objective = "voxel-weighted"
 diversity = 0.1
-learning_rate = 0.02
-init = "best"        # best (from the images that drove the target most so far), noise or grey
+learning_rate = 0.05
 
 [model]
 backbone = "efficientnet-lite0"

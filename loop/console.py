@@ -41,6 +41,8 @@ def round_table(index: int, scores: RoundScores) -> Table:
         "median→best natural",
         "t (vs non-target)",
         "p",
+        "t (vs best natural)",
+        "p (one-sided)",
     ):
         table.add_column(column, justify="left" if column == "target" else "right")
     for row in scores.targets:
@@ -49,11 +51,15 @@ def round_table(index: int, scores: RoundScores) -> Table:
             cells.append(_number(row.true))
         significant = math.isfinite(row.p) and row.p < 0.05 and row.t > 0
         p = _number(row.p, 3)
+        best_p = _number(row.best_p, 3)
+        beats = math.isfinite(row.best_p) and row.best_p < 0.05 and row.best_t > 0
         cells += [
             _number(row.vs_best),
             _number(row.natural_range),
             _number(row.t),
             f"[bold]{p}[/]" if significant else p,
+            _number(row.best_t),
+            f"[bold]{best_p}[/]" if beats else best_p,
         ]
         table.add_row(*cells)
     return table

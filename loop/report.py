@@ -1,10 +1,13 @@
 """A session's report: one self-contained HTML file (figures and images inlined) from its database.
 
 It holds, in order: the session and its outcome (target against non-target
-images over all rounds), the score table of every round, the images shown
-in each round by target, predicted against measured responses, every run's
-ROI time courses with the onsets, each volume's processing latency and
-framewise displacement, and the warnings and errors of the event log.
+images over all rounds), the score table of every round, the control
+section (per target and round: its images beside the images their
+synthesis started from, how far each moved, the drive against the best and
+the median natural control with confidence intervals, and the drive by
+round), predicted against measured responses, every run's ROI time courses
+with the onsets, each volume's processing latency and framewise
+displacement, and the warnings and errors of the event log.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from db import Database
 from db.base import EventLevel, RunKind, write_atomic
@@ -34,6 +38,7 @@ from db.queries import (
     session_rounds,
     session_runs,
     session_scores,
+    session_stimuli,
 )
 from loop.config import parse_config
 from loop.folder import SessionFolder
@@ -60,7 +65,7 @@ def write_report(database: Database, ref: str, out: Path) -> Path:
     matplotlib.use("Agg")
     with database.reader() as s:
         session = session_info(s, ref)
-        parts = [_header(s, session), _scores(s, session.id), _stimuli(s, session), _scatter(s, session.id)]
+        parts = [_header(s, session), _scores(s, session.id), _control(s, session), _scatter(s, session.id)]
         parts += [_runs(s, session.id), _events(s, session.id)]
     document = _PAGE.format(
         title=html.escape(f"cortexloop report: {parts[0][1]}"), body="\n".join(p[0] for p in parts)
@@ -119,31 +124,119 @@ def _stimulus_dir(session: SessionInfo) -> Path | None:
     return SessionFolder.of(config).stimuli
 
 
-def _stimuli(s: Reader, session: SessionInfo) -> tuple[str, str]:
+def _control(s: Reader, session: SessionInfo) -> tuple[str, str]:
+    """Per target and round: its images beside their starts, and the drive against the natural controls."""
     folder = _stimulus_dir(session)
-    groups: dict[tuple[int, str], list[tuple[str, str]]] = {}
-    for run in session_runs(s, session.id):
-        if run.kind != RunKind.CLOSED_LOOP or run.round_index is None:
+    made = {row.path: row.synthesis or {} for row in session_stimuli(s, session.id)}
+    responses = measured_responses(s, session.id, run_kind=RunKind.CLOSED_LOOP)
+    # (round, target) -> condition -> image path -> its single-trial responses of the target ROI.
+    groups: dict[tuple[int, str], dict[str, dict[str, list[float]]]] = {}
+    for row in responses:
+        if row.round_index is None or row.target_roi is None or row.roi != row.target_roi:
             continue
-        trials = sorted(run_trials(s, run.id), key=lambda t: (t.target_roi or "", t.condition or ""))
-        for t in trials:
-            groups.setdefault((run.round_index, t.target_roi or "-"), []).append(
-                (t.condition or "", t.stimulus_path)
+        images = groups.setdefault((row.round_index, row.target_roi), {}).setdefault(row.condition or "", {})
+        images.setdefault(row.stimulus_path, []).append(row.value)
+    if not groups:
+        return "<h2>Control</h2><p>No rounds.</p>", ""
+    true = {
+        (score.round_index, score.roi): score.value
+        for score in session_scores(s, session.id)
+        if score.metric == Metric.TARGET_TRUE and score.round_index is not None and score.roi is not None
+    }
+    rows, strips = [], []
+    for (index, target), conditions in sorted(groups.items()):
+        own = conditions.get("synthesized", {})
+        means = [float(np.mean(v)) for v in own.values()]
+        best = next(iter(conditions.get("best_natural", {}).values()), [])
+        median = next(iter(conditions.get("median_natural", {}).values()), [])
+        moved = [made.get(path, {}).get("moved_rms") for path in own]
+        moved_text = (
+            _n(float(np.mean([m for m in moved if m is not None])))
+            if any(m is not None for m in moved)
+            else "-"
+        )
+        ratio = (
+            float(np.mean(means)) / float(np.mean(best)) if means and best and np.mean(best) else float("nan")
+        )
+        rows.append(
+            f"<tr><td>{index}</td><td>{html.escape(target)}</td><td>{_ci(means)}</td><td>{_ci(best)}</td>"
+            f"<td>{_ci(median)}</td><td>{_n(ratio)}</td><td>{_n(true.get((index, target)))}</td>"
+            f"<td>{moved_text}</td></tr>"
+        )
+        if folder is None:
+            continue
+        pairs = []
+        for path, values in own.items():
+            start = made.get(path, {}).get("start_file")
+            shift = made.get(path, {}).get("moved_rms")
+            before = _thumbnail(folder / start, 72) if start else "<span>noise</span>"
+            caption = (
+                f"moved {_n(shift)}, measured {np.mean(values):.2f}"
+                if shift is not None
+                else f"measured {np.mean(values):.2f}"
             )
-    if folder is None or not groups:
-        return (
-            "<h2>Images</h2><p>No images (no rounds, or the session file does not say where they are).</p>",
-            "",
-        )
-    parts = ["<h2>Images</h2>"]
-    for (index, target), items in sorted(groups.items()):
-        seen = dict.fromkeys(items)
-        images = "".join(
-            f"<figure>{_thumbnail(folder / path)}<figcaption>{html.escape(condition)}</figcaption></figure>"
-            for condition, path in seen
-        )
-        parts.append(f"<h3>round {index}, {html.escape(target)}</h3><div class=strip>{images}</div>")
-    return "\n".join(parts), ""
+            pairs.append(
+                f"<figure>{before} &rarr; {_thumbnail(folder / path, 72)}"
+                f"<figcaption>{caption}</figcaption></figure>"
+            )
+        for condition in ("best_natural", "median_natural"):
+            for path, values in conditions.get(condition, {}).items():
+                label = f"{condition.replace('_', ' ')}, measured {np.mean(values):.2f}"
+                pairs.append(
+                    f"<figure>{_thumbnail(folder / path, 72)}"
+                    f"<figcaption>{html.escape(label)}</figcaption></figure>"
+                )
+        strips.append(f"<h3>round {index}, {html.escape(target)}</h3><div class=strip>{''.join(pairs)}</div>")
+    table = (
+        "<table><tr><th>round</th><th>target</th><th>its images (95% CI)</th><th>best natural</th>"
+        "<th>median natural</th><th>vs best</th><th>true (simulation)</th>"
+        "<th>moved from start (RMS)</th></tr>" + "".join(rows) + "</table>"
+    )
+    text = (
+        "<h2>Control</h2><p>Measured response (% signal change) of each target ROI to the images made "
+        "for it, each image averaged over its showings, beside its best and median natural control "
+        "(their showings; 95% confidence intervals by Student's t). Each image is shown next to the image "
+        "its synthesis started from, with the root-mean-square change of its pixels (0 to 1): a retouched "
+        "natural image moves little.</p>"
+    )
+    return text + table + _drive_plot(groups, true) + "\n".join(strips), ""
+
+
+def _ci(values: list[float]) -> str:
+    """``mean [low, high]`` with a 95% Student's t interval (just the mean for one value, '-' for none)."""
+    if not values:
+        return "-"
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return f"{mean:.2f}"
+    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
+    return f"{mean:.2f} [{mean - half:.2f}, {mean + half:.2f}]"
+
+
+def _drive_plot(
+    groups: dict[tuple[int, str], dict[str, dict[str, list[float]]]], true: dict[tuple[int, str], float]
+) -> str:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for target in sorted({t for _, t in groups}):
+        rounds = sorted(i for i, t in groups if t == target)
+        measured = [
+            np.mean([np.mean(v) for v in groups[i, target].get("synthesized", {}).values()]) for i in rounds
+        ]
+        line = ax.plot(rounds, measured, "o-", label=f"{target} measured")[0]
+        if all((i, target) in true for i in rounds):
+            ax.plot(
+                rounds,
+                [true[i, target] for i in rounds],
+                "x--",
+                color=line.get_color(),
+                label=f"{target} true",
+            )
+    ax.set(xlabel="round", ylabel="response to its images (%)", title="drive by round")
+    ax.set_xticks(sorted({i for i, _ in groups}))
+    ax.legend(fontsize=6, ncol=2)
+    return _figure(fig)
 
 
 def _thumbnail(path: Path, size: int = 96) -> str:

@@ -15,6 +15,9 @@ under a :class:`Metric`; it is built from these:
   relative to its response to the best and to the median natural image
   shown as controls in the same round: the ratio to the best (1.0 means as
   strong) and the place in the natural range (0 at the median, 1 at the best).
+- :func:`versus_best`: do a target's images beat the best natural control?
+  Welch's t, one-sided, of the images' responses (each averaged over its
+  showings) against the single-trial responses to the best control.
 
 In a simulation the virtual subject's true responses are scored the same
 way (``truth``), so measurement error and model error can be told apart.
@@ -34,6 +37,7 @@ from scipy import stats
 from loop.plans import PlannedStimulus
 
 __all__ = [
+    "BestContrast",
     "Drive",
     "Metric",
     "MetricValue",
@@ -44,7 +48,9 @@ __all__ = [
     "drive",
     "prediction_accuracy",
     "score_round",
+    "showings_by_item",
     "target_vs_nontarget",
+    "versus_best",
 ]
 
 Array = npt.NDArray[np.float64]
@@ -86,6 +92,23 @@ class Drive:
         """
         span = self.best_natural - self.median_natural
         return (self.synthesized - self.median_natural) / span if span > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class BestContrast:
+    """A target's images against its best natural control: Welch's t, one-sided (they are stronger)."""
+
+    roi: str
+    synthesized: float
+    best_natural: float
+    t: float
+    p: float
+    n_images: int
+    n_showings: int  # of the best natural control
+
+    @property
+    def beats_best(self) -> bool:
+        return self.t > 0 and self.p < 0.05
 
 
 def prediction_accuracy(
@@ -174,6 +197,8 @@ class Metric(enum.StrEnum):
     TARGET_D = "target_d"  # Cohen's d of the same
     DRIVE_VS_BEST = "drive_vs_best"  # per target: its images' response over the best natural control's
     DRIVE_NATURAL_RANGE = "drive_natural_range"  # 0 at the median natural control, 1 at the best
+    VS_BEST_T = "vs_best_t"  # per target: Welch's t of its images against the best control's showings
+    VS_BEST_P = "vs_best_p"  # its one-sided p
     DRIVE = "drive"  # the round: mean measured response of the targets to their images
     TRUTH_PREDICTION_R = "truth_prediction_r"  # per ROI: predicted against true (simulation)
     TRUTH_MEASUREMENT_R = "truth_measurement_r"  # per ROI: measured against true (simulation)
@@ -202,6 +227,8 @@ class TargetRow:
     t: float  # target vs non-target images
     p: float
     true: float | None = None  # the virtual subject's true response (simulation only)
+    best_t: float = float("nan")  # its images against the best natural control (one-sided)
+    best_p: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -235,13 +262,19 @@ def score_round(
     predicted: Mapping[str, npt.ArrayLike],
     measured: Mapping[str, npt.ArrayLike],
     truth: Mapping[str, npt.ArrayLike] | None = None,
+    *,
+    showings: Sequence[npt.ArrayLike] | None = None,
+    roi_names: Sequence[str] = (),
 ) -> RoundScores:
     """Score a round: every array holds one value per item, in ``items``' order, keyed by ROI.
 
     Items made for a target are its images (``condition == "synthesized"``);
     ``best_natural`` and ``median_natural`` items are the natural controls
     chosen for their ``target_roi``. The images made for the other targets
-    are a target's non-target images.
+    are a target's non-target images. With ``showings`` (each item's
+    single-trial measured responses, columns in ``roi_names``' order), a
+    target's images are also tested against the showings of its best
+    natural control (:func:`versus_best`).
     """
     made_for = [item.target_roi for item in items]
     control = [item.condition if item.condition != "synthesized" else None for item in items]
@@ -257,6 +290,12 @@ def score_round(
         add(Metric.PREDICTION_R, r, roi)
     contrasts = {c.roi: c for c in target_vs_nontarget(measured, synthesized_for)}
     drives = {d.roi: d for d in drive(measured, made_for, control)}
+    best_showings: dict[str, Array] = {}
+    for item, trials in zip(items, showings or (), strict=False):
+        aim = item.target_roi
+        if item.condition == "best_natural" and aim is not None and aim in roi_names:
+            best_showings[aim] = np.asarray(trials, dtype=np.float64)[:, list(roi_names).index(aim)]
+    versus = {b.roi: b for b in versus_best(measured, best_showings, made_for, control)}
     if truth is not None:
         for roi, r in prediction_accuracy(predicted, truth).items():
             add(Metric.TRUTH_PREDICTION_R, r, roi)
@@ -267,7 +306,7 @@ def score_round(
     rows = []
     for roi in dict.fromkeys(t for t in synthesized_for if t is not None):
         own = np.array([t == roi for t in synthesized_for])
-        c, d = contrasts.get(roi), drives.get(roi)
+        c, d, b = contrasts.get(roi), drives.get(roi), versus.get(roi)
         row = TargetRow(
             roi=roi,
             predicted=float(np.asarray(predicted[roi], dtype=np.float64)[own].mean()),
@@ -277,6 +316,8 @@ def score_round(
             t=c.t if c else float("nan"),
             p=c.p if c else float("nan"),
             true=float(np.asarray(truth[roi], dtype=np.float64)[own].mean()) if truth is not None else None,
+            best_t=b.t if b else float("nan"),
+            best_p=b.p if b else float("nan"),
         )
         rows.append(row)
         add(Metric.TARGET_PREDICTED, row.predicted, roi)
@@ -292,8 +333,48 @@ def score_round(
             add(
                 Metric.DRIVE_NATURAL_RANGE, d.natural_range, roi, median=d.median_natural, best=d.best_natural
             )
+        if b is not None:
+            add(Metric.VS_BEST_T, b.t, roi, p=b.p, synthesized=b.synthesized, best=b.best_natural,
+                n_images=b.n_images, n_showings=b.n_showings)  # fmt: skip
+            add(Metric.VS_BEST_P, b.p, roi)
         if row.true is not None:
             add(Metric.TARGET_TRUE, row.true, roi)
     mean_drive = float(np.mean([row.measured for row in rows])) if rows else float("nan")
     add(Metric.DRIVE, mean_drive)
     return RoundScores(rows, accuracy, mean_drive, values)
+
+
+def showings_by_item(stimuli: Sequence[PlannedStimulus], rows: npt.ArrayLike) -> list[Array]:
+    """Each distinct item's single-trial responses (n_showings, n_columns), ordered as average_by_item's."""
+    values = np.asarray(rows, dtype=np.float64)
+    showings: dict[PlannedStimulus, list[int]] = {}
+    for k, stimulus in enumerate(stimuli):
+        showings.setdefault(stimulus, []).append(k)
+    return [values[trials] for trials in showings.values()]
+
+
+def versus_best(
+    measured: Mapping[str, npt.ArrayLike],
+    best_showings: Mapping[str, npt.ArrayLike],
+    made_for: Sequence[str | None],
+    control: Sequence[str | None],
+) -> list[BestContrast]:
+    """For each target with a best natural control: its images against that control's showings.
+
+    ``measured[roi]`` holds one value per item (an image's mean over its
+    showings); ``best_showings[roi]`` the single-trial responses of ``roi``
+    to the best natural image chosen for it.
+    """
+    out = []
+    for roi, trials in best_showings.items():
+        own = np.asarray(measured[roi], dtype=np.float64)[
+            [t == roi and c is None for t, c in zip(made_for, control, strict=True)]
+        ]
+        best = np.asarray(trials, dtype=np.float64)
+        if len(own) < 2 or len(best) < 2:
+            continue
+        t, p = stats.ttest_ind(own, best, equal_var=False, alternative="greater")
+        out.append(
+            BestContrast(roi, float(own.mean()), float(best.mean()), float(t), float(p), len(own), len(best))
+        )
+    return out

@@ -54,6 +54,7 @@ from db.queries import (
     run_volumes,
     session_rounds,
     session_runs,
+    session_stimuli,
     stimulus_ids,
 )
 from loop.acquisition import Acquisition
@@ -66,8 +67,9 @@ from loop.folder import RunRef, RunResponses, SessionFolder
 from loop.observer import Observer
 from loop.plans import PlannedStimulus, plan_run, save_png, training_order
 from loop.recording import RunRecording
-from loop.scoring import RoundScores, average_by_item, score_round
-from stimulus.images import load_images, resize_pixels
+from loop.scoring import RoundScores, average_by_item, score_round, showings_by_item
+from loop.strategies import STRATEGIES, RoundContext
+from stimulus.images import resize_pixels
 from stimulus.present import RunLog, RunPlan
 
 __all__ = ["Controller"]
@@ -286,37 +288,45 @@ class Controller:
         return [r.targets[(start + k) % len(r.targets)] for k in range(r.targets_per_round)]
 
     def _round_stimuli(self, index: int, targets: list[str]) -> list[PlannedStimulus]:
-        """Synthesize for each target, and add the controls; every image written and recorded."""
-        from stimulus.synthesis import Target, synthesize
-
+        """Each target's images (by the session's strategy) and the controls, all written and recorded."""
         s, r = self.config.synthesis, self.config.rounds
         seed = self.config.session.seed * 1000 + index
-        settings = s.synthesis(images_per_target=r.images_per_target, seed=seed)
+        strategy = STRATEGIES[s.strategy]
         self.observer.message(
             "info",
-            f"round {index}: synthesizing {r.images_per_target} image(s) for each of "
-            f"{', '.join(targets)} ({s.steps} steps)",
+            f"round {index}: making {r.images_per_target} image(s) for each of {', '.join(targets)} "
+            f"({strategy.name}: {s.steps} steps)",
         )
-        made = synthesize(
-            self._current_model(), [Target(roi=t) for t in targets], settings,
-            init_images=self._init_images(targets),
+        context = RoundContext(
+            index=index, targets=targets, model=self._current_model(),
+            shown=self._measured_responses(sorted(self.state.runs)), roi_names=self.roi_names,
+            stimuli=self.folder.stimuli, origins=self._origins(), settings=s,
+            images_per_target=r.images_per_target, seed=seed,
         )  # fmt: skip
         stimuli = []
-        for image in made:
+        for image in strategy.make(context):
             pixels = resize_pixels(image.pixels, s.display_size)
             name, sha = save_png(pixels, self.folder.stimuli, f"round{index:02d}/{image.name}.png")
+            start = None  # kept beside the image, so that the report shows how far synthesis moved it
+            if image.start is not None:
+                start, _ = save_png(
+                    image.start, self.folder.stimuli, f"round{index:02d}/starts/{image.name}.png"
+                )
+            origin = image.origin or start  # a screened candidate is its own natural origin
+            made = {"predicted": image.predicted, "moved_rms": image.moved, "start_file": start,
+                    "origin_file": origin}  # fmt: skip
             self._rec.record_stimulus(
                 sha256=sha,
                 path=name,
                 kind=StimulusKind.SYNTHESIZED,
-                target_roi=image.target.roi,
+                target_roi=image.target,
                 model_version_id=self.state.model_id,
-                synthesis_params=settings.to_dict(),
+                synthesis_params={**image.parameters, **made},
                 seed=seed,
                 width=s.display_size,
                 height=s.display_size,
             )
-            stimuli.append(PlannedStimulus(name, sha, "synthesized", image.target.roi))
+            stimuli.append(PlannedStimulus(name, sha, "synthesized", image.target))
         natural = self._measured_responses([1])  # the training run's natural images
         for roi in targets:
             if not natural:
@@ -329,24 +339,13 @@ class Controller:
                     stimuli.append(PlannedStimulus(stimulus.path, stimulus.sha256, condition, roi))
         return stimuli * r.repeats
 
-    def _init_images(self, targets: list[str]) -> npt.NDArray[np.float32] | None:
-        """With ``init = "best"``: where synthesis starts for each target.
-
-        The images that drove the target most so far, by measured response:
-        the training run's natural images in round 1; from then on every image
-        shown in the session, synthesized ones included. So each round
-        starts from what the last one measured.
-        """
-        if self.config.synthesis.init != "best":
-            return None
-        measured = self._measured_responses(sorted(self.state.runs))
-        n = self.config.rounds.images_per_target
-        paths = []
-        for roi in targets:
-            column = self.roi_names.index(roi)
-            ranked = sorted(measured, key=lambda item: -item[1][column])
-            paths += [self.folder.stimuli / ranked[k % len(ranked)][0].path for k in range(n)]
-        return load_images(paths, self.config.model.image_size)
+    def _origins(self) -> dict[str, str]:
+        """Each synthesized image's natural ancestor, as recorded with it (paths in the stimulus folder)."""
+        with self.database.reader() as s:
+            rows = session_stimuli(s, self._rec.session_id)
+        return {
+            r.path: r.synthesis["origin_file"] for r in rows if r.synthesis and r.synthesis.get("origin_file")
+        }
 
     def _measured_responses(self, runs: list[int]) -> list[tuple[PlannedStimulus, Array]]:
         """Each image shown in ``runs`` with its measured ROI responses, averaged over its showings."""
@@ -592,7 +591,8 @@ class Controller:
         if responses.truth is not None:
             _, truth_rows = average_by_item(responses.stimuli, responses.truth)
             truth = {roi: truth_rows[:, j] for j, roi in enumerate(self.roi_names)}
-        scores = score_round(items, predicted, measured, truth)
+        showings = showings_by_item(responses.stimuli, responses.roi)
+        scores = score_round(items, predicted, measured, truth, showings=showings, roi_names=self.roi_names)
         records = [
             {"metric": v.metric.value, "value": v.value, "roi": v.roi, "model_version_id": model_id,
              "details": v.details}

@@ -315,6 +315,13 @@ def simulate(
         Path | None, typer.Option(help="A run plan (JSON) to show the subject without a presenter.")
     ] = None,
     runs: Annotated[int, typer.Option(help="With --presenter: how many runs to acquire, one per plan.")] = 1,
+    arm_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Real seconds to wait for the presenter to arm each run (the controller may be "
+            "refitting and synthesizing between runs)."
+        ),
+    ] = 600.0,
     first_run: Annotated[
         int, typer.Option(help="Number of the first run (names its files, seeds its noise).")
     ] = 1,
@@ -361,7 +368,9 @@ def simulate(
     try:
         for number in range(first_run, first_run + (runs if client is not None else 1)):
             started = time.monotonic()
-            record = scanner.run(volumes, run=number, presenter=client, plan=run_plan, stop=stop)
+            record = scanner.run(
+                volumes, run=number, presenter=client, plan=run_plan, stop=stop, armed_timeout_s=arm_timeout
+            )
             took = time.monotonic() - started
             console.print(
                 f"run {number} ({record.run_id}): {len(record.files)} volumes in {took:.1f} s, "

@@ -48,6 +48,7 @@ MAX_RESTARTS = 3
 MIN_FRAME_S = 0.01  # of real time: a presenter asked for shorter frames drops them under load
 POLL_S = 0.1
 ATLAS_TIMEOUT_S = 120.0  # the scanner builds the virtual subject (and loads its network) first
+ARM_TIMEOUT_S = 3600.0  # the scanner waits for each plan as an operator would: the controller may be busy
 
 
 def frame_rate(speed: float) -> float:
@@ -170,6 +171,8 @@ class SimulatedSession:
                 c.scanner.stimulus_dir,
                 "--truth",
                 c.simulation.truth,
+                "--arm-timeout",
+                str(ARM_TIMEOUT_S),
             )
             self._wait_for_atlas()
             self._start_bridge(1)

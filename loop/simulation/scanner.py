@@ -180,7 +180,7 @@ class SimulatedScanner:
         presenter: _Presenter | None = None,
         plan: Any = None,
         seed: int | None = None,
-        armed_timeout_s: float = 60.0,
+        armed_timeout_s: float = 600.0,
         stop: threading.Event | None = None,
     ) -> RunRecord:
         """Acquire one run; with a ``presenter``, once it arms, else showing ``plan`` itself.

@@ -55,6 +55,7 @@ class SynthesisConfig:
     transforms: TransformConfig = field(default_factory=TransformConfig)
     diversity: float = 0.0
     batch_size: int = 32
+    image_size: int | None = None  # the side of the images optimized; None: the model's own
     patience: int = 64
     min_improvement: float = 1e-3
     seed: int = 0
@@ -70,6 +71,8 @@ class SynthesisConfig:
             raise ConfigError(
                 f"parametrization {self.parametrization!r} is unknown; use 'fourier' or 'pixel'"
             )
+        if self.image_size is not None and self.image_size < 16:
+            raise ConfigError(f"image_size {self.image_size} is too small; use 16 pixels or more")
         if self.init not in ("grey", "noise"):
             raise ConfigError(f"init {self.init!r} is unknown; use 'grey', 'noise' or give init images")
 
@@ -128,6 +131,8 @@ def synthesize(
     config: SynthesisConfig | None = None,
     *,
     init_images: npt.ArrayLike | torch.Tensor | None = None,
+    origins: npt.ArrayLike | torch.Tensor | None = None,
+    max_move: float | npt.ArrayLike | None = None,
     progress: Progress | None = None,
     on_image: Callable[[SynthesizedImage], None] | None = None,
 ) -> list[SynthesizedImage]:
@@ -141,6 +146,12 @@ def synthesize(
     init_images : array of shape (n, 3, H, W) on 0..1, optional
         Start from these images instead of ``config.init``: one per image to
         make (targets x images per target, in that order) or one for all.
+    origins : array of shape (n, 3, H, W) on 0..1, optional
+        What ``max_move`` is measured from (default: the start images).
+    max_move : float or array of shape (n,), optional
+        A trust region: no image may move further than this from its origin
+        (root-mean-square pixel difference on 0..1). A step that would take
+        an image out is undone for that image; the others go on.
     progress : callable(done_steps, total_steps), optional
     on_image : callable(SynthesizedImage), optional
         Called for each image as soon as its batch is done.
@@ -153,9 +164,16 @@ def synthesize(
     extractor = model_list[0].extractor
     device = extractor.backbone.device
     readout = readout.to(device)
-    size = model_list[0].config.image_size
+    seen_size = model_list[0].config.image_size
+    size = config.image_size or seen_size
     jobs = [(t, k) for t in range(len(targets)) for k in range(config.images_per_target)]
     starts = _initial_images(init_images, len(jobs), size)
+    anchors = _initial_images(origins, len(jobs), size) if origins is not None else starts
+    if max_move is not None and anchors is None:
+        raise ConfigError("a trust region (max_move) needs start images or origins to measure from")
+    radius = (
+        None if max_move is None else torch.as_tensor(np.broadcast_to(max_move, len(jobs)).copy()).float()
+    )
     roi_index = {name: j for j, name in enumerate(readout.roi_names)}
     total = len(jobs) * config.steps
     done = 0
@@ -169,12 +187,18 @@ def synthesize(
             config.parametrization, len(batch), size, init=init, generator=generator, device=device
         )
         optimizer = torch.optim.Adam(image.parameters(), lr=config.lr)
+        region = None
+        if radius is not None and anchors is not None:
+            region = (
+                anchors[first : first + len(batch)].to(device),
+                radius[first : first + len(batch)].to(device),
+            )
         target_of = torch.tensor([t for t, _ in batch], device=device)
         roi_of = torch.tensor([roi_index.get(targets[t].roi or "", -1) for t, _ in batch], device=device)
         best, smoothed, stale, steps_run = -float("inf"), None, 0, 0
         for step in range(config.steps):
             warped = random_affine(image(), config.transforms, generator)
-            features = torch.cat(extractor.raw(warped), dim=1)
+            features = torch.cat(extractor.raw(_as_seen(warped, seen_size)), dim=1)
             outputs = features @ readout.coef + readout.intercept
             objective = objective_values(outputs, target_of, roi_of, readout, config.objective)
             loss = -objective.sum()
@@ -192,7 +216,10 @@ def synthesize(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
+            before = [p.detach().clone() for p in image.parameters()] if region is not None else []
             optimizer.step()
+            if region is not None:
+                _stay_within(image, before, *region)
             steps_run = step + 1
             done += len(batch)
             if progress is not None:
@@ -232,6 +259,26 @@ def synthesize(
     return results
 
 
+def _as_seen(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images as the model sees them: resized to its side as its training images were (bicubic, filtered)."""
+    if images.shape[-1] == size:
+        return images
+    seen = torch.nn.functional.interpolate(images, size=(size, size), mode="bicubic", antialias=True)
+    return seen.clamp(0, 1)
+
+
+def _stay_within(
+    image: torch.nn.Module, before: list[torch.Tensor], origin: torch.Tensor, radius: torch.Tensor
+) -> None:
+    """Undo the last step of every image it took further than ``radius`` from ``origin`` (RMS pixels)."""
+    with torch.no_grad():
+        moved = (image() - origin).pow(2).mean(dim=(1, 2, 3)).sqrt()
+        out = moved > radius
+        if out.any():
+            for parameter, previous in zip(image.parameters(), before, strict=True):
+                parameter[out] = previous[out]
+
+
 def _initial_images(
     init_images: npt.ArrayLike | torch.Tensor | None, n: int, size: int
 ) -> torch.Tensor | None:
@@ -262,7 +309,8 @@ def _finish(
 ) -> list[SynthesizedImage]:
     with torch.no_grad():
         pixels = image()
-        outputs = torch.cat(extractor.raw(pixels), dim=1) @ readout.coef + readout.intercept
+        outputs = torch.cat(extractor.raw(_as_seen(pixels, extractor.image_size)), dim=1) @ readout.coef
+        outputs = outputs + readout.intercept
         objective = objective_values(outputs, target_of, roi_of, readout, config.objective)
     finished = []
     n_rois = len(readout.roi_names)

@@ -68,3 +68,14 @@ def test_session_init_writes_the_example_once_and_check_reads_it(cortexloop: Cli
     bad = cortexloop("session", "check", path)
     assert bad.returncode == 1
     assert "[rounds] policy is 'best'; use all or worst" in bad.stderr
+
+
+def test_every_strategy_a_session_file_may_name_exists_and_says_what_it_follows() -> None:
+    import typing
+
+    from loop.config import StrategyName
+    from loop.strategies import STRATEGIES
+
+    assert set(typing.get_args(StrategyName)) == set(STRATEGIES)
+    assert all(strategy.follows for strategy in STRATEGIES.values())
+    assert SessionConfig().synthesis.strategy in STRATEGIES

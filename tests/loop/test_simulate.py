@@ -33,6 +33,7 @@ images_per_target = 2
 
 [synthesis]
 steps = 8
+candidates = 100
 
 [model]
 budget = 200

@@ -126,6 +126,34 @@ def test_starting_from_a_natural_image_reproduces_it_first(crops: npt.NDArray[np
     torch.testing.assert_close(image().detach(), start.clamp(1e-3, 1 - 1e-3), atol=1e-5, rtol=0)
 
 
+def test_a_trust_region_keeps_each_image_near_its_origin(
+    roi_model: EncodingModel, crops: npt.NDArray[np.float32]
+) -> None:
+    starts = crops[:4].copy()
+    size = roi_model.config.image_size
+    free = synthesize(roi_model, [Target(roi="A"), Target(roi="B")], _config(lr=0.1), init_images=starts)
+    radii = np.array([0.02, 0.05, 0.02, 0.05])
+    held = synthesize(
+        roi_model, [Target(roi="A"), Target(roi="B")], _config(lr=0.1), init_images=starts, max_move=radii
+    )
+    origin = torch.nn.functional.interpolate(
+        torch.from_numpy(starts), size=size, mode="bilinear", antialias=True
+    )
+    moved = [float(np.sqrt(np.mean((h.pixels - o.numpy()) ** 2))) for h, o in zip(held, origin, strict=True)]
+    unbounded = [
+        float(np.sqrt(np.mean((f.pixels - o.numpy()) ** 2))) for f, o in zip(free, origin, strict=True)
+    ]
+    assert all(m <= r + 1e-6 for m, r in zip(moved, radii, strict=True))
+    assert all(u > r for u, r in zip(unbounded, radii, strict=True))  # the region did hold them back
+    assert moved[1] > moved[0]  # a wider region lets an image go further
+    # Within it they still climb: each beats its start.
+    start_scores = _roi_means(roi_model, origin.numpy())
+    for k, item in enumerate(held):
+        roi = item.target.roi
+        assert roi is not None
+        assert item.predicted[roi] > start_scores[roi][k]
+
+
 @pytest.mark.parametrize(
     ("target", "objective", "message"),
     [

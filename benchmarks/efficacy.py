@@ -1,0 +1,211 @@
+"""Does the closed loop control? Whole simulated sessions, seeds x strategies, judged against the truth.
+
+Each arm (a strategy with its settings) runs a whole default session per
+seed in this machine's processes (``cortexloop simulate --in-process``, one
+thread each, ``--workers`` at a time), against the virtual subject of that
+seed. Then, per arm, ROI and round:
+
+- measured: the target's images against the round's best natural control
+  (the ratio, and the one-sided test the round table shows);
+- true: the virtual subject's true response to the target's images against
+  the best and the mean image of a natural pool of ``--pool`` images that no
+  session showed (drawn with a seed no session uses), and target against
+  non-target images (Welch's t on the true responses);
+- each arm's true drive over the baseline's, ROI by ROI, averaged over seeds.
+
+The truth is the scorer's alone: the sessions never see it. Choose settings
+on some seeds and judge them on others: the tests use seeds 0-2, so the
+default report is on seeds 3-7.
+
+    .venv/bin/python benchmarks/efficacy.py [--seeds 3 4 5 6 7] [--arms baseline screened] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from db import open_database
+from db.queries import session_info, session_scores
+from loop.config import SessionConfig, to_toml
+from loop.scoring import Metric
+
+TARGETS = ("V1", "V4", "LO", "FFA", "PPA")
+POOL_SEED = 900_000  # no session draws natural images with seeds this high
+
+# Each arm: the session file's [synthesis] (and [rounds]) changes from the defaults.
+ARMS: dict[str, dict[str, dict[str, object]]] = {
+    "baseline": {"synthesis": {"strategy": "best-measured", "steps": 64, "learning_rate": 0.02}},
+    "from-noise": {"synthesis": {"strategy": "from-noise", "steps": 64, "learning_rate": 0.02}},
+    "screened": {},  # the defaults
+    "screened-256": {"synthesis": {"steps": 256}},  # twice the gradient steps (and time) of the default
+}
+
+
+def _session_file(arm: str, folder: Path) -> Path:
+    config = SessionConfig()
+    for section, changes in ARMS[arm].items():
+        config = dataclasses.replace(
+            config, **{section: dataclasses.replace(getattr(config, section), **changes)}
+        )
+    path = folder / f"{arm}.toml"
+    path.write_text(to_toml(config))
+    return path
+
+
+def _run_session(arm: str, seed: int, out: Path, rounds: int) -> tuple[str, int, float, str]:
+    folder = out / arm / f"seed{seed}"
+    if (folder / "report.html").exists():  # done by an earlier run of the benchmark
+        return arm, seed, 0.0, ""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "loop.cli", "--log-level", "warning", "simulate", "--in-process",
+        "--config", str(_session_file(arm, folder.parent)), "--seed", str(seed), "--rounds", str(rounds),
+        "--out", str(folder),
+    ]  # fmt: skip
+    started = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        return arm, seed, time.perf_counter() - started, result.stdout[-2000:] + result.stderr[-2000:]
+    return arm, seed, time.perf_counter() - started, ""
+
+
+def _pool_truth(seed: int, n: int, out: Path) -> dict[str, np.ndarray]:
+    """The true ROI responses to an unseen natural pool, seen as a session's images are (PNG, then 128 px)."""
+    cache = out / f"pool-seed{seed}-{n}.npz"
+    if not cache.exists():
+        import torch
+
+        from loop.simulation.subject import SubjectConfig, VirtualSubject
+        from stimulus.images import resize_pixels
+        from stimulus.natural import natural_image_set
+
+        torch.set_num_threads(1)
+        subject = VirtualSubject(SubjectConfig.from_spec("default", seed=seed))
+        size = SessionConfig().synthesis.display_size
+        pool = natural_image_set(n, size=size, seed=POOL_SEED + seed).pixels
+        bilinear = Image.Resampling.BILINEAR
+        seen = np.stack([resize_pixels(p, subject.config.image_size, resample=bilinear) for p in pool])
+        np.savez(cache, **subject.roi_responses(seen))
+    data = np.load(cache)
+    return {k: data[k] for k in data.files}
+
+
+@dataclasses.dataclass
+class Round:
+    measured_vs_best: float  # measured response to the target's images / the best natural control's
+    vs_best_p: float  # one-sided p that they beat it
+    true: float  # true response to the target's images
+    true_t: float  # target against non-target images, true responses
+
+
+def _rounds(folder: Path) -> dict[str, dict[int, Round]]:
+    with open_database(folder / "cortexloop.sqlite") as database, database.reader() as s:
+        scores = session_scores(s, session_info(s, "sub-01/ses-01").id)
+    table: dict[tuple[str, int], dict[str, float]] = {}
+    for score in scores:
+        if score.roi is not None and score.round_index is not None:
+            row = table.setdefault((score.roi, score.round_index), {})
+            row[score.metric] = score.value
+            if score.metric == Metric.VS_BEST_T and score.details:
+                row["vs_best_p"] = float(score.details.get("p", np.nan))
+    out: dict[str, dict[int, Round]] = {}
+    for (roi, index), row in table.items():
+        if Metric.TARGET_TRUE in row:
+            out.setdefault(roi, {})[index] = Round(
+                measured_vs_best=row.get(Metric.DRIVE_VS_BEST, np.nan),
+                vs_best_p=row.get("vs_best_p", np.nan),
+                true=row[Metric.TARGET_TRUE],
+                true_t=row.get(Metric.TRUTH_TARGET_T, np.nan),
+            )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[3, 4, 5, 6, 7])
+    parser.add_argument("--arms", nargs="+", default=["baseline", "screened"], choices=sorted(ARMS))
+    parser.add_argument("--rounds", type=int, default=SessionConfig().rounds.count)
+    parser.add_argument("--pool", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("efficacy-output"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with concurrent.futures.ProcessPoolExecutor(args.workers) as pool:
+        pools = {seed: pool.submit(_pool_truth, seed, args.pool, args.out) for seed in args.seeds}
+        runs = [
+            pool.submit(_run_session, arm, seed, args.out, args.rounds)
+            for arm in args.arms
+            for seed in args.seeds
+        ]
+        for done in concurrent.futures.as_completed(runs):
+            arm, seed, seconds, failure = done.result()
+            print(f"{arm} seed {seed}: {'FAILED' if failure else 'done'} in {seconds:.0f} s", flush=True)
+            if failure:
+                print(failure)
+        truth = {seed: f.result() for seed, f in pools.items()}
+    print(f"\nall sessions and pools in {time.perf_counter() - started:.0f} s; seeds {args.seeds}\n")
+    results = {
+        arm: {seed: _rounds(args.out / arm / f"seed{seed}") for seed in args.seeds} for arm in args.arms
+    }
+    last = args.rounds
+    for arm in args.arms:
+        print(f"== {arm}: per ROI and round, the mean over seeds (each seed's figure in brackets)")
+        print("roi  round  measured/best natural [p<.05]  true/pool best [by seed]  true/pool mean  true t")
+        for roi in TARGETS:
+            for index in range(1, last + 1):
+                rows = [results[arm][seed][roi][index] for seed in args.seeds]
+                best = [r.true / truth[seed][roi].max() for r, seed in zip(rows, args.seeds, strict=True)]
+                mean = [r.true / truth[seed][roi].mean() for r, seed in zip(rows, args.seeds, strict=True)]
+                significant = sum(r.vs_best_p < 0.05 for r in rows)
+                print(
+                    f"{roi:4} {index:5}  {np.mean([r.measured_vs_best for r in rows]):8.2f}"
+                    f"  [{significant}/{len(rows)}]           {np.mean(best):5.2f} "
+                    f"[{' '.join(f'{b:.2f}' for b in best)}]  {np.mean(mean):5.2f}  "
+                    f"{np.mean([r.true_t for r in rows]):6.1f}"
+                )
+        final = {seed: results[arm][seed] for seed in args.seeds}
+        above = {
+            s: int(sum(final[s][roi][last].true > truth[s][roi].max() for roi in TARGETS)) for s in final
+        }
+        measured = {s: int(sum(final[s][roi][last].measured_vs_best > 1 for roi in TARGETS)) for s in final}
+        rising = {
+            seed: bool(
+                all(
+                    np.mean([results[arm][seed][roi][i + 1].true for roi in TARGETS])
+                    > np.mean([results[arm][seed][roi][i].true for roi in TARGETS])
+                    for i in range(1, last)
+                )
+            )
+            for seed in args.seeds
+        }
+        print(f"last round, true above the pool's best: {above} of {len(TARGETS)} ROIs by seed "
+              f"(mean {np.mean(list(above.values())):.1f})")  # fmt: skip
+        print(f"last round, measured above the best natural control: {measured} by seed")
+        print(f"true drive rising round over round: {rising}\n")
+    if "baseline" in args.arms:
+        for arm in args.arms:
+            if arm == "baseline":
+                continue
+            ratios = {
+                roi: np.mean([results[arm][s][roi][last].true / results["baseline"][s][roi][last].true
+                              for s in args.seeds])
+                for roi in TARGETS
+            }  # fmt: skip
+            print(f"{arm} / baseline, last round's true drive, mean over seeds: "
+                  + ", ".join(f"{roi} {r:.2f}" for roi, r in ratios.items()))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
