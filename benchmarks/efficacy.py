@@ -48,6 +48,8 @@ ARMS: dict[str, dict[str, dict[str, object]]] = {
     "from-noise": {"synthesis": {"strategy": "from-noise", "steps": 64, "learning_rate": 0.02}},
     "screened": {},  # the defaults
     "screened-256": {"synthesis": {"steps": 256}},  # twice the gradient steps (and time) of the default
+    "screened-6000": {"synthesis": {"candidates": 6000}},  # three times the natural candidates screened
+    "screened-1000": {"synthesis": {"candidates": 1000}},  # half
 }
 
 

@@ -27,6 +27,7 @@ from scanner_bridge.errors import (
     BridgeError,
     IncompleteVolumeError,
     ReceiveTimeoutError,
+    SpoolError,
     VolumeMismatchError,
     VolumeReadError,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "RunGeometry",
     "ScaledClock",
     "Spool",
+    "SpoolError",
     "Volume",
     "VolumeMismatchError",
     "VolumePublisher",

@@ -41,6 +41,8 @@ class WatchConfig:
         from 0 (``vol_00000.nii``), DICOM acquisitions from 1.
     slices_per_volume : int or None
         For single-slice DICOM without ``ImagesInAcquisition``.
+    max_file_bytes : int
+        A larger file is not read (a volume of 128 x 128 x 64 float64 is 8 MiB).
     """
 
     polling: bool = False
@@ -52,9 +54,11 @@ class WatchConfig:
     nifti_first_number: int = 0
     dicom_first_number: int = 1
     slices_per_volume: int | None = None
+    max_file_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
         _positive(self, "poll_interval_s", "rescan_interval_s", "incomplete_timeout_s", "retry_interval_s")
+        _positive(self, "max_file_bytes")
         if self.slices_per_volume is not None and self.slices_per_volume < 1:
             raise ConfigError(f"WatchConfig.slices_per_volume must be >= 1, got {self.slices_per_volume}")
 

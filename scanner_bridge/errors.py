@@ -5,6 +5,7 @@
         ├── VolumeReadError(ValueError)          a file that is not a volume we can read
         │   └── IncompleteVolumeError            not all of it is there yet (retried until a deadline)
         ├── VolumeMismatchError(ValueError)      shape, affine or dtype differs from the run's first volume
+        ├── SpoolError                           a spool folder that is not private to its user
         └── ReceiveTimeoutError(TimeoutError)    nothing arrived in the time allowed
 
 The wire's own errors (a refused message, a bad key file, an endpoint that
@@ -22,6 +23,7 @@ __all__ = [
     "BridgeError",
     "IncompleteVolumeError",
     "ReceiveTimeoutError",
+    "SpoolError",
     "VolumeMismatchError",
     "VolumeReadError",
 ]
@@ -41,6 +43,10 @@ class IncompleteVolumeError(VolumeReadError):
 
 class VolumeMismatchError(BridgeError, ValueError):
     """A volume's shape, affine or dtype differs from the run's first volume."""
+
+
+class SpoolError(BridgeError):
+    """The spool folder cannot be used: not private to its user, or not a folder."""
 
 
 class ReceiveTimeoutError(BridgeError, TimeoutError):

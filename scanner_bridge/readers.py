@@ -15,10 +15,13 @@ dcm2niix makes of the same file hold the same array.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gzip
 import io
 import math
+import os
 import re
+import stat
 import warnings
 import zlib
 from collections.abc import Iterable, Sequence
@@ -133,13 +136,40 @@ def read_part(
     """
     path = Path(path)
     if raw is None:
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError as exc:
-            raise VolumeReadError(f"{path} disappeared before it could be read") from exc
-    if path.name.lower().endswith(NIFTI_SUFFIXES):
-        return _read_nifti(path, raw)
-    return _read_dicom(path, raw, slices_per_volume)
+        raw = read_regular_file(path)
+    try:
+        if path.name.lower().endswith(NIFTI_SUFFIXES):
+            return _read_nifti(path, raw)
+        return _read_dicom(path, raw, slices_per_volume)
+    except VolumeReadError:
+        raise
+    except Exception as exc:  # whatever a hostile or damaged file makes a parser raise: this file's error
+        raise VolumeReadError(
+            f"{path} cannot be read as a volume ({type(exc).__name__}: {exc})"[:500]
+        ) from exc
+
+
+def read_regular_file(path: Path | str, max_bytes: int = 1 << 30) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``max_bytes``; :class:`VolumeReadError` otherwise.
+
+    A symbolic link is not followed, and a FIFO or a device is not read (it
+    could block, or never end).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError as exc:
+        raise VolumeReadError(f"{path} disappeared before it could be read") from exc
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise VolumeReadError(f"{path} is a symbolic link; links are not followed") from exc
+        raise VolumeReadError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise VolumeReadError(f"{path} is not a regular file ({stat.filemode(st.st_mode)}); not read")
+        if st.st_size > max_bytes:
+            raise VolumeReadError(f"{path} has {st.st_size} bytes, more than a volume file may ({max_bytes})")
+        return f.read(max_bytes + 1)
 
 
 # --- NIfTI -----------------------------------------------------------------------------------------

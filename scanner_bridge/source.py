@@ -31,6 +31,9 @@ class EventCode(enum.StrEnum):
     MISMATCH = "mismatch"  # shape, affine or dtype differs from the run's first volume
     SERIES_LOCKED = "series_locked"  # the series this run follows
     SOURCE_ERROR = "source_error"  # the source itself failed (a watch lost, a disk full)
+    REWRITTEN = (
+        "rewritten"  # a volume's file was written again with other data, or is gone, after it was read
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

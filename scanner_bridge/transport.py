@@ -21,7 +21,10 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import queue
+import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -34,6 +37,7 @@ import zmq
 from db.base import (
     Clock,
     DealerSocket,
+    EventLevel,
     Message,
     MessageType,
     ProtocolError,
@@ -46,11 +50,19 @@ from db.base import (
 )
 from db.base.wire import Frame, buffer_digests
 from scanner_bridge.config import PublisherConfig, ReceiverConfig
-from scanner_bridge.errors import ReceiveTimeoutError
-from scanner_bridge.source import BridgeEvent, EventSink, log_event
-from scanner_bridge.volume import Volume
+from scanner_bridge.errors import ReceiveTimeoutError, SpoolError
+from scanner_bridge.source import BridgeEvent, EventCode, EventSink, log_event
+from scanner_bridge.volume import MAX_INDEX, Volume
 
-__all__ = ["Arrival", "ReceiverStats", "Spool", "VolumePublisher", "VolumeReceiver"]
+__all__ = [
+    "Arrival",
+    "ReceiverStats",
+    "Spool",
+    "VolumePublisher",
+    "VolumeReceiver",
+    "default_spool_dir",
+    "private_folder",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,28 +74,34 @@ MAX_WANTED = 256  # indices one hello may ask for
 
 
 class Spool:
-    """The run's validated volumes on disk, one file per index, for serving any index later.
+    """One bridge run's validated volumes on disk, one file per index, for serving any index later.
 
-    Each series gets a folder of its own under ``root`` (so a new run never
-    serves an old run's volumes). Each file holds a 4-byte big-endian length,
-    the volume's wire content (JSON) and its raw voxels; each is written
-    whole and synced (:func:`db.base.write_atomic`), so a killed bridge
-    leaves no partial entry, and readable only by its owner.
+    The spool belongs to one bridge run and one user: each :class:`Spool`
+    makes a folder of its own (``run-XXXXXXXX``, mode 0700) inside ``root``,
+    which must be a real folder (not a symbolic link) of this user that
+    nobody else can write (:func:`private_folder`), so nobody else can plant
+    a volume in it or turn a file into a link to one of the user's. A
+    restarted bridge starts a new spool (its watcher reads the run's files
+    again); so a run never serves an earlier run's volumes, even under the
+    same file names. Each series gets a subfolder. Each file holds a 4-byte
+    big-endian length, the volume's wire content (JSON) and its raw voxels;
+    each is written whole and synced (:func:`db.base.write_atomic`), so a
+    killed bridge leaves no partial entry. :meth:`close` removes the run's folder.
     """
 
     def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.directory = self.root / "no-series-yet"
+        self.root = private_folder(Path(root))
+        self.run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
+        self.directory = self.run_dir / "no-series-yet"
         self.series: str | None = None
 
     def select(self, series: str) -> None:
         """Spool (and serve) the volumes of ``series`` from now on."""
         if series != self.series:
             self.series = series
-            self.directory = self.root / hashlib.sha256(series.encode()).hexdigest()[:16]
-            self.directory.mkdir(exist_ok=True)
-            (self.directory / "series.txt").write_text(series + "\n")
+            self.directory = self.run_dir / hashlib.sha256(series.encode()).hexdigest()[:16]
+            self.directory.mkdir(mode=0o700, exist_ok=True)
+            write_atomic(self.directory / "series.txt", (series + "\n").encode(), mode=0o600, sync=False)
 
     def _path(self, index: int) -> Path:
         return self.directory / f"{index:05d}.vol"
@@ -103,19 +121,80 @@ class Spool:
         return sorted(int(p.stem) for p in self.directory.glob("*.vol") if p.stem.isdigit())
 
     def get(self, index: int) -> Volume:
-        raw = self._path(index).read_bytes()
+        """The spooled volume ``index``; ``OSError`` or ``ValueError`` if its entry cannot be read."""
+        fd = os.open(self._path(index), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read()
         n = int.from_bytes(raw[:4], "big")
         message = Message(MessageType.VOLUME, {}, json.loads(raw[4 : 4 + n]), [memoryview(raw)[4 + n :]])
-        return Volume.from_wire(message)
+        try:
+            return Volume.from_wire(message)
+        except ProtocolError as exc:
+            raise ValueError(f"spool entry {self._path(index)}: {exc}") from exc
+
+    def close(self) -> None:
+        """Remove this run's folder (what a receiver still lacks is then gone)."""
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-def default_spool_dir(export_dir: Path | str) -> Path:
-    """A per-export-directory spool under the system's temporary directory (survives a bridge restart)."""
-    key = hashlib.sha256(str(Path(export_dir).resolve()).encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"cortexloop-spool-{key}"
+def private_folder(path: Path) -> Path:
+    """``path`` as a folder only this user can write, made (mode 0700) if absent; :class:`SpoolError` if not.
+
+    Refused: a symbolic link, something not a folder, a folder of another
+    user, a folder that its group or others can write, or one inside a folder
+    that anyone can write without the sticky bit (they could swap it for another).
+    """
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.lstat()
+    except OSError as exc:
+        raise SpoolError(
+            f"spool folder {path} cannot be made: {exc.strerror or exc}; choose another --spool"
+        ) from None
+    what = None
+    if stat.S_ISLNK(st.st_mode):
+        what = "is a symbolic link"
+    elif not stat.S_ISDIR(st.st_mode):
+        what = "is not a folder"
+    elif hasattr(os, "getuid") and st.st_uid != os.getuid():
+        what = f"belongs to another user (uid {st.st_uid})"
+    elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        what = f"can be written by others (mode {stat.S_IMODE(st.st_mode):04o}; `chmod 700 {path}`)"
+    else:
+        for parent in path.resolve().parents:
+            mode = parent.stat().st_mode
+            if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+                what = f"is inside {parent}, which anyone can write"
+                break
+    if what is not None:
+        raise SpoolError(
+            f"spool folder {path} {what}: another user could plant volumes there; "
+            "choose a folder of your own with --spool"
+        )
+    return path
+
+
+def default_spool_dir() -> Path:
+    """Where spools go by default: the user's cache folder, not the world-writable temporary one."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "cortexloop" / "spool"
 
 
 # --- the publisher (bridge side) -------------------------------------------------------------------
+
+
+def _source_changed(volume: Volume) -> str | None:
+    """How the file ``volume`` was read from has changed since (None: unchanged, or no file to check)."""
+    written = volume.stamps.get("written")
+    if not volume.source or written is None:
+        return None
+    try:
+        mtime = os.stat(volume.source).st_mtime
+    except FileNotFoundError:
+        return "is gone"
+    except OSError:
+        return None  # unreadable now (a share gone): not evidence of a change
+    return None if mtime == written else "was written again"
 
 
 @dataclasses.dataclass
@@ -170,11 +249,12 @@ class VolumePublisher(RouterService):
         self.post(item)
 
     def close(self) -> None:
-        """Stop serving, then finish spooling; idempotent."""
+        """Stop serving, finish spooling, then remove the spool (it is this run's alone); idempotent."""
         super().close()
         if self._spooler.is_alive():
             self._spool_queue.put(None)
             self._spooler.join(timeout=30)
+        self.spool.close()
 
     def __enter__(self) -> VolumePublisher:
         return self
@@ -208,7 +288,7 @@ class VolumePublisher(RouterService):
         if item.series != self._series:
             if item.series != self.spool.series:
                 self.spool.select(item.series)  # only this thread selects; the spooler only writes
-            self._held = set(self.spool.indices())  # a restarted bridge serves what it spooled before
+            self._held = set(self.spool.indices())
         self._series, self._tr_s = item.series, item.tr_s
         self._held.add(item.index)
         content, buffers = item.to_wire()
@@ -249,15 +329,35 @@ class VolumePublisher(RouterService):
         except (OSError, ValueError) as exc:
             logger.error("spooled volume %d cannot be read (%s); it cannot be resent", index, exc)
             return
+        if (changed := _source_changed(volume)) is not None:
+            self._held.discard(index)
+            self._handle_item(BridgeEvent(
+                level=EventLevel.ERROR, code=EventCode.REWRITTEN, path=volume.source, index=index,
+                message=f"volume {index}: its file {volume.source} {changed} since it was read; "
+                "it is not served again (was the export folder reused or cleaned during the run?)",
+            ))  # fmt: skip
+            return
         content, buffers = volume.to_wire()
         self._send_volume(identity, content, buffers, buffer_digests(buffers), index)
 
+    def _status(self, joined: bool) -> dict[str, Any]:
+        return {
+            "series": self._series,
+            "tr_s": self._tr_s,
+            "highest_index": max(self._held, default=None),
+            "subscribers": len(self._subscribers),
+            "joined": joined,
+        }
+
     def _on_message(self, identity: bytes, message: Message) -> None:
         nonce, content = message.session, message.content
+        if not message.addressed:  # the handshake's first half: the challenge (this bridge's nonce), no more
+            self.send(identity, MessageType.STATUS, self._status(joined=False), to=nonce)
+            return
         next_index = content.get("next_index", 0)
         wanted = content.get("wanted", [])
         if not (isinstance(next_index, int) and next_index >= 0 and isinstance(wanted, list)):
-            raise ProtocolError(RejectReason.MALFORMED, f"hello with next_index={next_index!r}")
+            raise ProtocolError(RejectReason.MALFORMED, f"hello with next_index={next_index!r:.40}")
         now = time.time()
         sub = self._subscribers.get(identity)
         joined = sub is None or sub.nonce != nonce
@@ -269,13 +369,7 @@ class VolumePublisher(RouterService):
             logger.info("subscriber joined, wants volumes from %d", next_index)
         assert sub is not None
         sub.last_heard = now
-        status = {
-            "series": self._series,
-            "tr_s": self._tr_s,
-            "highest_index": max(self._held, default=None),
-            "subscribers": len(self._subscribers),
-        }
-        self.send(identity, MessageType.STATUS, status, to=nonce)
+        self.send(identity, MessageType.STATUS, self._status(joined=True), to=nonce)
         if joined:
             todo = sorted(i for i in self._held if i >= next_index)
         else:
@@ -393,6 +487,7 @@ class VolumeReceiver:
         self._bridge_highest: int | None = None
         self._tr_s: float | None = None
         self._next_hello = 0.0
+        self._bridge = ""  # the bridge's nonce, once its status has told it: what hellos are addressed to
         self._last_heard = time.monotonic()
         self._warned_silent = False
         self._socket = DealerSocket(endpoint, self._session, receive_hwm=0, context=context)
@@ -454,12 +549,14 @@ class VolumeReceiver:
     # Receiving.
     def _send_hello(self) -> None:
         content = {"next_index": self._next, "wanted": self._wanted()}
-        self._socket.send(MessageType.HELLO, content, block=False)  # not connected yet: the next heartbeat
+        # Not connected yet: the next heartbeat. Unaddressed (before the bridge's status), it only
+        # asks for the bridge's nonce; addressed, it joins and asks for volumes (docs/protocol.md).
+        self._socket.send(MessageType.HELLO, content, to=self._bridge, block=False)
         self._next_hello = time.monotonic() + self.config.heartbeat_s
 
     def _wanted(self) -> list[int]:
         top = max([self._bridge_highest or -1, *self._ahead], default=-1)
-        gaps = [i for i in range(self._next, top + 1) if i not in self._ahead]
+        gaps = [i for i in range(self._next, min(top + 1, self._next + MAX_WANTED)) if i not in self._ahead]
         late = sorted(self._declared_missing)
         return (gaps + late)[:MAX_WANTED]
 
@@ -482,6 +579,10 @@ class VolumeReceiver:
                 self._session.refuse(exc, self.endpoint)
 
     def _dispatch(self, message: Message) -> None:
+        if message.type is MessageType.STATUS and message.content.get("joined") is not True:
+            self._bridge = message.session  # the bridge's challenge: hello again, addressed to it
+            self._send_hello()
+            return
         if message.content.get("series") in self.refuse_series:
             if not self._warned_old_series:
                 self._warned_old_series = True
@@ -495,12 +596,12 @@ class VolumeReceiver:
             return
         if message.type is MessageType.STATUS:
             highest = message.content.get("highest_index")
-            if isinstance(highest, int):
+            if isinstance(highest, int) and 0 <= highest <= MAX_INDEX:
                 self._bridge_highest = max(highest, self._bridge_highest or -1)
                 if highest >= self._next and self._evidence_at is None:
                     self._evidence_at = self.clock.now()
             tr = message.content.get("tr_s")
-            if isinstance(tr, int | float) and tr > 0:
+            if isinstance(tr, int | float) and 0 < tr < 3600:
                 self._tr_s = float(tr)
         elif message.type is MessageType.EVENT:
             event = BridgeEvent.from_wire(message.content)

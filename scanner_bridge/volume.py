@@ -28,6 +28,10 @@ from scanner_bridge.errors import VolumeMismatchError
 
 __all__ = ["STAGES", "WIRE_DTYPES", "RunGeometry", "Volume"]
 
+MAX_INDEX = (
+    10_000_000  # no run has more volumes (a week at a TR of 60 ms); a message claiming more is refused
+)
+
 # Stage timestamps a volume collects on its way, in this order (wall clock, seconds since the epoch).
 STAGES = ("written", "seen", "read", "sent", "received")
 
@@ -140,11 +144,13 @@ class Volume:
             affine = np.array(c["affine"], dtype=np.float64)
             order, stamps = c["order"], {str(k): float(v) for k, v in c["stamps"].items()}
             tr_s = None if c["tr_s"] is None else float(c["tr_s"])
+            if tr_s is not None and not 0 < tr_s < 3600:
+                raise ValueError(f"tr_s {tr_s}")
             series, source, acquisition_time = str(c["series"]), str(c["source"]), c["acquisition_time"]
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise _malformed(f"volume content is incomplete ({exc!r})") from exc
-        if not (isinstance(index, int) and index >= 0):
-            raise _malformed(f"volume index {index!r} is not a non-negative integer")
+        if not (isinstance(index, int) and 0 <= index <= MAX_INDEX):
+            raise _malformed(f"volume index {index!r:.40} is not an integer in 0..{MAX_INDEX}")
         if not (
             isinstance(shape, list) and len(shape) == 3 and all(isinstance(n, int) and n > 0 for n in shape)
         ):

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import logging
 import os
 import queue
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -196,8 +198,8 @@ class DirectoryWatcher:
         try:
             listing = {}
             for entry in os.scandir(self.directory):
-                if is_volume_file(entry.name) and entry.is_file():
-                    st = entry.stat()
+                if is_volume_file(entry.name) and not entry.is_dir(follow_symlinks=False):
+                    st = entry.stat(follow_symlinks=False)  # a link, a FIFO: listed, then refused by name
                     listing[entry.path] = (st.st_size, st.st_mtime_ns)
             return listing
         except OSError as exc:
@@ -222,23 +224,37 @@ class DirectoryWatcher:
         if not is_volume_file(path) or Path(path).parent != self.directory:
             return
         try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                signature = (st.st_size, st.st_mtime_ns)
-                if self._done.get(path) == signature:
-                    return
-                raw = f.read()
-                after = os.fstat(f.fileno())
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
         except FileNotFoundError:
             self._pending.pop(path, None)
             return
         except OSError as exc:
-            raw, after, signature = b"", None, (-1, -1)
-            error: VolumeReadError | None = VolumeReadError(f"cannot read {path}: {exc}")
-        else:
-            error = None
-            if after is None or (after.st_size, after.st_mtime_ns) != signature or len(raw) != st.st_size:
-                error = IncompleteVolumeError(f"{path} changed while it was read (still being written)")
+            self._refuse(path, "is a symbolic link; links are not followed" if exc.errno == errno.ELOOP
+                         else f"cannot be opened ({exc.strerror or exc})")  # fmt: skip
+            return
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            signature = (st.st_size, st.st_mtime_ns)
+            if self._done.get(path) == signature:
+                return
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the watcher, a device never end
+                self._refuse(path, f"is not a regular file ({stat.filemode(st.st_mode)})", signature)
+                return
+            if st.st_size > self.config.max_file_bytes:
+                self._refuse(path, f"has {st.st_size} bytes, more than --max-file-bytes", signature)
+                return
+            try:
+                raw = f.read(self.config.max_file_bytes + 1)
+                after = os.fstat(f.fileno())
+            except OSError as exc:
+                raw, after = b"", None
+                error: VolumeReadError | None = VolumeReadError(f"cannot read {path}: {exc}")
+            else:
+                error = None
+        if error is None and (
+            after is None or (after.st_size, after.st_mtime_ns) != signature or len(raw) != st.st_size
+        ):
+            error = IncompleteVolumeError(f"{path} changed while it was read (still being written)")
         now = time.monotonic()
         pending = self._pending.get(path) or _Pending(seen=seen, first_try=now, next_try=now)
         try:
@@ -262,7 +278,24 @@ class DirectoryWatcher:
             return
         self._pending.pop(path, None)
         self._done[path] = signature
-        self._handle(part, seen=pending.seen, written=st.st_mtime)
+        try:
+            self._handle(part, seen=pending.seen, written=st.st_mtime)
+        except (BridgeError, ValueError) as exc:  # a volume its own checks refuse (a NaN affine...)
+            self._emit(EventLevel.ERROR, EventCode.UNREADABLE, f"{path}: {exc}; not passed on", path=path)
+
+    def _refuse(self, path: str, why: str, signature: tuple[int, int] | None = None) -> None:
+        """Report at once, and never retry, a file that cannot be a volume whatever comes next."""
+        self._pending.pop(path, None)
+        if signature is None:
+            try:
+                st = os.lstat(path)
+                signature = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                signature = (-1, -1)
+        if self._done.get(path) == signature:
+            return  # reported already
+        self._done[path] = signature
+        self._emit(EventLevel.ERROR, EventCode.UNREADABLE, f"{path} {why}; not read", path=path)
 
     def _follows(self, series: str) -> bool:
         wanted = self._series

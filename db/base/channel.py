@@ -4,28 +4,40 @@
 ``Session`` plays for every channel of a kernel: it numbers and signs what
 its side sends and verifies what it receives, refusing replays by one rule:
 
-- a message must be addressed (header ``to``) to this side's nonce; only a
-  ``hello`` may be unaddressed, because its sender does not know the nonce yet;
+- every side has a nonce, random and new every time it starts: its
+  challenge. A message must be addressed (header ``to``) to the receiving
+  side's nonce. Only a ``hello`` may be addressed otherwise (to nothing, or
+  to the nonce of a side that has since restarted), because its sender does
+  not know the nonce yet; such a hello is marked unaddressed
+  (:attr:`Message.addressed` false) and earns nothing but a ``status``
+  that carries the nonce. A server acts on a peer (serves it volumes, takes
+  its plans) only once it has said hello addressed to the server's nonce;
 - every sender session numbers its messages upward (header ``seq``): a
   number not above the last one seen from that session is a replay, from
   whichever connection it comes. The last :data:`MAX_SENDERS` sessions are
-  remembered.
+  remembered;
+- one sender session may send at most :data:`RATE_PER_S` messages a second
+  (bursts of :data:`RATE_BURST`); more are refused as ``flooded``.
 
-A side's nonce is random and new every time it starts, so a message
-recorded earlier, or sent to another side, is refused without synchronized
-clocks. Each side also says which message types it takes.
+So a message recorded earlier cannot be replayed to the side it was sent to
+(its ``seq`` is spent), nor to that side restarted (its nonce is new, so a
+recorded hello is unaddressed and earns only a status of a few hundred
+bytes), nor to another side, without synchronized clocks.
 
 :class:`RouterService` is the server's socket: a ``ROUTER`` bound to an
 endpoint and served by a thread of its own, which alone touches the socket
 (ZeroMQ's rule); other threads hand it work with :meth:`~RouterService.post`.
-The bridge's publisher and the presenter's channel are both one.
-:class:`DealerSocket` is the peer's side: a ``DEALER`` connected to a server,
-used from one thread (the bridge's receivers, the presenter's clients).
+A hook that raises anything but a refusal is logged and the message refused:
+no message stops the thread. The bridge's publisher and the presenter's
+channel are both one. :class:`DealerSocket` is the peer's side: a
+``DEALER`` connected to a server, used from one thread (the bridge's
+receivers, the presenter's clients).
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import queue
 import secrets
@@ -39,11 +51,13 @@ import zmq
 from db.base.errors import EndpointError, ProtocolError, RejectReason
 from db.base.wire import Frame, Message, MessageType, Signer, decode, encode
 
-__all__ = ["MAX_SENDERS", "DealerSocket", "RouterService", "WireSession"]
+__all__ = ["MAX_SENDERS", "RATE_BURST", "RATE_PER_S", "DealerSocket", "RouterService", "WireSession"]
 
 logger = logging.getLogger(__name__)
 
 MAX_SENDERS = 4096  # sender sessions whose last sequence number a side remembers
+RATE_PER_S = 200.0  # messages a second one sender session may send (a heartbeat is 2, triggers at 20x are 10)
+RATE_BURST = 400.0
 BIND_RETRY_S = 2.0  # a server restarted right after the old one stopped may find its port not yet released
 
 
@@ -77,7 +91,8 @@ class WireSession:
         self.name = name
         self.rejected: collections.Counter[str] = collections.Counter()  # refusals, by reason
         self._seq = 0
-        self._last_seq: collections.OrderedDict[str, int] = collections.OrderedDict()
+        # sender session -> (last seq, tokens left, when the tokens were counted)
+        self._senders: collections.OrderedDict[str, tuple[int, float, float]] = collections.OrderedDict()
 
     def encode(
         self,
@@ -107,18 +122,24 @@ class WireSession:
             raise ProtocolError(
                 RejectReason.UNSUPPORTED, f"{self.name} does not take {message.type} messages"
             )
-        to = message.header["to"]
-        if to != self.nonce and not (to == "" and message.type is MessageType.HELLO):
+        addressed = message.header["to"] == self.nonce
+        if not addressed and message.type is not MessageType.HELLO:
             raise ProtocolError(RejectReason.REPLAYED, f"addressed to another session than {self.name}'s")
         session, seq = message.session, message.header["seq"]
-        last = self._last_seq.get(session, 0)
+        last, tokens, counted = self._senders.get(session, (0, RATE_BURST, message.received_at))
         if seq <= last:
             raise ProtocolError(RejectReason.REPLAYED, f"sequence {seq} from session {session} after {last}")
-        self._last_seq[session] = seq
-        self._last_seq.move_to_end(session)
-        if len(self._last_seq) > MAX_SENDERS:
-            self._last_seq.popitem(last=False)
-        return message
+        tokens = min(RATE_BURST, tokens + (message.received_at - counted) * RATE_PER_S)
+        if tokens < 1:
+            self._senders[session] = (last, tokens, message.received_at)
+            raise ProtocolError(
+                RejectReason.FLOODED, f"session {session} sends more than {RATE_PER_S:g} messages a second"
+            )
+        self._senders[session] = (seq, tokens - 1, message.received_at)
+        self._senders.move_to_end(session)
+        if len(self._senders) > MAX_SENDERS:
+            self._senders.popitem(last=False)
+        return dataclasses.replace(message, addressed=addressed)
 
     def refuse(self, error: ProtocolError, source: str) -> None:
         """Count and log a refused message from ``source``."""
@@ -272,7 +293,12 @@ class RouterService:
                         break
                     if item is self._stop:
                         return
-                    self._on_posted(item)
+                    try:
+                        self._on_posted(item)
+                    except Exception:  # a bug in one item must not leave the server deaf
+                        logger.exception(
+                            "%s: could not handle %r; serving on", self.role, type(item).__name__
+                        )
             if self._router in ready:
                 self._drain()
             self._on_tick()
@@ -288,6 +314,11 @@ class RouterService:
                 self._on_message(peer, self.session.decode([f.buffer for f in frames]))
             except ProtocolError as exc:
                 self.session.refuse(exc, f"peer {peer.hex()}")
+            except Exception as exc:  # a message no check foresaw: refused, and the server serves on
+                logger.exception("%s: a message from peer %s raised", self.role, peer.hex())
+                self.session.refuse(
+                    ProtocolError(RejectReason.MALFORMED, repr(exc)[:200]), f"peer {peer.hex()}"
+                )
 
     # -- hooks ----------------------------------------------------------------------------------------
 

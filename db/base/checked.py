@@ -7,7 +7,9 @@ hints as the schema. ``str``, ``int``, ``bool``, finite ``float``, enums,
 dataclasses are understood; a field that is missing (and has no default) or
 has the wrong type is a :class:`~db.base.errors.ProtocolError`
 (``malformed``) naming it. Keys the dataclass does not have are ignored, so
-a newer sender's extra fields do not break an older receiver.
+a newer sender's extra fields do not break an older receiver; with
+``strict=True`` (a run plan, which must mean exactly what it says) they are
+refused.
 """
 
 from __future__ import annotations
@@ -28,22 +30,31 @@ __all__ = ["from_wire"]
 T = TypeVar("T")
 
 
-def from_wire(cls: type[T], content: Any, *, what: str) -> T:
+def from_wire(cls: type[T], content: Any, *, what: str, strict: bool = False) -> T:
     """``cls`` (a dataclass) built from the JSON object ``content``, every field checked.
 
-    ``what`` names the record in messages ("run log", "presenter onset event").
+    ``what`` names the record in messages ("run log", "presenter onset event");
+    ``strict`` refuses keys that ``cls`` (or a dataclass within) does not have.
     """
     if not isinstance(content, Mapping):
         raise _malformed(f"{what} is not a JSON object")
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if strict and (unknown := sorted(set(content) - {f.name for f in fields if f.init})):
+        raise _malformed(
+            f"{what} has unknown key(s) {', '.join(map(str, unknown))}; "
+            f"known: {', '.join(f.name for f in fields if f.init)}"
+        )
     values = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in fields:
         if not f.init:
             continue
         if f.name not in content:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise _malformed(f"{what} lacks {f.name!r}")
             continue
-        values[f.name] = _convert(_hints(typing.cast(Any, cls))[f.name], content[f.name], f"{what} {f.name}")
+        values[f.name] = _convert(
+            _hints(typing.cast(Any, cls))[f.name], content[f.name], f"{what} {f.name}", strict
+        )
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:  # the dataclass's own checks
@@ -59,7 +70,7 @@ def _malformed(message: str) -> ProtocolError:
     return ProtocolError(RejectReason.MALFORMED, message)
 
 
-def _convert(hint: Any, value: Any, where: str) -> Any:
+def _convert(hint: Any, value: Any, where: str, strict: bool) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Union or origin is types.UnionType:
         if value is None and type(None) in args:
@@ -67,10 +78,10 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         options = [a for a in args if a is not type(None)]
         for option in options[:-1]:
             try:
-                return _convert(option, value, where)
+                return _convert(option, value, where, strict)
             except ProtocolError:
                 continue
-        return _convert(options[-1], value, where)
+        return _convert(options[-1], value, where, strict)
     if hint is Any:
         return value
     if hint is type(None):
@@ -104,18 +115,18 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list | tuple):
             raise _malformed(f"{where} must be a list, got {value!r:.40}")
         if origin is list:
-            return [_convert(args[0], v, f"{where}[{k}]") for k, v in enumerate(value)]
+            return [_convert(args[0], v, f"{where}[{k}]", strict) for k, v in enumerate(value)]
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{where}[{k}]") for k, v in enumerate(value))
+            return tuple(_convert(args[0], v, f"{where}[{k}]", strict) for k, v in enumerate(value))
         if len(value) != len(args):
             raise _malformed(f"{where} must have {len(args)} items, got {len(value)}")
         return tuple(
-            _convert(a, v, f"{where}[{k}]") for k, (a, v) in enumerate(zip(args, value, strict=True))
+            _convert(a, v, f"{where}[{k}]", strict) for k, (a, v) in enumerate(zip(args, value, strict=True))
         )
     if origin is dict:
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise _malformed(f"{where} must be a JSON object")
-        return {k: _convert(args[1], v, f"{where}[{k!r}]") for k, v in value.items()}
+        return {k: _convert(args[1], v, f"{where}[{k!r}]", strict) for k, v in value.items()}
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return from_wire(hint, value, what=where)
+        return from_wire(hint, value, what=where, strict=strict)
     raise TypeError(f"{where}: no wire conversion for {hint!r}")  # a programming error, not bad input

@@ -70,6 +70,7 @@ class RejectReason(enum.StrEnum):
     TRUNCATED = "truncated"  # frames or buffer bytes missing
     OVERSIZED = "oversized"  # larger than the configured limit
     UNSUPPORTED = "unsupported"  # a protocol version or message type this side does not take
+    FLOODED = "flooded"  # more messages a second from one sender than the protocol allows
 
 
 class ProtocolError(WireError, ValueError):
@@ -78,6 +79,7 @@ class ProtocolError(WireError, ValueError):
     def __init__(self, reason: RejectReason, message: str) -> None:
         super().__init__(f"{reason.value}: {message}")
         self.reason = reason
+        self.detail = message  # what was wrong, without the reason
 
 
 class KeyFileError(WireError, ValueError):

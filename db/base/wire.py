@@ -54,6 +54,7 @@ PROTOCOL_TAG = b"cortexloop/1"
 PROTOCOL_VERSION = 1
 KEY_BYTES = 32
 MAX_JSON_BYTES = 1 << 20  # header and content each; volumes put their voxels in buffers
+MAX_JSON_DEPTH = 16  # a plan nests 4 deep; a deeper content is not a cortexloop message
 HEADER_FIELDS = ("id", "type", "session", "seq", "sent", "to", "version")
 Frame = bytes | memoryview
 
@@ -80,6 +81,7 @@ class Message:
     content: dict[str, Any]
     buffers: list[memoryview]
     received_at: float = field(default=0.0, compare=False)
+    addressed: bool = field(default=False, compare=False)  # to the receiving side's nonce (its challenge)
 
     @property
     def session(self) -> str:
@@ -167,10 +169,12 @@ def decode(signer: Signer, frames: Sequence[Frame], *, max_bytes: int) -> Messag
     try:
         header = json.loads(header_b)
         content = json.loads(content_b)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(RejectReason.MALFORMED, f"JSON does not parse ({exc})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(RejectReason.MALFORMED, f"JSON does not parse ({type(exc).__name__})") from None
     if not isinstance(header, dict) or not isinstance(content, dict):
         raise ProtocolError(RejectReason.MALFORMED, "header and content must be JSON objects")
+    if json_depth(content, limit=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ProtocolError(RejectReason.MALFORMED, f"content nested more than {MAX_JSON_DEPTH} deep")
     if missing := [f for f in HEADER_FIELDS if f not in header]:
         raise ProtocolError(RejectReason.MALFORMED, f"header lacks {', '.join(missing)}")
     if header["version"] != PROTOCOL_VERSION:
@@ -189,8 +193,21 @@ def decode(signer: Signer, frames: Sequence[Frame], *, max_bytes: int) -> Messag
     return Message(msg_type, header, content, views, received_at)
 
 
+def json_depth(value: Any, *, limit: int = 1 << 30) -> int:
+    """How deeply lists and objects nest in parsed JSON (a scalar: 0); counting stops past ``limit``."""
+    depth, level = 0, [value]
+    while depth <= limit:
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
+            break
+        depth += 1
+        level = [child for c in containers for child in (c.values() if isinstance(c, dict) else c)]
+    return depth
+
+
 # --- key files -------------------------------------------------------------------------------------
 
+MAX_KEY_FILE_BYTES = 4096
 KEY_FILE_HEADER = "# cortexloop shared key: keep it secret, mode 0600, same file on both computers\n"
 
 
@@ -211,27 +228,45 @@ def generate_key_file(path: Path | str) -> Path:
 
 
 def load_key(path: Path | str) -> bytes:
-    """Read a key file, refusing one that others can read."""
+    """Read a key file, refusing one that others can read, or one that does not hold one good key.
+
+    The file holds one line of hex (comment lines start with ``#``, leading
+    blanks allowed); a key of fewer than 16 bytes, or of one byte repeated
+    (the all-zero key of the protocol's examples), is refused.
+    """
     path = Path(path)
+    remedy = f"make a new one with `cortexloop bridge keygen {path}`"
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise KeyFileError(
-            f"key file {path} does not exist; make one with `cortexloop bridge keygen {path}`"
-        ) from None
+        raise KeyFileError(f"key file {path} does not exist; {remedy}") from None
+    except OSError as exc:
+        raise KeyFileError(f"key file {path} cannot be read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyFileError(f"key file {path} is not a regular file; {remedy}")
     if os.name == "posix" and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
             f"key file {path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
             f"run `chmod 600 {path}`"
         )
-    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    if st.st_size > MAX_KEY_FILE_BYTES:
+        raise KeyFileError(f"key file {path} is {st.st_size} bytes, not a key file; {remedy}")
+    try:
+        text = path.read_bytes().decode("ascii")
+    except UnicodeDecodeError:
+        raise KeyFileError(f"key file {path} is not text (a binary file?); {remedy}") from None
+    except OSError as exc:
+        raise KeyFileError(f"key file {path} cannot be read ({exc.strerror or exc})") from None
+    lines = [ln.strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
     try:
         key = bytes.fromhex(lines[0]) if len(lines) == 1 else b""
     except ValueError:
         key = b""
     if len(key) < 16:
+        raise KeyFileError(f"key file {path} does not hold one hex key of at least 16 bytes; {remedy}")
+    if len(set(key)) == 1:
         raise KeyFileError(
-            f"key file {path} does not hold one hex key of at least 16 bytes; "
-            f"make a new one with `cortexloop bridge keygen`"
+            f"key file {path} holds a key of one byte repeated, which anyone can guess; {remedy}"
         )
     return key

@@ -101,8 +101,8 @@ def watch(
     """Publish every complete volume written into EXPORT_DIR on ENDPOINT, until interrupted.
 
     The run follows --series, or else the first series whose files appear after the start.
-    Volumes are kept in --spool (default: a folder per export directory under the system's
-    temporary directory) so that any of them can be sent again.
+    Volumes are kept in a spool of this run's own inside --spool (default: ~/.cache/cortexloop/spool,
+    which must be a folder only you can write), so that any of them can be sent again.
     """
     key = load_key(key_file)
     config = WatchConfig(
@@ -111,7 +111,7 @@ def watch(
         slices_per_volume=slices_per_volume,
         incomplete_timeout_s=incomplete_timeout,
     )
-    spool_root = spool or default_spool_dir(export_dir)
+    spool_root = spool or default_spool_dir()
     with VolumePublisher(endpoint, key, Spool(spool_root)) as publisher:
 
         def on_event(event: BridgeEvent) -> None:

@@ -3,12 +3,15 @@
 The presenter binds a ``ROUTER`` socket and speaks cortexloop's wire
 (:mod:`db.base.channel`, docs/protocol.md). A peer (the controller, the
 simulated scanner) connects a ``DEALER`` and says ``hello`` with its role;
-the presenter answers with ``status``, which carries the presenter's nonce.
-Every later message from the peer must be addressed to that nonce, come
-from the session that said hello on that connection, and be numbered
-upward, so a plan recorded and replayed later, or sent to another
-presenter, is refused. Messages to a peer are addressed to its nonce in the
-same way.
+the presenter answers with ``status``, which carries the presenter's nonce
+(the challenge), and takes the peer on only when it says hello again,
+addressed to that nonce. Every later message from the peer must be
+addressed to the nonce too, come from the session that joined on that
+connection, and be numbered upward, so a plan recorded and replayed later,
+to this presenter or to one started since, or sent to another presenter, is
+refused. Messages to a peer are addressed to its nonce in the same way. At
+most :data:`MAX_PEERS` peers are held; a new one takes the place of the one
+heard from longest ago.
 
 One I/O thread owns the socket (a :class:`~db.base.channel.RouterService`).
 It stamps each ``trigger`` with the presenter's clock the moment it reads it
@@ -51,6 +54,7 @@ __all__ = ["ChannelTriggers", "PresenterChannel", "PresenterClient", "Request"]
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 4 << 20  # a plan of a few thousand trials is well under this
+MAX_PEERS = 32  # a controller and a scanner, reconnected many times
 ROLES = ("controller", "scanner")
 COMMANDS = ("abort", "quit", "log", "status")
 
@@ -89,7 +93,7 @@ class PresenterChannel(RouterService):
         self.clock = clock
         self._requests: queue.SimpleQueue[Request] = queue.SimpleQueue()
         self._triggers: queue.SimpleQueue[float] = queue.SimpleQueue()
-        self._peers: dict[bytes, _Peer] = {}
+        self._peers: collections.OrderedDict[bytes, _Peer] = collections.OrderedDict()
         self._status: dict[str, Any] = {"state": "starting"}
         self._status_lock = threading.Lock()
         self.abort = threading.Event()
@@ -180,18 +184,22 @@ class PresenterChannel(RouterService):
             role = content.get("role")
             if role not in ROLES:
                 raise ProtocolError(
-                    RejectReason.MALFORMED, f"hello with role {role!r}; roles: {', '.join(ROLES)}"
+                    RejectReason.MALFORMED, f"hello with role {role!r:.40}; roles: {', '.join(ROLES)}"
                 )
-            self._peers[identity] = _Peer(nonce=session, role=str(role))
+            if message.addressed:  # the answer to this presenter's challenge: the peer joins
+                self._peers[identity] = _Peer(nonce=session, role=str(role))
+                self._peers.move_to_end(identity)
+                while len(self._peers) > MAX_PEERS:
+                    gone, _ = self._peers.popitem(last=False)
+                    logger.warning("presenter: more than %d peers; forgot %s", MAX_PEERS, gone.hex())
             with self._status_lock:
                 status = {**self._status, "presenter": self.nonce, "peers": len(self._peers)}
-            self.send(identity, MessageType.STATUS, status, to=session)
+            self.send(identity, MessageType.STATUS, {**status, "joined": message.addressed}, to=session)
             return
         peer = self._peers.get(identity)
         if peer is None or peer.nonce != session:
-            raise ProtocolError(
-                RejectReason.REPLAYED, "not from the session that said hello on this connection"
-            )
+            raise ProtocolError(RejectReason.REPLAYED, "not from the session that joined on this connection")
+        self._peers.move_to_end(identity)
         if message.type is MessageType.TRIGGER:
             self.triggers_received += 1
             self._triggers.put(received)
@@ -268,17 +276,27 @@ class PresenterClient:
         return self._session.rejected
 
     def hello(self, timeout_s: float = 10.0) -> dict[str, Any]:
-        """Say hello (again) and return the presenter's status."""
-        self._socket.send(MessageType.HELLO, {"role": self.role})
+        """Join the presenter (again) and return its status.
+
+        The hello is addressed to the presenter's nonce as last known; a
+        presenter that does not know it (the first hello, or a presenter
+        started since) answers with its nonce, and the hello goes again,
+        addressed to it.
+        """
+        self._socket.send(MessageType.HELLO, {"role": self.role}, to=self.presenter)
         deadline = time.monotonic() + timeout_s
         while (remaining := deadline - time.monotonic()) > 0:
             message = self._socket.receive(remaining)
             if message is None:
                 break
             if message.type is MessageType.STATUS:
-                self.presenter = message.session
                 self.status = message.content
-                return self.status
+                if message.content.get("joined") is True and message.session == self.presenter:
+                    return self.status
+                if message.session != self.presenter:  # the challenge: answer it
+                    self.presenter = message.session
+                    self._socket.send(MessageType.HELLO, {"role": self.role}, to=self.presenter)
+                continue
             if (event := self._event(message)) is not None:
                 self._pending.append(event)
         raise PresenterError(

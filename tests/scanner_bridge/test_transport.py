@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,17 +14,22 @@ import numpy as np
 import pytest
 import zmq
 
-from db.base import MessageType, Signer, VolumeStatus
+from db.base import MessageType, Signer, VolumeStatus, WireSession
 from db.base.wire import decode, encode
 from scanner_bridge import (
+    BridgeEvent,
+    EventCode,
+    PublisherConfig,
     ReceiverConfig,
     ReceiveTimeoutError,
     ScaledClock,
     Spool,
+    SpoolError,
     Volume,
     VolumePublisher,
     VolumeReceiver,
 )
+from scanner_bridge.transport import default_spool_dir
 
 ANY_PORT = "tcp://127.0.0.1:*"
 TR_S = 0.1
@@ -126,18 +134,30 @@ def test_a_restarted_receiver_gets_what_it_missed(publisher: VolumePublisher, ke
         assert receiver.stats.duplicates == 0
 
 
-def test_a_restarted_bridge_serves_its_spool(tmp_path: Path, key: bytes) -> None:
+def test_a_restarted_bridge_serves_none_of_an_earlier_runs_volumes_of_the_same_names(
+    tmp_path: Path, key: bytes
+) -> None:
+    # Probe case 3: an earlier session wrote the same series and file names into the same export folder.
+    earlier = [
+        dataclasses.replace(make_volume(i), data=np.full((4, 5, 3), 100 + i, np.int16)) for i in range(3)
+    ]
     with VolumePublisher(ANY_PORT, key, Spool(tmp_path / "spool")) as first:
-        for i in range(3):
-            first.publish(make_volume(i))
+        for volume in earlier:
+            first.publish(volume)
         endpoint = first.endpoint
         with VolumeReceiver(endpoint, key, config=FAST) as receiver:
             assert take(receiver, 3) == [(0, "ok"), (1, "ok"), (2, "ok")]
-    # Same spool and endpoint, new process state: it knows the series once the next volume comes.
+    # A new bridge (its watcher reads the run's files again after a restart; here a new session's).
     with VolumePublisher(endpoint, key, Spool(tmp_path / "spool")) as second:
-        second.publish(make_volume(3))
-        with VolumeReceiver(endpoint, key, start_index=1, config=FAST) as receiver:
-            assert take(receiver, 3) == [(1, "ok"), (2, "ok"), (3, "ok")]
+        second.publish(make_volume(0))
+        with VolumeReceiver(endpoint, key, config=FAST) as receiver:
+            arrival = receiver.get(timeout_s=5)
+            assert arrival.volume is not None
+            assert int(arrival.volume.data[0, 0, 0]) == 0  # this session's
+            with pytest.raises(ReceiveTimeoutError):
+                receiver.get(timeout_s=0.3)  # nothing of the earlier session comes as volume 1 or 2
+            assert receiver.stats.received == 1
+    assert list((tmp_path / "spool").iterdir()) == []  # each run's spool is removed with its bridge
 
 
 def test_a_volume_lost_on_the_way_is_asked_for_again(
@@ -281,3 +301,96 @@ def test_a_bridge_still_serving_an_earlier_run_is_not_listened_to(tmp_path: Path
         (0, "ok", "t"),
         (1, "ok", "t"),
     ]
+
+
+# --- the attack-and-fault probe: replayed hellos (case 2), the spool (cases 3 and 4) ---------------
+
+
+def test_a_recorded_hello_replayed_to_a_restarted_bridge_earns_a_status_and_no_volume(
+    tmp_path: Path, key: bytes
+) -> None:
+    receiver_side = WireSession(key, takes={MessageType.STATUS}, max_message_bytes=1 << 20, name="r")
+    recorded = [  # a receiver's hellos as an eavesdropper keeps them: unaddressed, then answering a bridge
+        [bytes(f) for f in receiver_side.encode(MessageType.HELLO, {"next_index": 0, "wanted": []}, to=to)]
+        for to in ("", "nonce-of-the-bridge-before")
+        for _ in range(8)
+    ]
+    with VolumePublisher(
+        ANY_PORT, key, Spool(tmp_path / "spool"), config=PublisherConfig(max_subscribers=2)
+    ) as bridge:
+        for i in range(20):
+            bridge.publish(make_volume(i))
+        with VolumeReceiver(bridge.endpoint, key, config=FAST) as receiver:
+            assert len(take(receiver, 20)) == 20  # all of it is in the spool
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(bridge.endpoint)
+        try:
+            for frames in recorded:
+                sock.send_multipart(frames)
+            answers: list[str] = []
+            received = 0
+            while sock.poll(500):
+                frames = sock.recv_multipart()
+                received += sum(len(f) for f in frames)
+                answers.append(json.loads(frames[2])["type"])
+        finally:
+            sock.close(linger=0)
+        assert answers == ["status"] * len(recorded)
+        assert received < 400 * len(recorded)  # a status each, of a few hundred bytes: no amplification
+        assert bridge.subscriber_count <= 1  # no slot taken: a real receiver still joins
+        with VolumeReceiver(bridge.endpoint, key, config=FAST) as late:
+            assert len(take(late, 20)) == 20
+
+
+def test_a_spool_folder_others_can_write_or_a_link_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(
+        SpoolError, match=r"can be written by others \(mode 0777.*choose a folder of your own"
+    ):
+        Spool(shared)
+    (tmp_path / "own").mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(tmp_path / "own")
+    with pytest.raises(SpoolError, match="is a symbolic link"):
+        Spool(tmp_path / "link")
+    with pytest.raises(SpoolError, match="which anyone can write"):
+        Spool(shared / "inside")
+    spool = Spool(tmp_path / "own")
+    assert stat.S_IMODE(spool.run_dir.stat().st_mode) == 0o700
+    spool.close()
+
+
+def test_the_default_spool_is_not_in_the_world_writable_temporary_folder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert default_spool_dir() == Path.home() / ".cache" / "cortexloop" / "spool"
+    assert not default_spool_dir().is_relative_to(tempfile.gettempdir())
+
+
+def test_a_volume_whose_file_is_gone_or_rewritten_is_not_served_again(tmp_path: Path, key: bytes) -> None:
+    files = []
+    for i in range(3):
+        path = tmp_path / f"vol_{i:05d}.nii"
+        path.write_bytes(b"as read")
+        files.append(path)
+    volumes = [
+        dataclasses.replace(make_volume(i), source=str(files[i])).stamped("written", files[i].stat().st_mtime)
+        for i in range(3)
+    ]
+    events: list[BridgeEvent] = []
+    with VolumePublisher(ANY_PORT, key, Spool(tmp_path / "spool")) as bridge:
+        for volume in volumes:
+            bridge.publish(volume)
+        files[1].unlink()
+        files[2].write_bytes(b"another session's volume")
+        os.utime(files[2], (1, 1))
+        with VolumeReceiver(bridge.endpoint, key, config=FAST, on_event=events.append) as receiver:
+            assert take(receiver, 1) == [(0, "ok")]
+            with pytest.raises(ReceiveTimeoutError):
+                receiver.get(timeout_s=0.5)
+    said = {e.index: e.message for e in events if e.code is EventCode.REWRITTEN}
+    assert "is gone since it was read" in said[1]
+    assert "was written again since it was read" in said[2]

@@ -158,7 +158,9 @@ def test_a_missing_or_altered_file_fails_before_arming(stimuli: dict[str, str], 
     plan = _plan(stimuli)
     (tmp_path / "img1.png").unlink()
     (tmp_path / "img2.png").write_bytes(b"not the planned image")
-    with pytest.raises(PlanError, match=r"img1\.png: No such file.*img2\.png: sha256 .* differs"):
+    with pytest.raises(
+        PlanError, match=r"img1\.png: No such file.*img2\.png: its contents differ from the plan's sha256"
+    ):
         plan.load_images(tmp_path)
 
 

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import math
+import re
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zmq
 
-from db.base import MessageType, ScaledClock, Signer
-from db.base.wire import encode
+from db.base import MessageType, ScaledClock, Signer, WireSession
+from db.base.wire import PROTOCOL_TAG, encode
 from stimulus import PresenterError
 from stimulus.present import PlannedTrial, PresenterEvent, RunPlan, VirtualDisplay
-from stimulus.present.channel import ChannelTriggers, PresenterChannel, PresenterClient
+from stimulus.present.channel import MAX_PEERS, ChannelTriggers, PresenterChannel, PresenterClient
 from stimulus.present.events import LogReady, Onset, Refused, RunError, StaleTriggers, Triggered
 from stimulus.present.server import Presenter
 
@@ -129,7 +135,7 @@ def test_a_plan_that_cannot_be_armed_is_refused_by_name_and_the_next_one_is_serv
         refused = _events_until(client, {"refused"})[-1]
         assert isinstance(refused, Refused)
         assert refused.run_id == "bad"
-        assert "img1.png: sha256" in refused.error
+        assert "img1.png: its contents differ from the plan's sha256" in refused.error
         client.command("log", run_id="bad")
         error = _events_until(client, {"error"})[-1]
         assert isinstance(error, RunError)
@@ -223,3 +229,171 @@ def test_triggers_before_arming_are_dropped_and_a_missing_trigger_times_out(
 def test_a_client_with_no_presenter_is_told_where_it_looked() -> None:
     with pytest.raises(PresenterError, match=r"no presenter answered at tcp://127.0.0.1:1 within 0.2 s"):
         PresenterClient("tcp://127.0.0.1:1", KEY, timeout_s=0.2)
+
+
+# --- the attack-and-fault probe: replays (case 1), plans that stopped the presenter (6, 7) ------------
+
+
+class _Eavesdropped:
+    """A controller's conversation with a presenter, every frame recorded as someone on the network would."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.session = WireSession(
+            KEY, takes={MessageType.STATUS, MessageType.PRESENTATION}, max_message_bytes=1 << 22, name="c"
+        )
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.frames: list[list[bytes]] = []
+        self.presenter = ""
+
+    def send(self, kind: MessageType, content: dict[str, Any]) -> None:
+        frames = [bytes(f) for f in self.session.encode(kind, content, to=self.presenter)]
+        self.frames.append(frames)
+        self.sock.send_multipart(frames)
+
+    def status(self) -> dict[str, Any]:
+        while self.sock.poll(5000):
+            message = self.session.decode(self.sock.recv_multipart())
+            if message.type is MessageType.STATUS:
+                self.presenter = message.session
+                return message.content
+        raise AssertionError("no status from the presenter")
+
+
+def _replay(endpoint: str, recorded: list[list[bytes]]) -> int:
+    """Send recorded frames from a connection of their own; return how many messages came back."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        for frames in recorded:
+            sock.send_multipart(frames)
+        answers = 0
+        while sock.poll(500):
+            sock.recv_multipart()
+            answers += 1
+        return answers
+    finally:
+        sock.close(linger=0)
+
+
+def _send_as(client: PresenterClient, kind: MessageType, content: dict[str, Any]) -> None:
+    """Send ``content`` from ``client``'s session, signed, as JSON allows it (NaN and Infinity included)."""
+    session = client._session
+    session._seq += 1
+    fields = {"id": "x", "type": kind.value, "session": session.nonce, "seq": session._seq,
+              "sent": "2026-12-01T00:00:00Z", "to": client.presenter, "version": 1}  # fmt: skip
+    header = json.dumps(fields).encode()
+    body = json.dumps(content).encode()  # allow_nan: a hostile sender's encoder
+    client._socket._sock.send_multipart([PROTOCOL_TAG, Signer(KEY).signature(header, body, []), header, body])
+
+
+def test_a_recorded_session_replayed_without_the_key_runs_nothing_here_or_on_a_restarted_presenter(
+    server: Server, stimuli: dict[str, str], tmp_path: Path
+) -> None:
+    plan = _plan(stimuli, n_volumes=4)
+    with PresenterClient(server.channel.endpoint, KEY) as observer:
+        controller = _Eavesdropped(server.channel.endpoint)
+        controller.send(MessageType.HELLO, {"role": "controller"})
+        assert controller.status()["joined"] is False  # the challenge: the presenter's nonce, nothing more
+        controller.send(MessageType.HELLO, {"role": "controller"})
+        assert controller.status()["joined"] is True
+        controller.send(MessageType.PLAN, {"plan": dataclasses.asdict(plan)})
+        _events_until(observer, {"armed"})
+        for k in range(plan.n_volumes):
+            controller.send(MessageType.TRIGGER, {"index": k, "scanner_time_s": 2.0 * k})
+        _events_until(observer, {"log"})
+        controller.sock.close(linger=0)
+        events_file = tmp_path / "events" / "run-1_events.tsv"
+        written = events_file.stat().st_mtime_ns
+        triggers = server.channel.triggers_received
+
+        # The whole recording again, from a new connection, to the same presenter: all of it refused.
+        before = server.channel.rejected["replayed"]
+        assert _replay(server.channel.endpoint, controller.frames) == 0
+        assert server.channel.rejected["replayed"] - before == len(controller.frames)
+        assert observer.next_event(1.0) is None  # nothing armed, nothing run
+        assert server.channel.triggers_received == triggers
+        assert events_file.stat().st_mtime_ns == written
+
+    # The same recording to a presenter started since (a new nonce): each of the two hellos earns a
+    # status (the new challenge), and nothing else is taken.
+    restarted = Server(tmp_path / "restarted")
+    try:
+        assert _replay(restarted.channel.endpoint, controller.frames) == 2
+        assert restarted.channel.rejected["replayed"] == len(controller.frames) - 2
+        assert restarted.channel.triggers_received == 0
+        with PresenterClient(restarted.channel.endpoint, KEY) as client:
+            assert client.status["peers"] == 1  # itself: the replayed hello joined nobody
+            assert client.status["state"] == "idle"
+            client.command("quit")
+        restarted.thread.join(timeout=10)
+    finally:
+        restarted.channel.close()
+
+
+def test_the_presenters_peers_are_bounded(server: Server) -> None:
+    clients = [PresenterClient(server.channel.endpoint, KEY) for _ in range(MAX_PEERS + 8)]
+    try:
+        assert clients[-1].status["peers"] == MAX_PEERS
+    finally:
+        for client in clients:
+            client.close()
+
+
+BAD_PLANS = {  # what is changed in a good plan, and what the refusal must say
+    "nan-onset": (lambda p: p["trials"][0].update(onset_s=math.nan), r"trials\[0\] onset_s must be a finite"),
+    "infinite-tr": (lambda p: p.update(tr_s=math.inf), "tr_s must be a finite number"),
+    "huge-tr": (lambda p: p.update(tr_s=1e9), r"tr_s \(1000000000.0\) must be a number of seconds"),
+    "string-volumes": (lambda p: p.update(n_volumes="6"), "n_volumes must be an integer"),
+    "list-duration": (lambda p: p["trials"][1].update(duration_s=[1.0]), r"trials\[1\] duration_s must be"),
+    "trials-object": (lambda p: p.update(trials={"a": 1}), "trials must be a list"),
+    "short-colour": (lambda p: p["fixation"].update(colour=[1, 2]), "colour must have 3 items"),
+    "run-id-path": (lambda p: p.update(run_id="../../../x"), "run_id '../../../x' must be letters, digits"),
+    "stimulus-up": (lambda p: p["trials"][0].update(stimulus="../x.png"), "must be a path relative to"),
+    "stimulus-absolute": (lambda p: p["trials"][0].update(stimulus="/etc/passwd"), "must be a path relative"),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_PLANS))
+def test_a_plan_with_bad_values_is_refused_by_name_and_the_presenter_serves_on(
+    server: Server, stimuli: dict[str, str], tmp_path: Path, bad: str
+) -> None:
+    change, named = BAD_PLANS[bad]
+    raw = json.loads(_plan(stimuli).to_json())
+    change(raw)
+    with PresenterClient(server.channel.endpoint, KEY) as client:
+        _send_as(client, MessageType.PLAN, {"plan": raw})
+        refused = _events_until(client, {"refused"})[-1]
+        assert isinstance(refused, Refused)
+        assert re.search(named, refused.error), refused.error
+        assert client.hello()["state"] == "idle"  # the network thread and the run loop both serve on
+        client.send_plan(_plan(stimuli, run_id="after"))
+        _events_until(client, {"armed"})
+        client.command("abort")
+        _events_until(client, {"error", "log"})
+    assert not (tmp_path.parent / "x_events.tsv").exists()
+
+
+def test_a_stimulus_linked_outside_the_folder_is_refused_without_a_word_of_its_contents(
+    server: Server, stimuli: dict[str, str], tmp_path: Path
+) -> None:
+    secret = tmp_path.parent / f"{tmp_path.name}-secret.png"
+    secret.write_bytes(b"the contents of a file the presenter can read")
+    (tmp_path / "link.png").symlink_to(secret)
+    digest = hashlib.sha256(secret.read_bytes()).hexdigest()
+    trial = PlannedTrial(stimulus="link.png", sha256="0" * 64, onset_s=1.0, duration_s=1.0)
+    with PresenterClient(server.channel.endpoint, KEY) as client:
+        client.send_plan(RunPlan(run_id="linked", tr_s=2.0, n_volumes=2, trials=(trial,)))
+        refused = _events_until(client, {"refused"})[-1]
+        assert isinstance(refused, Refused)
+        assert "resolves outside the stimulus folder" in refused.error
+        img = PlannedTrial(stimulus="img0.png", sha256="0" * 64, onset_s=1.0, duration_s=1.0)
+        client.send_plan(RunPlan(run_id="altered", tr_s=2.0, n_volumes=2, trials=(img,)))
+        refused = _events_until(client, {"refused"})[-1]
+        assert isinstance(refused, Refused)
+        assert "contents differ from the plan's sha256" in refused.error
+        actual = stimuli["img0.png"]
+        assert all(actual[k : k + 8] not in refused.error for k in range(0, 64, 8))
+    assert digest[:8] not in refused.error

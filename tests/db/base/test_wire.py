@@ -131,7 +131,7 @@ def test_the_senders_remembered_are_bounded(key: bytes) -> None:
     signer = Signer(key)
     for n in range(MAX_SENDERS + 10):
         server.decode(encode(signer, MessageType.HELLO, {}, session=f"peer-{n}", seq=1))
-    assert len(server._last_seq) == MAX_SENDERS
+    assert len(server._senders) == MAX_SENDERS
 
 
 # --- endpoints and key files -----------------------------------------------------------------------
@@ -182,3 +182,34 @@ def test_a_malformed_key_is_refused(tmp_path: Path, text: str) -> None:
 def test_a_missing_key_file_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="bridge keygen"):
         load_key(tmp_path / "nope")
+
+
+# Attack-and-fault probe, case 9: key files that must not be taken for a key.
+GOOD_HEX = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
+
+
+def test_an_indented_comment_is_a_comment_not_a_second_key(tmp_path: Path) -> None:
+    path = tmp_path / "k"
+    path.write_text(f"# cortexloop shared key\n  # rotated 2026-11-30\n{GOOD_HEX}\n")
+    path.chmod(0o600)
+    assert load_key(path) == bytes.fromhex(GOOD_HEX)
+
+
+def test_the_all_zero_key_of_the_examples_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "k"
+    path.write_text("00" * 32 + "\n")
+    path.chmod(0o600)
+    with pytest.raises(KeyFileError, match=r"one byte repeated.*keygen"):
+        load_key(path)
+
+
+def test_a_binary_key_file_or_a_directory_is_a_clear_error(tmp_path: Path) -> None:
+    binary = tmp_path / "k.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    binary.chmod(0o600)
+    with pytest.raises(KeyFileError, match="not text"):
+        load_key(binary)
+    folder = tmp_path / "keys"
+    folder.mkdir(mode=0o700)
+    with pytest.raises(KeyFileError, match="not a regular file"):
+        load_key(folder)
