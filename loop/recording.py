@@ -120,6 +120,14 @@ class RunRecording:
                 framewise_displacement_mm=result.fd_mm if math.isfinite(result.fd_mm) else None,
             )
             self.recorded.add(index)
+            if status is VolumeStatus.LATE:
+                self.log_event(
+                    "warning",
+                    "volume.late",
+                    f"{self.label}: volume {index} came more than its deadline after the one before "
+                    "(the bridge or the scanner's export stalled); recorded late",
+                    run_id=self.run_id,
+                )
         elif index in self.recorded_missing:
             self.recorder.fill_missing_volume(
                 self.run_id, index, roi_signals=signals, arrived_at=arrived, processed_at=now,

@@ -483,6 +483,7 @@ class VolumeReceiver:
         self._declared_missing: set[int] = set()
         self._ready: collections.deque[Arrival] = collections.deque()
         self._ref: tuple[int, float] | None = None  # (index, clock time) of the last volume delivered on time
+        self._sent_ref: tuple[int, float] | None = None  # (index, bridge's send time) of the last on time
         self._evidence_at: float | None = None  # when we first knew a later index than _next exists
         self._bridge_highest: int | None = None
         self._tr_s: float | None = None
@@ -631,6 +632,30 @@ class VolumeReceiver:
         if index > self._next and self._evidence_at is None:
             self._evidence_at = self.clock.now()
 
+    def _timeliness(self, volume: Volume) -> VolumeStatus:
+        """``late`` for a volume the bridge sent more than ``missing_after_trs`` TRs after it was due.
+
+        Due: one TR after the last volume sent on time, on the bridge's clock
+        (its ``sent`` stamps), so a bridge that froze shows, and a consumer
+        busy between two reads does not. No deadline before the first volume.
+        """
+        sent = volume.stamps.get("sent")
+        if sent is None:
+            return VolumeStatus.OK
+        if self._sent_ref is not None:
+            ref_index, ref_sent = self._sent_ref
+            allowed = self.clock.seconds_to_wall(
+                (volume.index - ref_index + self.config.missing_after_trs) * self.tr_s
+            )
+            if sent - ref_sent > allowed:
+                logger.warning(
+                    "volume %d was sent %.1f s after its TR deadline; recorded late",
+                    volume.index, sent - ref_sent - allowed,
+                )  # fmt: skip
+                return VolumeStatus.LATE
+        self._sent_ref = (volume.index, sent)
+        return VolumeStatus.OK
+
     def _overdue_at(self) -> float | None:
         """Clock time at which the volume awaited is declared missing (None: no sign it exists)."""
         if self._evidence_at is None or self._next in self._ahead:
@@ -647,9 +672,11 @@ class VolumeReceiver:
         while True:
             volume = self._ahead.pop(self._next, None)
             if volume is not None:
-                self._ref = (self._next, self.clock.now())
+                status = self._timeliness(volume)
+                if status is VolumeStatus.OK:
+                    self._ref = (self._next, self.clock.now())
                 self._delivered.add(self._next)
-                self._ready.append(Arrival(self._next, VolumeStatus.OK, volume))
+                self._ready.append(Arrival(self._next, status, volume))
             else:
                 overdue_at = self._overdue_at()
                 if overdue_at is None or self.clock.now() < overdue_at:

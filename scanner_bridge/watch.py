@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import errno
+import hashlib
 import logging
 import os
 import queue
@@ -100,7 +101,7 @@ class DirectoryWatcher:
         self._series = self.config.series
         self._series_locked = False
         self._geometry: RunGeometry | None = None
-        self._published: dict[int, str] = {}  # index -> file it came from
+        self._published: dict[int, tuple[str, bytes]] = {}  # index -> (its file, the SHA-256 of its data)
         self._other_series: collections.Counter[str] = collections.Counter()
         self._ready: collections.deque[Volume] = collections.deque()
         self._slices_since: dict[tuple[str, int], float] = {}  # first slice of an unfinished volume
@@ -241,7 +242,11 @@ class DirectoryWatcher:
                 self._refuse(path, f"is not a regular file ({stat.filemode(st.st_mode)})", signature)
                 return
             if st.st_size > self.config.max_file_bytes:
-                self._refuse(path, f"has {st.st_size} bytes, more than --max-file-bytes", signature)
+                self._refuse(
+                    path,
+                    f"has {st.st_size} bytes, more than a volume file may ({self.config.max_file_bytes})",
+                    signature,
+                )
                 return
             try:
                 raw = f.read(self.config.max_file_bytes + 1)
@@ -357,8 +362,9 @@ class DirectoryWatcher:
             )
             return
         volume = part.as_volume(index, {"written": written, "seen": seen, "read": time.time()})
+        digest = hashlib.sha256(np.ascontiguousarray(volume.data).tobytes()).digest()
         if index in self._published:
-            self._duplicate(volume, self._published[index])
+            self._duplicate(volume, *self._published[index], digest)
             return
         if self._geometry is None:
             self._geometry = RunGeometry.of(volume)
@@ -369,20 +375,25 @@ class DirectoryWatcher:
                 EventLevel.ERROR, EventCode.MISMATCH, f"{exc}; not passed on", path=part.path, index=index
             )
             return
-        self._published[index] = part.path
+        self._published[index] = (part.path, digest)
         self._ready.append(volume)
 
-    def _duplicate(self, volume: Volume, first_path: str) -> None:
-        try:
-            same = np.array_equal(read_part(first_path).data, volume.data)
-        except VolumeReadError:
-            same = False
-        if same:
+    def _duplicate(self, volume: Volume, first_path: str, first_digest: bytes, digest: bytes) -> None:
+        if digest == first_digest:
             self._emit(
                 EventLevel.WARNING,
                 EventCode.DUPLICATE,
                 f"volume {volume.index} arrived again in {volume.source} "
                 f"(same data as {first_path}); ignored",
+                path=volume.source,
+                index=volume.index,
+            )
+        elif volume.source == first_path:
+            self._emit(
+                EventLevel.ERROR,
+                EventCode.REWRITTEN,
+                f"volume {volume.index}: {first_path} was written again with other data after it was "
+                "passed on; the first data were kept (is another run writing into this folder?)",
                 path=volume.source,
                 index=volume.index,
             )

@@ -143,3 +143,23 @@ def test_unparseable_url(cortexloop: Cli) -> None:
     line = _one_line_error(cortexloop("db", "sessions", "--db", "postgresql://host:notaport/x"))
     assert "cannot" in line
     assert "postgresql://host:notaport/x" in line
+
+
+def test_names_from_the_record_are_escaped_in_the_report(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Probe case 8: ROI names from an atlas went into the HTML report as they were (stored XSS).
+    from db import EventLevel, SessionRecorder
+    from loop import rehearsal
+    from loop.report import write_report
+
+    hostile = '<script>alert("roi")</script>'
+    monkeypatch.setattr(rehearsal, "ROIS", (hostile, *ROIS[1:]))
+    with open_database(db_path, create=True) as database:
+        record_rehearsal(database, tmp_path / "stimuli", subject="x")
+        SessionRecorder.resume(database, "sub-x/ses-01").record_event(  # a bridge's event naming a file
+            EventLevel.WARNING, "bridge", "unreadable", f"gave up on /export/{hostile}.nii"
+        )
+        report = write_report(database, "sub-x/ses-01", tmp_path / "report.html").read_text()
+    assert "<script>" not in report
+    assert "&lt;script&gt;" in report

@@ -163,6 +163,29 @@ def test_a_duplicate_file_is_passed_on_once_and_reported(
     assert "same data" in dup.message
 
 
+def test_a_file_written_again_with_other_data_is_flagged_as_such(
+    export_dir: Path, functional_run: RecordedRun
+) -> None:
+    # Probe case 8: a rewrite with other data was logged as "same data ... ignored".
+    raw = functional_run.raw
+
+    def volume(values: np.ndarray) -> bytes:
+        run = functional_run
+        return nifti_bytes(values, run.affine, tr_s=2.0, slope=run.slope, inter=run.inter)
+
+    events: list[BridgeEvent] = []
+    with DirectoryWatcher(export_dir, config=QUICK, on_event=events.append) as watcher:
+        (export_dir / "vol_00000.nii").write_bytes(volume(raw[..., 0]))
+        threading.Timer(0.6, lambda: (export_dir / "vol_00000.nii").write_bytes(volume(raw[..., 1]))).start()
+        threading.Timer(1.5, watcher.close).start()
+        got = list(watcher)
+    assert [v.index for v in got] == [0]
+    np.testing.assert_array_equal(got[0].data, functional_run.values(0))  # the first data kept
+    (flagged,) = [e for e in events if e.index == 0 and e.code is not EventCode.SERIES_LOCKED]
+    assert flagged.code is EventCode.REWRITTEN
+    assert "written again with other data" in flagged.message
+
+
 def test_a_corrupt_file_is_reported_after_its_deadline_and_skipped(
     export_dir: Path, functional_run: RecordedRun
 ) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -394,3 +395,23 @@ def test_a_volume_whose_file_is_gone_or_rewritten_is_not_served_again(tmp_path: 
     said = {e.index: e.message for e in events if e.code is EventCode.REWRITTEN}
     assert "is gone since it was read" in said[1]
     assert "was written again since it was read" in said[2]
+
+
+def test_volumes_a_frozen_bridge_sends_after_their_deadline_are_late_and_the_next_on_time_are_not(
+    publisher: VolumePublisher, key: bytes
+) -> None:
+    # Probe case 8: a bridge frozen for 20 s delivered its volumes as `ok`.
+    with VolumeReceiver(publisher.endpoint, key, config=FAST) as receiver:
+        for i in range(3):
+            publisher.publish(make_volume(i))
+            time.sleep(TR_S)
+        assert take(receiver, 3) == [(0, "ok"), (1, "ok"), (2, "ok")]
+        time.sleep(20 * TR_S)  # the bridge froze; then it sends what the scanner wrote meanwhile, at once
+        for i in range(3, 30):
+            publisher.publish(make_volume(i))
+        statuses = dict(take(receiver, 27))
+    # Volume i was due (i - 2) TRs after volume 2 and is late 5 TRs (FAST) after that: those written
+    # early in the freeze are late, those written at its end (within 5 TRs of it) are not.
+    assert {statuses[i] for i in range(3, 15)} == {"late"}
+    assert {statuses[i] for i in range(27, 30)} == {"ok"}
+    assert receiver.stats.late == sum(s == "late" for s in statuses.values())
