@@ -81,7 +81,9 @@ def _display_name(url: URL) -> str:
     return str(path) if path is not None else url.render_as_string(hide_password=True)
 
 
-def open_database(target: str | os.PathLike[str] | URL, *, create: bool = False) -> Database:
+def open_database(
+    target: str | os.PathLike[str] | URL, *, create: bool = False, read_only: bool = False
+) -> Database:
     """Open a session database and check that its schema is this cortexloop's.
 
     Parameters
@@ -92,6 +94,10 @@ def open_database(target: str | os.PathLike[str] | URL, *, create: bool = False)
         Create the database (SQLite file and schema) if it does not exist or
         is empty. A database with an older schema is never upgraded here:
         that is ``cortexloop db upgrade``'s job, done on purpose after a backup.
+    read_only : bool, default False
+        Only read (listings, reports, replays, exports): a SQLite file is
+        opened read-only, so one on read-only media, or another user's, can
+        be read, and nothing in it or beside it changes.
 
     Raises
     ------
@@ -104,10 +110,10 @@ def open_database(target: str | os.PathLike[str] | URL, *, create: bool = False)
     DatabaseError
         The server cannot be reached or the file cannot be opened.
     """
-    engine, name = _engine_for(target, create=create)
+    engine, name = _engine_for(target, create=create and not read_only, read_only=read_only)
     try:
         with _translated(name):
-            if create:
+            if create and not read_only:
                 with engine.connect() as connection:
                     state = schema_state(connection)
                 if state.is_empty:
@@ -144,7 +150,9 @@ def upgrade_database(target: str | os.PathLike[str] | URL) -> tuple[str | None, 
     return before.revision, after
 
 
-def _engine_for(target: str | os.PathLike[str] | URL, *, create: bool) -> tuple[Engine, str]:
+def _engine_for(
+    target: str | os.PathLike[str] | URL, *, create: bool, read_only: bool = False
+) -> tuple[Engine, str]:
     """An engine for ``target`` and its name for messages, after checking a SQLite path.
 
     The path is checked before connecting because SQLite would silently
@@ -155,7 +163,7 @@ def _engine_for(target: str | os.PathLike[str] | URL, *, create: bool) -> tuple[
     path = sqlite_path(url)
     if path is not None:
         _check_sqlite_path(path, name, create=create)
-    return make_engine(url), name
+    return make_engine(url, read_only=read_only), name
 
 
 def _check_sqlite_path(p: Path, name: str, *, create: bool) -> None:

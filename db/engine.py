@@ -71,6 +71,12 @@ def sqlite_path(url: URL) -> Path | None:
     return Path(database)
 
 
+def _configure_sqlite_reader(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    # A read-only connection changes nothing, not even the journal mode.
+    dbapi_connection.isolation_level = None
+    dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+
+
 def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
     # pysqlite opens transactions itself, and only before DML: DDL (a schema
     # upgrade) would run outside any transaction. Take that job away from it
@@ -91,13 +97,17 @@ def _begin_sqlite(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN")
 
 
-def make_engine(target: str | os.PathLike[str] | URL, **kwargs: Any) -> Engine:
+def make_engine(target: str | os.PathLike[str] | URL, *, read_only: bool = False, **kwargs: Any) -> Engine:
     """Create an engine for a path or URL, configured for session recording.
 
     Parameters
     ----------
     target : str, path or URL
         A SQLite file path or any SQLAlchemy URL.
+    read_only : bool
+        For SQLite: open the file read-only (``mode=ro``), changing nothing
+        in it or beside it; on read-only media (where SQLite cannot make the
+        write-ahead log's index) as immutable. Other backends: unchanged.
     **kwargs
         Passed to :func:`sqlalchemy.create_engine`.
 
@@ -109,6 +119,10 @@ def make_engine(target: str | os.PathLike[str] | URL, **kwargs: Any) -> Engine:
     """
     url = resolve_url(target)
     kwargs.setdefault("pool_pre_ping", url.get_backend_name() != "sqlite")
+    path = sqlite_path(url)
+    if read_only and path is not None:
+        immutable = "&immutable=1" if not os.access(path.parent, os.W_OK) else ""
+        url = URL.create("sqlite", database=f"file:{path}?mode=ro{immutable}", query={"uri": "true"})
     try:
         engine = create_engine(url, **kwargs)
     except (ModuleNotFoundError, NoSuchModuleError) as exc:
@@ -118,7 +132,7 @@ def make_engine(target: str | os.PathLike[str] | URL, **kwargs: Any) -> Engine:
             "and use a postgresql+psycopg:// URL"
         ) from exc
     if url.get_backend_name() == "sqlite":
-        event.listen(engine, "connect", _configure_sqlite)
+        event.listen(engine, "connect", _configure_sqlite_reader if read_only else _configure_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
     logger.debug("engine for %s", url.render_as_string(hide_password=True))
     return engine

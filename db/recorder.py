@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
 from db._types import utcnow
 from db.base import (
@@ -451,6 +451,26 @@ class SessionRecorder:
             record.actual_onset_s = actual_onset_s
             record.actual_duration_s = actual_duration_s
             record.dropped_frames = dropped_frames
+
+    def discard_acquisition(self, run_id: int) -> int:
+        """Forget what an open run has recorded so far (volumes, signals, live onsets); return the volumes.
+
+        For a run acquired again from its first volume, because its
+        presentation was interrupted and what was measured cannot be matched
+        to onsets; the volumes' files stay where they are. A completed run is refused.
+        """
+        with self.database.transaction() as s:
+            run = s.get(Run, run_id)
+            if run is None or run.status is not Status.RUNNING:
+                raise RecordNotFoundError(f"run id {run_id} is not an open run of this session")
+            ids = list(s.scalars(select(Volume.id).where(Volume.run_id == run_id)))
+            if ids:
+                s.execute(delete(RoiSignal).where(RoiSignal.volume_id.in_(ids)))
+                s.execute(delete(Volume).where(Volume.id.in_(ids)))
+            for presentation in s.scalars(select(Presentation).where(Presentation.run_id == run_id)):
+                presentation.actual_onset_s = presentation.actual_duration_s = None
+                presentation.dropped_frames = None
+            return len(ids)
 
     def record_onsets(self, run_id: int, trials: Sequence[Mapping[str, Any]]) -> None:
         """Record a run's onsets as the presenter's final log gives them (keys ``index``,

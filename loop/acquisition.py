@@ -81,6 +81,10 @@ class RunSink(Protocol):
 
     def event(self, level: str, code: str, message: str, details: dict[str, Any] | None = None) -> None: ...
 
+    def restart(self, reason: str) -> None:
+        """The run is acquired again from its first volume; what was delivered before is void."""
+        ...
+
 
 class Acquisition(Protocol):
     def acquire(
@@ -276,6 +280,7 @@ class NetworkAcquisition:
             if isinstance(event, RunError):
                 break
         sink.event("info", "run.resent", f"the presenter never showed run {plan.run_id}; sent again")
+        sink.restart("the presenter never showed it to its end")
         self.presenter.send_plan(plan)
         return None
 

@@ -77,9 +77,14 @@ class RunRecording:
         self.recorder, self.signals, self.observer, self.log_event = recorder, signals, observer, log_event
         self.recorded = set(recorded)
         self.recorded_missing = {i for i, status in recorded.items() if status is VolumeStatus.MISSING}
+        self.voxel_mm = voxel_mm
+        self._begin()
+
+    def _begin(self) -> None:
         self.analyzer = RunAnalyzer(
-            signals, plan.tr_s, plan.n_volumes, max_trials=len(plan.trials), voxel_mm=voxel_mm
-        )
+            self.signals, self.plan.tr_s, self.plan.n_volumes, max_trials=len(self.plan.trials),
+            voxel_mm=self.voxel_mm,
+        )  # fmt: skip
         self.indices: list[int] = []
         self.values: list[Array] = []
         self.motion: list[Array] = []
@@ -87,6 +92,21 @@ class RunRecording:
         self.late: list[int] = []
         self.onsets: dict[int, float] = {}
         self._checked = False
+
+    def restart(self, reason: str) -> None:
+        """The run is acquired again from its first volume: what the interrupted attempt recorded goes."""
+        n = self.recorder.discard_acquisition(self.run_id)
+        self.recorded.clear()
+        self.recorded_missing.clear()
+        self._begin()
+        if n:
+            self.log_event(
+                "warning",
+                "run.restarted",
+                f"{self.label}: acquired again from its first volume ({reason}); the {n} volume(s) of the "
+                "interrupted attempt are no longer in the record (their files are kept)",
+                run_id=self.run_id,
+            )
 
     @property
     def label(self) -> str:

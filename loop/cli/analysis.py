@@ -25,7 +25,7 @@ def replay(session: SessionArgument, db: DbOption = DEFAULT_DB_FILENAME) -> None
     """
     from loop.replay import replay_session
 
-    with open_database(db) as database:
+    with open_database(db, read_only=True) as database:
         runs = replay_session(database, session)
     table = Table(title=f"replay of {session}")
     for column in ("run", "kind", "volumes", "unreadable", "max |Δ signal|", "max |Δ FD| (mm)",
@@ -53,7 +53,7 @@ def report(
     """Write a session's report: outcome, scores, images, predicted vs measured, time courses, motion."""
     from loop.report import write_report
 
-    with open_database(db) as database:
+    with open_database(db, read_only=True) as database:
         path = write_report(database, session, out)
     console.print(f"wrote the report of {session} to {path}")
 

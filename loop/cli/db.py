@@ -38,7 +38,7 @@ def sessions(
     json: JsonOption = False,
 ) -> None:
     """List the sessions in the database, oldest first."""
-    with open_database(db) as database, database.reader() as s:
+    with open_database(db, read_only=True) as database, database.reader() as s:
         rows = list_sessions(s, subject=subject)
     if json:
         print_json(rows)
@@ -69,7 +69,7 @@ def sessions(
 @app.command()
 def show(session: SessionArg, db: DbOption = DEFAULT_DB_FILENAME, json: JsonOption = False) -> None:
     """Show one session: its runs, rounds, counts and scores."""
-    with open_database(db) as database, database.reader() as s:
+    with open_database(db, read_only=True) as database, database.reader() as s:
         detail = session_detail(s, session)
     if json:
         print_json(detail)
@@ -138,7 +138,7 @@ def events(
     json: JsonOption = False,
 ) -> None:
     """List a session's event log: warnings, gaps, errors."""
-    with open_database(db) as database, database.reader() as s:
+    with open_database(db, read_only=True) as database, database.reader() as s:
         rows = session_events(s, session_id(s, session))
     if level is not None:
         rows = [r for r in rows if r.level == level.lower()]
@@ -163,7 +163,7 @@ def export(
     db: DbOption = DEFAULT_DB_FILENAME,
 ) -> None:
     """Export a session as BIDS-style events, ROI time series and a stimuli table."""
-    with open_database(db) as database:
+    with open_database(db, read_only=True) as database:
         written = export_session(database, session, out)
     for path in written:
         console.print(str(path))

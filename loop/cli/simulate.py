@@ -42,28 +42,54 @@ def simulate(
     device: Annotated[
         str | None, typer.Option(help="cpu or cuda (default: the GPU when there is one).")
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the session in OUT that stopped (a part killed), from its last committed point.",
+        ),
+    ] = False,
 ) -> None:
     """Run a whole session against the virtual subject: presenter, scanner, bridge and controller.
 
     Each part runs in a process of its own and they talk over ZeroMQ, as in the scanner; the round
     tables are printed as the rounds end, and the session's database, images, models, logs and
-    report are left in OUT.
+    report are left in OUT. A session whose presenter or scanner died continues with --resume.
     """
-    config = load_config(config_path) if config_path is not None else SessionConfig()
-    config = _override(config, rounds=rounds, speed=speed, seed=seed, db=db, out=out)
-    if (out / "session.toml").exists():
-        raise ConfigError(f"{out} holds a session already; choose another --out, or delete it to start over")
+    if resume:
+        config = _resumable(out, in_process, config_path, rounds, speed, seed, db)
+    else:
+        config = load_config(config_path) if config_path is not None else SessionConfig()
+        config = _override(config, rounds=rounds, speed=speed, seed=seed, db=db, out=out)
+        if (out / "session.toml").exists():
+            raise ConfigError(
+                f"{out} holds a session already: continue it with --resume, choose another --out, "
+                "or delete it to start over"
+            )
     started = time.monotonic()
     if in_process:
         _run_in_process(config, out, device)
     else:
         from loop.simulation.processes import SimulatedSession
 
-        SimulatedSession(config, out, console=console).run()
+        SimulatedSession(config, out, console=console, resume=resume).run()
     report = _print_outcome(config, out)
     console.print(
         f"session done in {time.monotonic() - started:.0f} s; everything is in {out}, the report in {report}"
     )
+
+
+def _resumable(out: Path, in_process: bool, *given: object) -> SessionConfig:
+    """The session file of the session in ``out`` to resume; nothing else may be given."""
+    if in_process or any(value is not None for value in given):
+        raise ConfigError(
+            "--resume continues the session in --out as its session file says: give no --config, --rounds, "
+            "--speed, --seed, --db or --in-process with it"
+        )
+    path = out / "session.toml"
+    if not path.exists():
+        raise ConfigError(f"{out} holds no session to resume (no {path}); start one without --resume")
+    return load_config(path)
 
 
 def _override(

@@ -15,11 +15,16 @@
   here, with the endpoints, the key and the atlas filled in.
 
 They talk only over ZeroMQ and the export folder, as in the scanner. This
-module supervises them: a controller killed mid-session (SIGKILL, the
-OOM killer) is started again with ``--resume`` (at most
-:data:`MAX_RESTARTS` times); any other part that fails stops the session
-with the part's log named. ``services.json`` in the folder names every
-process, for whoever wants to look (or to kill one, as the tests do).
+module supervises them: a controller or a bridge killed mid-session
+(SIGKILL, the OOM killer) is started again, the controller with
+``--resume`` (at most :data:`MAX_RESTARTS` restarts in all); a presenter or
+a scanner that dies, or any part that fails, stops the session, saying
+which and how, with everything recorded kept: ``cortexloop simulate
+--resume`` (``resume=True``) then starts every part again and acquires the
+interrupted run again from its first volume (its files of the interrupted
+attempt are set aside in ``export/interrupted-N/``). ``services.json`` in
+the folder names every process, for whoever wants to look (or to kill one,
+as the tests do).
 """
 
 from __future__ import annotations
@@ -36,10 +41,10 @@ from typing import IO, Any
 
 from rich.console import Console
 
-from db.base import write_atomic
+from db.base import Status, write_atomic
 from loop.config import SessionConfig, to_toml
 from loop.errors import SimulationError
-from loop.simulation.scanner import first_file_name, series_of
+from loop.simulation.scanner import first_file_name, run_files, series_of
 from scanner_bridge import generate_key_file
 
 __all__ = ["MAX_RESTARTS", "SimulatedSession", "frame_rate", "simulation_config"]
@@ -103,7 +108,8 @@ def simulation_config(config: SessionConfig, out: Path) -> SessionConfig:
 class SimulatedSession:
     """One simulated session in ``out``: write its files, start its processes, supervise them."""
 
-    def __init__(self, config: SessionConfig, out: Path, *, console: Console) -> None:
+    def __init__(self, config: SessionConfig, out: Path, *, console: Console, resume: bool = False) -> None:
+        self.resume = resume
         self.out = out.resolve()
         self.console = console
         self.logs = self.out / "logs"
@@ -126,6 +132,7 @@ class SimulatedSession:
         write_atomic(self.config_path, to_toml(self.config).encode())
         c, speed = self.config, self.config.simulation.speed
         common = ("--key-file", c.scanner.key_file)
+        first = self._first_run_to_acquire() if self.resume else 1
         try:
             self._start(
                 "presenter",
@@ -160,7 +167,9 @@ class SimulatedSession:
                 "--speed",
                 str(speed),
                 "--runs",
-                str(self.n_runs),
+                str(max(0, self.n_runs - first + 1)),
+                "--first-run",
+                str(first),
                 "--subject",
                 c.simulation.subject,
                 "--seed",
@@ -175,8 +184,9 @@ class SimulatedSession:
                 str(ARM_TIMEOUT_S),
             )
             self._wait_for_atlas()
-            self._start_bridge(1)
-            self._start_controller(resume=False)
+            if first <= self.n_runs:
+                self._start_bridge(first)
+            self._start_controller(resume=self.resume)
             self._supervise()
         finally:
             self._stop_all()
@@ -193,21 +203,60 @@ class SimulatedSession:
                     raise SimulationError(
                         f"the controller stopped with exit status {code}; see {self._log('controller')}"
                     )
-                if restarts >= MAX_RESTARTS:
-                    raise SimulationError(f"the controller was killed {restarts + 1} times; giving up")
-                self.console.print(f"[yellow]the controller was killed (signal {-code}); resuming it[/]")
-                restarts += 1
+                restarts = self._restart("controller", -code, restarts)
                 self._start_controller(resume=True)
                 continue
-            for name in ("presenter", "bridge"):
-                if self.processes[name].poll() is not None:
-                    raise SimulationError(f"the {name} stopped unexpectedly; see {self._log(name)}")
-            scanner = self.processes["scanner"].poll()
-            if scanner not in (None, 0):
-                raise SimulationError(f"the simulated scanner failed; see {self._log('scanner')}")
+            bridge = self.processes.get("bridge")
+            if bridge is not None and (code := bridge.poll()) is not None:
+                if code >= 0:
+                    raise SimulationError(
+                        f"the bridge stopped (exit status {code}); see {self._log('bridge')}"
+                    )
+                restarts = self._restart("bridge", -code, restarts)  # it reads the run's files again
+                self._start_bridge(self.bridge_run)
+            for name in ("presenter", "scanner"):
+                code = self.processes[name].poll()
+                if code is None or (name == "scanner" and code == 0):
+                    continue
+                how = f"was killed (signal {-code})" if code < 0 else f"stopped (exit status {code})"
+                raise SimulationError(
+                    f"the {'simulated scanner' if name == 'scanner' else name} {how}; see {self._log(name)}. "
+                    f"Everything recorded is kept: `cortexloop simulate --resume --out {self.out}` starts "
+                    "every part again and acquires the interrupted run again"
+                )
             if self.bridge_run < self.n_runs and self._run_started(self.bridge_run + 1):
                 self._start_bridge(self.bridge_run + 1)
             time.sleep(POLL_S)
+
+    def _restart(self, name: str, signal_number: int, restarts: int) -> int:
+        if restarts >= MAX_RESTARTS:
+            raise SimulationError(f"{restarts + 1} parts were killed (the {name} last); giving up")
+        self.console.print(f"[yellow]the {name} was killed (signal {signal_number}); resuming it[/]")
+        return restarts + 1
+
+    def _first_run_to_acquire(self) -> int:
+        """On resume: the first run the database does not hold complete; its files so far set aside."""
+        from db import open_database
+        from db.queries import session_id, session_runs
+
+        ref = f"{self.config.session.subject}/{self.config.session.session}"
+        with open_database(self.config.database_target, read_only=True) as database, database.reader() as s:
+            done = len(session_runs(s, session_id(s, ref), status=Status.COMPLETED))
+        first = done + 1
+        export = self.out / "export"
+        leftovers = [
+            p for run in range(first, self.n_runs + 1)
+            for p in export.glob(run_files(run, self.config.simulation.format))
+        ]  # fmt: skip
+        if leftovers:
+            aside = export / f"interrupted-{len(list(export.glob('interrupted-*'))) + 1}"
+            aside.mkdir()
+            for path in leftovers:
+                path.rename(aside / path.name)
+            self.console.print(
+                f"[yellow]{len(leftovers)} file(s) of the interrupted run set aside in {aside}[/]"
+            )
+        return first
 
     def _run_started(self, run: int) -> bool:
         return (self.out / "export" / first_file_name(run, self.config.simulation.format)).exists()

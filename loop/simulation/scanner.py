@@ -62,6 +62,11 @@ def series_of(run: int, fmt: str) -> str:
     return nifti_file_name(run, 0).replace("00000", "#####") if fmt == "nifti" else str(run)
 
 
+def run_files(run: int, fmt: str) -> str:
+    """A glob of run ``run``'s files in the export folder."""
+    return f"run{run:02d}_vol_*.nii" if fmt == "nifti" else f"{run:03d}_*.dcm"
+
+
 def first_file_name(run: int, fmt: str) -> str:
     """The first file of run ``run``: its appearing means the run has begun."""
     return nifti_file_name(run, 0) if fmt == "nifti" else dicom_file_name(run, 1, 1)

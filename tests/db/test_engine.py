@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from db import Database, DatabaseError, make_engine, resolve_url
+from db import Database, DatabaseError, SessionKind, SessionRecorder, make_engine, open_database, resolve_url
 from db.engine import SQLITE_BUSY_TIMEOUT_MS
+from db.queries import list_sessions
 
 
 def test_every_pooled_connection_has_wal_foreign_keys_and_busy_timeout(database: Database) -> None:
@@ -77,3 +80,29 @@ def test_a_database_that_cannot_do_what_was_asked_is_named_and_keeps_what_was_co
         other.close()
     with database.reader() as s:
         assert s.connection().exec_driver_sql("SELECT count(*) FROM subjects").scalar() == 1
+
+
+def test_a_database_opened_read_only_is_read_and_left_exactly_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Probe case 8: a database on read-only media could not be read at all.
+    path = tmp_path / "sessions.sqlite"
+    with open_database(path, create=True) as database:
+        SessionRecorder.start(database, subject="01", session="01", kind=SessionKind.SIMULATION, rois=[])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions.sqlite"]  # checkpointed at close
+    before = path.read_bytes()
+    with open_database(path, read_only=True) as database, database.reader() as s:
+        assert [row.ref for row in list_sessions(s)] == ["sub-01/ses-01"]
+        with pytest.raises(DatabaseError, match="readonly"), database.transaction() as t:
+            t.execute(text("DELETE FROM sessions"))
+    assert path.read_bytes() == before
+    # On read-only media (here: a folder the process may not write) nothing can be made beside the
+    # file, not even the write-ahead log's index: it is opened as immutable, and read all the same.
+    (tmp_path / "sessions.sqlite-shm").unlink(missing_ok=True)
+    (tmp_path / "sessions.sqlite-wal").unlink(missing_ok=True)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: mode != os.W_OK and real_access(p, mode))
+    with open_database(path, read_only=True) as database, database.reader() as s:
+        assert [row.ref for row in list_sessions(s)] == ["sub-01/ses-01"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sessions.sqlite"]
+    assert path.read_bytes() == before
