@@ -15,13 +15,10 @@ dcm2niix makes of the same file hold the same array.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import gzip
 import io
 import math
-import os
 import re
-import stat
 import warnings
 import zlib
 from collections.abc import Iterable, Sequence
@@ -35,6 +32,7 @@ import pydicom
 from nibabel.volumeutils import apply_read_scaling
 from pydicom.dataset import Dataset
 
+from db.base import read_regular
 from scanner_bridge.errors import IncompleteVolumeError, VolumeReadError
 from scanner_bridge.volume import Volume
 
@@ -156,20 +154,11 @@ def read_regular_file(path: Path | str, max_bytes: int = 1 << 30) -> bytes:
     could block, or never end).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+        return read_regular(path, max_bytes=max_bytes, follow_links=False)
     except FileNotFoundError as exc:
         raise VolumeReadError(f"{path} disappeared before it could be read") from exc
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise VolumeReadError(f"{path} is a symbolic link; links are not followed") from exc
         raise VolumeReadError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise VolumeReadError(f"{path} is not a regular file ({stat.filemode(st.st_mode)}); not read")
-        if st.st_size > max_bytes:
-            raise VolumeReadError(f"{path} has {st.st_size} bytes, more than a volume file may ({max_bytes})")
-        return f.read(max_bytes + 1)
 
 
 # --- NIfTI -----------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from db.base.errors import (
     SchemaTooOldError,
     WireError,
 )
-from db.base.files import PendingFile, prepare_atomic, write_atomic
+from db.base.files import PendingFile, prepare_atomic, read_regular, write_atomic
 from db.base.wire import Message, MessageType, Signer, generate_key_file, load_key
 
 __all__ = [
@@ -81,6 +81,7 @@ __all__ = [
     "generate_key_file",
     "load_key",
     "prepare_atomic",
+    "read_regular",
     "write_atomic",
     "write_json",
     "write_tsv",

@@ -18,11 +18,13 @@ needs after a power cut (a simulated scanner's volumes, a rehearsed export).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import stat
 from pathlib import Path
 
-__all__ = ["PendingFile", "prepare_atomic", "write_atomic"]
+__all__ = ["PendingFile", "prepare_atomic", "read_regular", "write_atomic"]
 
 Buffer = bytes | bytearray | memoryview
 
@@ -75,6 +77,32 @@ def prepare_atomic(path: Path | str, *parts: Buffer, mode: int = 0o666, sync: bo
 def write_atomic(path: Path | str, *parts: Buffer, mode: int = 0o666, sync: bool = True) -> Path:
     """Write ``parts`` to ``path`` atomically and durably; on failure nothing at ``path`` changes."""
     return prepare_atomic(path, *parts, mode=mode, sync=sync).commit()
+
+
+def read_regular(path: Path | str, *, max_bytes: int, follow_links: bool = True) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``max_bytes``; ``OSError`` otherwise.
+
+    A FIFO or a device is refused without blocking on it or reading it
+    (either could never end), a larger file without reading it; with
+    ``follow_links=False`` a symbolic link is refused too (``errno.ELOOP``).
+    The error's ``strerror`` says why, for the caller's message.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+    if not follow_links:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_links:
+            raise OSError(errno.ELOOP, "a symbolic link; links are not followed", str(path)) from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"not a regular file ({stat.filemode(st.st_mode)})", str(path))
+        if st.st_size > max_bytes:
+            raise OSError(errno.EFBIG, f"{st.st_size} bytes, more than the {max_bytes} allowed", str(path))
+        return f.read(max_bytes + 1)
 
 
 def _sync_folder(folder: Path) -> None:

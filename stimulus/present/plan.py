@@ -19,9 +19,7 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
-from db.base import ProtocolError
+from db.base import ProtocolError, read_regular
 from db.base.checked import from_wire
 from stimulus.errors import PlanError
 
@@ -217,7 +215,7 @@ class RunPlan:
                 problems.append(f"{trial.stimulus}: resolves outside the stimulus folder {folder}")
                 continue
             try:
-                data = _read_regular(path)
+                data = read_regular(path, max_bytes=MAX_IMAGE_BYTES)
             except OSError as exc:
                 problems.append(f"{path}: {exc.strerror or exc}")
                 continue
@@ -235,15 +233,3 @@ class RunPlan:
                 + "; ".join(problems)
             )
         return images
-
-
-def _read_regular(path: Path) -> bytes:
-    """The bytes of a regular file of at most :data:`MAX_IMAGE_BYTES` (not a FIFO, a device, a folder)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"not a regular file (mode {stat.filemode(st.st_mode)})")
-        if st.st_size > MAX_IMAGE_BYTES:
-            raise OSError(f"{st.st_size} bytes; a stimulus may have at most {MAX_IMAGE_BYTES}")
-        return f.read(MAX_IMAGE_BYTES + 1)
