@@ -209,6 +209,22 @@ def test_an_insecure_key_file_is_refused_in_one_line(tmp_path: Path, key_file: P
     )
 
 
+def test_watch_refuses_a_spool_others_can_write_in_one_line(tmp_path: Path, key_file: Path) -> None:
+    # Probe case 4: the spool was a predictable folder in the world-writable temporary directory.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (tmp_path / "export").mkdir()
+    result = run("bridge", "watch", str(tmp_path / "export"), "--endpoint", "tcp://127.0.0.1:0",
+                 "--key-file", str(key_file), "--spool", str(shared))  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"cortexloop: error: spool folder {shared} can be written by others "
+        f"(mode 0777; `chmod 700 {shared}`): another user could plant volumes there; "
+        "choose a folder of your own with --spool"
+    )
+
+
 def test_keygen_makes_a_private_file_and_will_not_overwrite_it(tmp_path: Path, key_file: Path) -> None:
     assert os.stat(key_file).st_mode & 0o777 == 0o600
     again = run("bridge", "keygen", str(key_file))
