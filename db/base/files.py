@@ -102,7 +102,7 @@ def read_regular(path: Path | str, *, max_bytes: int, follow_links: bool = True)
             raise OSError(errno.EINVAL, f"not a regular file ({stat.filemode(st.st_mode)})", str(path))
         if st.st_size > max_bytes:
             raise OSError(errno.EFBIG, f"{st.st_size} bytes, more than the {max_bytes} allowed", str(path))
-        return f.read(max_bytes + 1)
+        return f.read(st.st_size)  # not max_bytes: a buffer that size would be allocated first
 
 
 def _sync_folder(folder: Path) -> None:
