@@ -233,7 +233,11 @@ class VolumePublisher(RouterService):
         self._series = ""
         self._tr_s: float | None = None
         session = WireSession(
-            key, takes={MessageType.HELLO}, max_message_bytes=MAX_HELLO_BYTES, name="the bridge"
+            key,
+            takes={MessageType.HELLO},
+            max_message_bytes=MAX_HELLO_BYTES,
+            name="the bridge",
+            limit_rate=True,
         )
         super().__init__(endpoint, session, role="bridge", send_hwm=10_000, context=context)
         # Disk writes go through a thread of their own: a stalled disk must not delay delivery.

@@ -16,8 +16,10 @@ its side sends and verifies what it receives, refusing replays by one rule:
   number not above the last one seen from that session is a replay, from
   whichever connection it comes. The last :data:`MAX_SENDERS` sessions are
   remembered;
-- one sender session may send at most :data:`RATE_PER_S` messages a second
-  (bursts of :data:`RATE_BURST`); more are refused as ``flooded``.
+- on a server (``limit_rate``), one sender session may send at most
+  :data:`RATE_PER_S` messages a second (bursts of :data:`RATE_BURST`); more
+  are refused as ``flooded``. A peer takes whatever its server sends (a
+  bridge catching a receiver up sends hundreds of volumes at once).
 
 So a message recorded earlier cannot be replayed to the side it was sent to
 (its ``seq`` is spent), nor to that side restarted (its nonce is new, so a
@@ -74,6 +76,8 @@ class WireSession:
         Larger messages are refused as ``oversized``.
     name : str
         This side, as messages name it ("the bridge", "the presenter").
+    limit_rate : bool
+        Refuse a sender session's messages beyond :data:`RATE_PER_S` a second (a server's side).
     """
 
     def __init__(
@@ -83,7 +87,9 @@ class WireSession:
         takes: Collection[MessageType],
         max_message_bytes: int,
         name: str,
+        limit_rate: bool = False,
     ) -> None:
+        self.limit_rate = limit_rate
         self.signer = Signer(key)
         self.nonce = secrets.token_hex(16)
         self.takes = frozenset(takes)
@@ -130,7 +136,7 @@ class WireSession:
         if seq <= last:
             raise ProtocolError(RejectReason.REPLAYED, f"sequence {seq} from session {session} after {last}")
         tokens = min(RATE_BURST, tokens + (message.received_at - counted) * RATE_PER_S)
-        if tokens < 1:
+        if tokens < 1 and self.limit_rate:
             self._senders[session] = (last, tokens, message.received_at)
             raise ProtocolError(
                 RejectReason.FLOODED, f"session {session} sends more than {RATE_PER_S:g} messages a second"

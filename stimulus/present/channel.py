@@ -102,6 +102,7 @@ class PresenterChannel(RouterService):
             key,
             takes={MessageType.HELLO, MessageType.TRIGGER, MessageType.COMMAND, MessageType.PLAN},
             max_message_bytes=MAX_MESSAGE_BYTES,
+            limit_rate=True,
             name="the presenter",
         )
         super().__init__(endpoint, session, role="presenter", poll_s=0.5, context=context)

@@ -38,6 +38,7 @@ def test_the_handshakes_documented_bounds_are_the_codes() -> None:
     text = " ".join(DOC.read_text().split("### The handshake", 1)[1].split("## ", 1)[0].split())
     assert f"the last {channel.MAX_SENDERS} sender sessions" in text
     assert f"at most {channel.RATE_PER_S:g} messages a second (bursts of {channel.RATE_BURST:g})" in text
+    assert "a server (the bridge, the presenter) takes" in text
     assert f"the presenter holds at most {MAX_PEERS} peers" in text
     table = " ".join(DOC.read_text().split("## What a receiver refuses", 1)[1].split("## ", 1)[0].split())
     assert f"nests more than {wire.MAX_JSON_DEPTH} deep" in table

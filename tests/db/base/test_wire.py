@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from db.base import (
     generate_key_file,
     load_key,
 )
-from db.base.channel import MAX_SENDERS
+from db.base.channel import MAX_SENDERS, RATE_BURST
 from db.base.wire import decode, encode
 
 LIMIT = 1 << 24
@@ -213,3 +214,19 @@ def test_a_binary_key_file_or_a_directory_is_a_clear_error(tmp_path: Path) -> No
     folder.mkdir(mode=0o700)
     with pytest.raises(KeyFileError, match="not a regular file"):
         load_key(folder)
+
+
+def test_a_server_refuses_a_flood_from_one_sender_and_a_peer_takes_its_servers_burst(key: bytes) -> None:
+    sender = _session(key)
+    server = WireSession(key, takes={MessageType.PLAN}, max_message_bytes=LIMIT, name="s", limit_rate=True)
+    peer = WireSession(key, takes={MessageType.PLAN}, max_message_bytes=LIMIT, name="p")
+    to_server = [sender.encode(MessageType.PLAN, {}, to=server.nonce) for _ in range(1000)]
+    refused = collections.Counter()
+    for frames in to_server:
+        try:
+            server.decode(frames)
+        except ProtocolError as exc:
+            refused[exc.reason] += 1
+    assert 500 <= refused[RejectReason.FLOODED] <= 1000 - RATE_BURST  # the burst, then 200 a second
+    for frames in [sender.encode(MessageType.PLAN, {}, to=peer.nonce) for _ in range(1000)]:
+        peer.decode(frames)  # a bridge catching its receiver up sends this many at once
