@@ -94,6 +94,7 @@ class RunRecord:
     n_volumes: int
     files: dict[int, list[str]] = dataclasses.field(default_factory=dict)
     written_at: dict[int, float] = dataclasses.field(default_factory=dict)  # index -> time.monotonic()
+    triggered_at: dict[int, float] = dataclasses.field(default_factory=dict)  # index -> time.monotonic()
     presentations: int = 0
     truth: Path | None = None
     log: RunLog | None = None  # what was presented, when the scanner showed the plan itself
@@ -228,6 +229,7 @@ class SimulatedScanner:
                 if k == n_volumes:
                     break
                 if presenter is not None:
+                    record.triggered_at[k] = time.monotonic()
                     presenter.trigger(k, k * self.tr_s)
                     self._take_events(presenter, bold, shown)
                 # Volume k is the signal at k * TR: everything it needs has been shown by now.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -317,11 +318,15 @@ def test_the_scanner_follows_the_presenters_actual_onsets(
     assert record.run_id == "sim"
     shown = [(t.stimulus, t.actual_onset_s) for t in log.trials]
     assert [(p["stimulus"], p["onset_s"]) for p in truth["presentations"]] == shown
-    # Triggers are stamped as they reach the presenter. Here scanner and presenter share one process (and
-    # its GIL) at 10 times real time, so a stamp may be a few milliseconds of real time late.
-    lateness = np.abs(np.array(log.triggers_s) - 2.0 * np.arange(10))
-    assert np.median(lateness) < 0.05, log["triggers_s"]
-    assert lateness.max() < 0.4, log["triggers_s"]
+    # Triggers are stamped as they reach the presenter, on its clock. Against when the scanner sent each
+    # (when it sends them is its own business: a loaded machine wakes it late from its sleep), a stamp is
+    # late by the network and, here, by the GIL: scanner and presenter share this process, and the
+    # presenter's thread may wait one switch interval (5 ms of real time, 50 ms at 10 times) while the
+    # scanner writes a volume. In the scanner they are separate processes on separate computers.
+    sent = np.array([record.triggered_at[k] for k in range(10)])
+    lateness = np.abs(np.array(log.triggers_s) - speed * (sent - sent[0]))
+    assert np.median(lateness) < speed * (sys.getswitchinterval() + 0.003), log.triggers_s
+    assert lateness.max() < 0.4, log.triggers_s
 
 
 def test_a_stopped_run_leaves_only_whole_volumes(
