@@ -517,7 +517,9 @@ class SliceAssembler:
         if part.slices_per_volume is None or len(slices) < part.slices_per_volume:
             return None
         del self._pending[key]
-        return self._assemble([slices[p] for p in sorted(slices)])
+        # Named by the slice that completed it: that file's time stamps the volume as written, and is
+        # the one a later check for a rewrite looks at.
+        return dataclasses.replace(self._assemble([slices[p] for p in sorted(slices)]), path=part.path)
 
     def waiting(self) -> list[tuple[str, int, int, int]]:
         """Volumes still short of slices: (series, number, slices held, slices needed)."""

@@ -24,6 +24,7 @@ from scanner_bridge import (
     WatchConfig,
     replay_to_directory,
 )
+from scanner_bridge.transport import _source_changed as source_changed
 from scanner_bridge.writers import dicom_slice_files, nifti_bytes
 
 SPEED = 40.0  # a 2 s TR every 50 ms
@@ -97,6 +98,7 @@ def test_conformance_every_volume_once_in_order_with_the_recorded_values(
         assert volume.tr_s == pytest.approx(2.0)
         assert volume.stamps["seen"] <= volume.stamps["read"]
         assert not volume.data.flags.writeable
+        assert source_changed(volume) is None  # so the bridge will serve it again from its spool
     assert len({v.series for v in got}) == 1
     assert [e for e in feed.events if e.level == "error"] == []
 
