@@ -80,3 +80,9 @@ def main() -> None:
             raise
         err.print(f"cortexloop: error: {exc}", markup=False)
         sys.exit(EXIT_ERROR)
+    except OSError as exc:  # a file or folder the system refused: name it, never a traceback
+        if os.environ.get("CORTEXLOOP_DEBUG"):
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        err.print(f"cortexloop: error: cannot use{where}: {exc.strerror or exc}", markup=False)
+        sys.exit(EXIT_ERROR)

@@ -6,6 +6,7 @@ README; keep their options and output stable.
 
 from __future__ import annotations
 
+import enum
 import gzip
 import json
 import logging
@@ -206,6 +207,12 @@ def listen(
             pass
         stats = receiver.stats.as_dict()
     typer.echo(json.dumps({"summary": stats}))
+    if count is None and stats["received"] == 0 and not stop.is_set():
+        logger.error(
+            "received no volume from %s%s; is a bridge serving there, with this key?",
+            endpoint, f" in {timeout:g} s" if timed_out else "",
+        )  # fmt: skip
+        raise typer.Exit(1)
     if count is not None and stats["received"] < count:
         reason = f"timed out after {timeout:g} s" if timed_out else "stopped"
         logger.error("%s with %d of %d volumes", reason, stats["received"], count)
@@ -221,6 +228,13 @@ def _indices(text: str | None) -> frozenset[int]:
         raise typer.BadParameter(f"{text!r} is not a comma-separated list of volume indices") from None
 
 
+class ExportFormat(enum.StrEnum):
+    """How ``bridge replay`` writes volumes (``scanner_bridge.replay.FORMATS``)."""
+
+    NIFTI = "nifti"
+    DICOM = "dicom"
+
+
 @app.command()
 def replay(
     source: Annotated[
@@ -232,8 +246,8 @@ def replay(
     tr: Annotated[float, typer.Option("--tr", help="Seconds between volumes.", show_default=False)],
     speed: Annotated[float, typer.Option(help="Replay this many times faster than real time.")] = 1.0,
     format: Annotated[
-        str, typer.Option("--format", help="nifti (one file per volume) or dicom (slices).")
-    ] = "nifti",
+        ExportFormat, typer.Option("--format", help="nifti (one file per volume) or dicom (slices).")
+    ] = ExportFormat.NIFTI,
     count: Annotated[int | None, typer.Option(help="Only the first N volumes.")] = None,
     drop: Annotated[str | None, typer.Option(help="Indices never written, e.g. 3,7.")] = None,
     duplicate: Annotated[str | None, typer.Option(help="Indices written twice.")] = None,
@@ -248,6 +262,10 @@ def replay(
     ] = None,
 ) -> None:
     """Write a recorded run into EXPORT_DIR one volume per TR, optionally with the faults of real exports."""
+    if not tr > 0:
+        raise typer.BadParameter(f"--tr must be positive, got {tr}")
+    if not speed > 0:
+        raise typer.BadParameter(f"--speed must be positive, got {speed}")
     run = RecordedRun.load(source, series=series)
     faults = ReplayFaults(
         drop=_indices(drop),
@@ -257,8 +275,6 @@ def replay(
         chunks=chunks,
         chunk_delay_s=chunk_delay,
     )
-    if not speed > 0:
-        raise typer.BadParameter(f"--speed must be positive, got {speed}")
     stop = threading.Event()
     _stop_on_sigterm(stop)
     n = run.n_volumes if count is None else min(count, run.n_volumes)
@@ -269,7 +285,7 @@ def replay(
             export_dir,
             tr_s=tr,
             clock=ScaledClock(speed),
-            fmt=format,
+            fmt=format.value,
             faults=faults,
             atomic=atomic,
             count=count,
@@ -302,8 +318,8 @@ def simulate(
         float, typer.Option(help="Times faster than real time; 0 = as fast as possible (with --plan only).")
     ] = 1.0,
     format: Annotated[
-        str, typer.Option("--format", help="nifti (one file per volume) or dicom (slices).")
-    ] = "nifti",
+        ExportFormat, typer.Option("--format", help="nifti (one file per volume) or dicom (slices).")
+    ] = ExportFormat.NIFTI,
     volumes: Annotated[
         int | None, typer.Option(help="Volumes per run (default: the plan's, as the presenter announces it).")
     ] = None,

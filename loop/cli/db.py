@@ -10,6 +10,7 @@ from rich import box
 from rich.table import Table
 
 from db import export_session, open_database
+from db.base import CortexloopError, EventLevel
 from db.database import upgrade_database
 from db.engine import DEFAULT_DB_FILENAME
 from db.queries import list_sessions, session_detail, session_events, session_id
@@ -134,14 +135,14 @@ def show(session: SessionArg, db: DbOption = DEFAULT_DB_FILENAME, json: JsonOpti
 def events(
     session: SessionArg,
     db: DbOption = DEFAULT_DB_FILENAME,
-    level: Annotated[str | None, typer.Option(help="Only this level: warning, error...")] = None,
+    level: Annotated[EventLevel | None, typer.Option(help="Only this level.", case_sensitive=False)] = None,
     json: JsonOption = False,
 ) -> None:
     """List a session's event log: warnings, gaps, errors."""
     with open_database(db, read_only=True) as database, database.reader() as s:
         rows = session_events(s, session_id(s, session))
     if level is not None:
-        rows = [r for r in rows if r.level == level.lower()]
+        rows = [r for r in rows if r.level == level.value]
     if json:
         print_json(rows)
         return
@@ -164,7 +165,13 @@ def export(
 ) -> None:
     """Export a session as BIDS-style events, ROI time series and a stimuli table."""
     with open_database(db, read_only=True) as database:
-        written = export_session(database, session, out)
+        try:
+            written = export_session(database, session, out)
+        except OSError as exc:
+            raise CortexloopError(
+                f"cannot write the export into {exc.filename or out} ({exc.strerror or exc}); "
+                "choose a folder you can write with --out"
+            ) from None
     for path in written:
         console.print(str(path))
 

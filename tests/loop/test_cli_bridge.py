@@ -271,3 +271,23 @@ def test_listen_cannot_write_names_the_volume_to_start_from_next(
     assert listener.returncode == 1
     assert "cannot write volume 0" in err
     assert "--start-index 0" in err
+
+
+def test_listen_that_received_nothing_says_so_and_exits_nonzero(tmp_path: Path, key_file: Path) -> None:
+    result = run(
+        "bridge", "listen", "--endpoint", f"ipc://{tmp_path}/nobody", "--key-file", str(key_file),
+        "--out", str(tmp_path / "out"), "--timeout", "1",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "received no volume from" in result.stderr
+    assert "is a bridge serving there" in result.stderr
+
+
+def test_replay_refuses_an_unknown_format_before_it_reads_the_run(tmp_path: Path) -> None:
+    result = run("bridge", "replay", str(tmp_path / "none.nii"), str(tmp_path / "x"), "--tr", "2",
+                 "--format", "mp4")  # fmt: skip
+    assert result.returncode == 2
+    assert "'mp4' is not one of" in result.stderr
+    assert "'dicom'" in result.stderr
+    assert "does not exist" not in result.stderr  # refused before the source was looked at
+    assert not (tmp_path / "x").exists()

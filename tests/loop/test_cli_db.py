@@ -163,3 +163,19 @@ def test_names_from_the_record_are_escaped_in_the_report(
         report = write_report(database, "sub-x/ses-01", tmp_path / "report.html").read_text()
     assert "<script>" not in report
     assert "&lt;script&gt;" in report
+
+
+def test_an_export_folder_that_cannot_be_made_is_named_in_one_line(cortexloop: Cli, recorded: Path) -> None:
+    line = _one_line_error(cortexloop("db", "export", "1", "--db", recorded, "--out", "/proc/cortexloop-x"))
+    assert "/proc/cortexloop-x" in line
+    assert "choose a folder you can write" in line
+
+
+def test_an_unknown_event_level_is_refused_naming_the_levels(cortexloop: Cli, recorded: Path) -> None:
+    result = cortexloop("db", "events", "1", "--db", recorded, "--level", "bogus")
+    assert result.returncode == 2
+    assert "'bogus' is not one of" in result.stderr
+    assert "'warning'" in result.stderr
+    shown = cortexloop("db", "events", "1", "--db", recorded, "--level", "WARNING", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert [e["level"] for e in json.loads(shown.stdout)] == ["warning"]
