@@ -15,15 +15,17 @@ writes :data:`EXAMPLE`, a commented file that loads to the defaults.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from db.base import ConfigError
-from loop.plans import Design, Timing
-from stimulus.names import CvKind, ObjectiveKind, ReductionMethod
+from loop.plans import Design, Timing, planned_volumes
+from stimulus.names import BackboneName, CvKind, ObjectiveKind, ReductionMethod
 
 if TYPE_CHECKING:
     from stimulus.encoding import EncodingConfig
@@ -120,6 +122,7 @@ class RoundsConfig:
 class SynthesisSettings:
     strategy: StrategyName = "screened"
     candidates: int = 2000
+    later_candidates: int = 2000
     trust_radius: float = 0.3
     steps: int = 128
     display_size: int = 256
@@ -150,7 +153,7 @@ class SynthesisSettings:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "efficientnet-lite0"
+    backbone: BackboneName = "efficientnet-lite0"
     image_size: int = 96
     budget: int = 1000
     reduction: ReductionMethod = "pool"
@@ -201,14 +204,35 @@ class SessionConfig:
         database = self.session.database
         return database if "://" in database else self.resolve(database)
 
+    def scanner_runs(self) -> list[tuple[str, int, int]]:
+        """Each run the session acquires: (name, trials, volumes), the training run first.
+
+        The volumes are what the scanner's sequence must be set to acquire (a round's run is
+        planned when the round begins, but its length is known now).
+        """
+        t, r = self.training, self.rounds
+        runs = [("training", t.images + t.repeated * (t.repeats - 1), t.timing)]
+        per_round = r.targets_per_round * (r.images_per_target + len(r.controls)) * r.repeats
+        runs += [(f"round {k}", per_round, r.timing) for k in range(1, r.count + 1)]
+        return [
+            (name, n, planned_volumes(n, tr_s=self.scanner.tr_s, timing=timing)) for name, n, timing in runs
+        ]
+
     def resolve(self, path: str) -> Path:
         """A path from the file, relative to the file's folder."""
         base = Path(self.source).parent if self.source != "<defaults>" else Path(".")
         return (base / path) if path and not Path(path).is_absolute() else Path(path)
 
 
-def load_config(path: Path | str) -> SessionConfig:
-    """Read and check a session file; :class:`ConfigError` says what is wrong and where."""
+Check = Callable[["SessionConfig"], list[str]]
+
+
+def load_config(path: Path | str, *, checks: Sequence[Check] = ()) -> SessionConfig:
+    """Read and check a session file; :class:`ConfigError` says what is wrong and where.
+
+    ``checks`` add problems of their own (a caller's knowledge, such as the
+    virtual subject's ROIs), reported with the others.
+    """
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -218,23 +242,30 @@ def load_config(path: Path | str) -> SessionConfig:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"session file {path} is not valid TOML: {exc}") from None
-    return parse_config(data, source=str(path))
+    return parse_config(data, source=str(path), checks=checks)
 
 
-def parse_config(data: dict[str, Any], *, source: str = "<text>") -> SessionConfig:
+def parse_config(
+    data: dict[str, Any], *, source: str = "<text>", checks: Sequence[Check] = ()
+) -> SessionConfig:
     unknown = sorted(set(data) - set(SESSION_SECTIONS))
     if unknown:
         raise ConfigError(
             f"{source}: unknown section(s) [{'], ['.join(unknown)}]; sections: {', '.join(SESSION_SECTIONS)}"
         )
-    sections = {}
+    sections, problems = {}, []
     for name, kind in SESSION_SECTIONS.items():
         table = data.get(name, {})
         if not isinstance(table, dict):
-            raise ConfigError(f"{source}: [{name}] must be a table of keys")
-        sections[name] = _section(kind, table, name, source)
+            problems.append(f"[{name}] must be a table of keys")
+            table = {}
+        sections[name] = _section(kind, table, name, problems)
     config = SessionConfig(**sections, source=source)
-    _check(config)
+    problems += _problems(config)  # a key of the wrong type stands at its default for these
+    for check in checks:
+        problems += check(config)
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems), problems=problems)
     return config
 
 
@@ -250,15 +281,20 @@ SESSION_SECTIONS: dict[str, type[Any]] = {
 }
 
 
-def _section(kind: type[Any], table: dict[str, Any], name: str, source: str) -> Any:
+def _section(kind: type[Any], table: dict[str, Any], name: str, problems: list[str]) -> Any:
+    """The section's dataclass from its table; each key that is unknown or of the wrong type is a problem."""
     fields = {f.name: f for f in dataclasses.fields(kind)}
     unknown = sorted(set(table) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{source}: [{name}] has unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}"
-        )
+        problems.append(f"[{name}] has unknown key(s) {', '.join(unknown)}; known: {', '.join(fields)}")
     hints = typing.get_type_hints(kind)
-    values = {key: _value(hints[key], value, f"{source}: [{name}] {key}") for key, value in table.items()}
+    values = {}
+    for key, value in table.items():
+        if key in fields:
+            try:
+                values[key] = _value(hints[key], value, f"[{name}] {key}")
+            except ConfigError as exc:
+                problems.append(str(exc))
     return kind(**values)
 
 
@@ -293,11 +329,24 @@ def _either(choices: tuple[Any, ...]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
-def _check(c: SessionConfig) -> None:
-    """What the types cannot say: ranges, and keys checked against each other."""
+ENDPOINT = re.compile(r"^(tcp://(\*|[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})|ipc://.+|inproc://.+)$")
+TR_RANGE_S = (0.1, 20.0)  # the TRs of BOLD sequences, multiband to sparse, with room on both sides
+
+
+def _problems(c: SessionConfig) -> list[str]:
+    """What the types cannot say: ranges, keys checked against each other, and the files named."""
     problems = []
-    if not c.scanner.tr_s > 0:
-        problems.append(f"[scanner] tr_s must be positive, got {c.scanner.tr_s}")
+    low, high = TR_RANGE_S
+    if not low <= c.scanner.tr_s <= high:
+        problems.append(f"[scanner] tr_s must be between {low:g} and {high:g} s, got {c.scanner.tr_s:g}")
+    for key in ("bridge", "presenter"):
+        endpoint = getattr(c.scanner, key)
+        match = ENDPOINT.match(endpoint)
+        if match is None or (match.group(3) is not None and not 0 < int(match.group(3)) < 65536):
+            problems.append(
+                f"[scanner] {key} {endpoint!r} is not a ZeroMQ endpoint; write tcp://HOST:PORT "
+                "(e.g. tcp://127.0.0.1:5555) or ipc:///path"
+            )
     if not (c.scanner.volume_timeout_s > 0 and c.scanner.trigger_timeout_s > 0):
         problems.append("[scanner] volume_timeout_s and trigger_timeout_s must be positive")
     t = c.training
@@ -323,16 +372,50 @@ def _check(c: SessionConfig) -> None:
         problems.append("[rounds] count must be >= 0, images_per_target and repeats >= 1")
     if c.synthesis.candidates < 1 or c.synthesis.steps < 1:
         problems.append("[synthesis] candidates and steps must be at least 1")
+    if c.synthesis.later_candidates < 0:
+        problems.append(f"[synthesis] later_candidates must be 0 or more, got {c.synthesis.later_candidates}")
     if not 0 < c.synthesis.trust_radius <= 1:
         problems.append(f"[synthesis] trust_radius must be in (0, 1], got {c.synthesis.trust_radius}")
     if c.model.cv == "kfold" and c.model.folds < 2:
         problems.append(f'[model] folds must be at least 2 with cv = "kfold", got {c.model.folds}')
     if not c.simulation.speed > 0:
         problems.append(f"[simulation] speed must be positive, got {c.simulation.speed}")
-    if c.session.kind == "scanner" and not (c.atlas.labels and c.atlas.names):
-        problems.append("[atlas] labels and names are required in a scanner session")
-    if problems:
-        raise ConfigError(f"{c.source}: " + "; ".join(problems))
+    if c.session.kind == "scanner":
+        problems += _scanner_problems(c)
+    return problems
+
+
+def _scanner_problems(c: SessionConfig) -> list[str]:
+    """A scanner session's files: the atlas (whose names must hold every target) and the key."""
+    if not (c.atlas.labels and c.atlas.names):
+        return ["[atlas] labels and names are required in a scanner session"]
+    from loop.analysis.roi import RoiAtlas
+
+    problems = []
+    labels, names = c.resolve(c.atlas.labels), c.resolve(c.atlas.names)
+    if not labels.is_file():
+        problems.append(f"[atlas] labels {labels} does not exist; give the atlas's NIfTI label image")
+    if not names.is_file():
+        problems.append(f"[atlas] names {names} does not exist; give a TSV with columns index and name")
+    if not problems:
+        try:
+            known = set(RoiAtlas.load(labels, names).names.values())
+        except ConfigError as exc:
+            problems.append(f"[atlas] {exc}")
+        else:
+            missing = [roi for roi in c.rounds.targets if roi not in known]
+            if missing:
+                problems.append(
+                    f"[rounds] targets {', '.join(missing)} are not in the atlas {names} "
+                    f"(it names {', '.join(sorted(known))})"
+                )
+    key = c.resolve(c.scanner.key_file)
+    if not key.is_file():
+        problems.append(
+            f"[scanner] key_file {key} does not exist; make it with `cortexloop bridge keygen {key}` "
+            "and copy it to the bridge and presenter computers"
+        )
+    return problems
 
 
 EXAMPLE = """\
@@ -392,7 +475,8 @@ strategy = "screened"  # how a round's images are made (docs/synthesis.md):
                        #             the best ranked refined up its gradient
                        #   best-measured: the images measured best so far, refined (the first closed loop)
                        #   from-noise: paper 000, from noise every round
-candidates = 2000    # natural images screened each round (screened)
+candidates = 2000    # natural images screened in the first round that synthesizes (screened)
+later_candidates = 2000  # fresh natural images screened in each later round (0: rank the shown only)
 trust_radius = 0.3   # how far (RMS pixels, 0..1) an image may move from the natural image it came from
 steps = 128          # gradient steps
 display_size = 256   # pixels written for the presenter (screened optimizes at this size)

@@ -92,6 +92,12 @@ def training_order(n_images: int, repeated: int, repeats: int, seed: int) -> lis
     return order
 
 
+def planned_volumes(n_trials: int, *, tr_s: float, timing: Timing) -> int:
+    """How many volumes a run of ``n_trials`` acquires (what :func:`plan_run` will plan)."""
+    placeholder = PlannedStimulus("placeholder.png", "0" * 64, "natural")
+    return plan_run("count", [placeholder] * n_trials, tr_s=tr_s, timing=timing).n_volumes
+
+
 def plan_run(
     run_id: str,
     stimuli: Sequence[PlannedStimulus],

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["CvKind", "InitKind", "ObjectiveKind", "Parametrization", "ReductionMethod"]
+__all__ = ["BackboneName", "CvKind", "InitKind", "ObjectiveKind", "Parametrization", "ReductionMethod"]
 
 ObjectiveKind = Literal["roi-mean", "voxel-weighted", "voxel", "contrast", "contrast-baseline"]
 Parametrization = Literal["fourier", "pixel"]
 InitKind = Literal["grey", "noise"]  # where synthesis starts when it is given no images
 ReductionMethod = Literal["pool", "smooth"]
 CvKind = Literal["kfold", "loo"]
+BackboneName = Literal["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]  # the built-in ones

@@ -50,7 +50,11 @@ class CortexloopError(Exception):
 
 
 class ConfigError(CortexloopError, ValueError):
-    """A configuration value is missing, unknown or out of range."""
+    """A configuration value is missing, unknown or out of range; ``problems`` lists every one found."""
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
 
 
 # --- the wire ----------------------------------------------------------------------------------------

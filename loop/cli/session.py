@@ -6,10 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from db.base import ConfigError
 from loop.cli._common import console
-from loop.config import EXAMPLE, load_config
+from loop.config import EXAMPLE, SessionConfig, load_config
 
 app = typer.Typer(help="A session's configuration: init, check.", no_args_is_help=True)
 
@@ -29,8 +32,17 @@ def init(
 
 @app.command()
 def check(path: Annotated[Path, typer.Argument(help="The session file.", show_default=False)]) -> None:
-    """Validate a session file and say what the session will do."""
-    config = load_config(path)
+    """Validate a session file, naming every problem at once, and print the runs the scanner must acquire."""
+    try:
+        config = load_config(path, checks=[_simulation_problems])
+    except ConfigError as exc:
+        problems = exc.problems
+        prefix = f"{path}: "
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        err.print(f"{path}: {len(problems)} problem(s); nothing was started", markup=False)
+        for problem in problems:
+            err.print(f"  - {problem.removeprefix(prefix)}", markup=False)
+        raise typer.Exit(1) from None
     s, t, r = config.session, config.training, config.rounds
     shown = t.images + t.repeated * (t.repeats - 1)
     console.print(f"{path}: valid. {s.kind} session {s.subject}/{s.session}, TR {config.scanner.tr_s:g} s")
@@ -42,6 +54,34 @@ def check(path: Annotated[Path, typer.Argument(help="The session file.", show_de
         f"rounds: {r.count} x {r.targets_per_round} targets ({r.policy}) x {r.images_per_target} images, "
         f"controls: {', '.join(r.controls) or 'none'}"
     )
+    table = Table("run", "trials", "volumes", "scanner time", box=box.SIMPLE_HEAD,
+                  title="set the scanner's sequence to these volumes per run")  # fmt: skip
+    total = 0.0
+    for name, trials, volumes in config.scanner_runs():
+        seconds = volumes * config.scanner.tr_s
+        total += seconds
+        table.add_row(name, str(trials), str(volumes), _minutes(seconds))
+    table.add_row("all", "", "", _minutes(total))
+    console.print(table)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {seconds % 60:04.1f} s"
+
+
+def _simulation_problems(config: SessionConfig) -> list[str]:
+    """A simulation's targets against the virtual subject's atlas (a scanner session's: its own atlas)."""
+    if config.session.kind != "simulation":
+        return []
+    from loop.simulation.rois import ROI_NAMES
+
+    missing = [roi for roi in config.rounds.targets if roi not in ROI_NAMES]
+    if not missing:
+        return []
+    return [
+        f"[rounds] targets {', '.join(missing)} are not ROIs of the virtual subject "
+        f"(it has {', '.join(ROI_NAMES)})"
+    ]
 
 
 @app.command()

@@ -47,20 +47,12 @@ import torch.nn.functional as F  # noqa: N812 (torch's own idiom)
 from db.base import ConfigError
 from loop.analysis.hrf import hrf_integral
 from loop.errors import SimulationError
+from loop.simulation.rois import ROI_DESCRIPTIONS, ROI_NAMES
 
 __all__ = ["ROI_NAMES", "SubjectConfig", "VirtualSubject"]
 
 Array = npt.NDArray[np.float64]
 
-ROI_NAMES = ("V1", "V2", "V4", "LO", "FFA", "PPA")
-ROI_DESCRIPTIONS = {
-    "V1": "primary visual cortex (retinotopic, oriented energy)",
-    "V2": "secondary visual cortex (retinotopic, larger receptive fields)",
-    "V4": "extrastriate area V4 (retinotopic, mid-level features)",
-    "LO": "lateral occipital object area",
-    "FFA": "fusiform face area (faces and animals)",
-    "PPA": "parahippocampal place area (places and scenes)",
-}
 
 # ImageNet-1k class groups (indices) that the category areas weight.
 _DOGS, _CATS, _BIRDS = range(151, 269), range(281, 294), [*range(80, 101), *range(127, 147)]

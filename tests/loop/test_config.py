@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -64,10 +65,73 @@ def test_session_init_writes_the_example_once_and_check_reads_it(cortexloop: Cli
     checked = cortexloop("session", "check", path)
     assert checked.returncode == 0, checked.stderr
     assert "training: 100 natural images (20 shown 3 times), 140 trials" in checked.stdout
+    # What the operator types into the scanner's sequence: volumes per run, and the scanner time.
+    assert re.search(r"training\s+140\s+290\s+9 min 40.0 s", checked.stdout)
+    assert re.search(r"round 3\s+60\s+130\s+4 min 20.0 s", checked.stdout)
+    assert re.search(r"all\s+22 min 40.0 s", checked.stdout)
     path.write_text('[rounds]\npolicy = "best"\n')
     bad = cortexloop("session", "check", path)
     assert bad.returncode == 1
     assert "[rounds] policy is 'best'; use all or worst" in bad.stderr
+
+
+def test_check_names_every_problem_of_a_file_at_once(cortexloop: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text(
+        '[session]\nkind = "scanner"\n[atlas]\nlabels = "atlas.nii.gz"\nnames = "atlas.tsv"\n'
+        '[scanner]\ntr_s = 0.001\nbridge = "foo"\n[model]\nbackbone = "resnet50"\n'
+        '[synthesis]\nsteps = 0\n[rounds]\ntargets = ["V9", "FFA"]\ntargets_per_round = 2\n'
+    )
+    result = cortexloop("session", "check", path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"{path}: 7 problem(s); nothing was started" in result.stderr
+    for said in (
+        "[model] backbone is 'resnet50'; use efficientnet-lite0, efficientnet-lite1 or efficientnet-lite2",
+        "[scanner] tr_s must be between 0.1 and 20 s, got 0.001",
+        "[scanner] bridge 'foo' is not a ZeroMQ endpoint",
+        "[synthesis] candidates and steps must be at least 1",
+        f"[atlas] labels {tmp_path}/atlas.nii.gz does not exist",
+        f"[atlas] names {tmp_path}/atlas.tsv does not exist",
+        f"[scanner] key_file {tmp_path}/cortexloop.key does not exist; make it with `cortexloop bridge",
+    ):
+        assert said in result.stderr
+
+
+def test_check_holds_targets_to_the_atlas(cortexloop: Cli, tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    labels = np.zeros((4, 4, 4), dtype=np.int16)
+    labels[0, 0, :2] = 1
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / "atlas.nii.gz")
+    (tmp_path / "atlas.tsv").write_text("index\tname\n1\tFFA\n")
+    (tmp_path / "cortexloop.key").write_bytes(b"k" * 32)
+    path = tmp_path / "s.toml"
+    path.write_text(
+        '[session]\nkind = "scanner"\n[atlas]\nlabels = "atlas.nii.gz"\nnames = "atlas.tsv"\n'
+        '[rounds]\ntargets = ["V9", "FFA"]\ntargets_per_round = 2\n'
+    )
+    result = cortexloop("session", "check", path)
+    assert result.returncode == 1
+    assert f"[rounds] targets V9 are not in the atlas {tmp_path}/atlas.tsv (it names FFA)" in result.stderr
+    path.write_text('[rounds]\ntargets = ["V9", "FFA"]\ntargets_per_round = 2\n')  # a simulation
+    result = cortexloop("session", "check", path)
+    assert "[rounds] targets V9 are not ROIs of the virtual subject (it has V1, V2, V4, LO, FFA, PPA)" in (
+        result.stderr
+    )
+
+
+def test_the_backbones_a_session_file_may_name_are_the_built_in_ones() -> None:
+    import typing
+
+    from stimulus.backbones import BACKBONES
+    from stimulus.names import BackboneName
+
+    assert set(typing.get_args(BackboneName)) <= set(BACKBONES)
+    assert {name for name in BACKBONES if name.startswith("efficientnet")} == set(
+        typing.get_args(BackboneName)
+    )
 
 
 def test_every_strategy_a_session_file_may_name_exists_and_says_what_it_follows() -> None:
