@@ -15,8 +15,11 @@ For each image size and batch size, in one process on the same model:
 
 Each is measured ``--repeats`` times, alternating, and the medians are
 compared. The ratio is the overhead of everything synthesis adds (parametrization,
-transforms, objective, optimizer, bookkeeping). Target: under 15 %. Then the
-time of a full round, 5 ROIs x 4 images x 256 steps at 224 pixels.
+transforms, objective, optimizer, bookkeeping). Target: under 15 %. Then a
+session's step (20 images optimized at display size, the model at 96 px)
+with the backbone's convolutions channels-last, as loaded, and contiguous,
+alternating, as a ratio. Then the time of a full round, 5 ROIs x 4 images x
+256 steps at 224 pixels.
 
 The process keeps freed memory for reuse (``reuse_freed_memory``), as the
 ``synth`` command does; without it, large CPU batches spend much of each step
@@ -52,10 +55,14 @@ def _model(size: int, device: str) -> EncodingModel:
     )
 
 
-def _synthesis_step_s(model: EncodingModel, batch: int, warm: int, steps: int) -> float:
+def _synthesis_step_s(
+    model: EncodingModel, batch: int, warm: int, steps: int, image_size: int | None = None
+) -> float:
     """Median time of one synthesis step, from the progress callback's timestamps."""
     stamps: list[float] = []
-    config = SynthesisConfig(images_per_target=batch, steps=warm + steps, batch_size=batch, patience=10**6)
+    config = SynthesisConfig(
+        images_per_target=batch, steps=warm + steps, batch_size=batch, patience=10**6, image_size=image_size
+    )
     synthesize(
         model, [Target(roi="V1")], config, progress=lambda done, total: stamps.append(time.perf_counter())
     )
@@ -77,6 +84,26 @@ def _bare_step_s(model: EncodingModel, batch: int, warm: int, steps: int, device
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return float(np.median(times[warm:]))
+
+
+def _memory_formats(device: str, args: argparse.Namespace) -> None:
+    """A session's step (20 images optimized at 256 px, the model at 96), channels-last against contiguous."""
+    model = _model(96, device)
+    module = model.extractor.backbone.module
+    times: dict[str, list[float]] = {"channels-last": [], "contiguous": []}
+    for _ in range(args.repeats):
+        for name, memory_format in (
+            ("channels-last", torch.channels_last),
+            ("contiguous", torch.contiguous_format),
+        ):
+            module.to(memory_format=memory_format)  # type: ignore[call-overload]
+            times[name].append(_synthesis_step_s(model, 20, args.warm, args.steps, image_size=256))
+    module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    last, plain = (float(np.median(times[k])) for k in ("channels-last", "contiguous"))
+    print(
+        f"a session's step (20 images at 256 px, model at 96 px): channels-last {1000 * last:.0f} ms, "
+        f"contiguous {1000 * plain:.0f} ms; channels-last / contiguous {last / plain:.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{rate * batch:.1f}",
                 file=out,
             )
+    _memory_formats(device, args)
     if args.skip_round:
         return
     model = models.get(224) or _model(224, device)

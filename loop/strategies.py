@@ -15,9 +15,11 @@ report can show how far synthesis moved it.
 - ``from-noise``: paper 000 as published: from noise (the Fourier
   parametrization's 1/f noise), every round.
 - ``screened``: many candidates, screened by the model, then refined: a
-  fresh natural pool of ``[synthesis] candidates`` images drawn each round
-  and every image shown so far are ranked by the current (refitted)
-  model's predicted response of the target; the best ranked start the
+  natural pool of ``[synthesis] candidates`` images in the first round that
+  synthesizes (``later_candidates`` fresh ones in each later round, none by
+  default: the refitted model almost never prefers them to the images
+  already refined) and every image shown so far are ranked by the current
+  (refitted) model's predicted response of the target; the best ranked start the
   images, which climb the gradient at display resolution (the model sees
   a resized copy, so refining again loses no detail) inside a trust region
   of ``[synthesis] trust_radius`` around the natural image each descends
@@ -168,7 +170,7 @@ class FromNoise:
 
 
 class Screened:
-    """A fresh natural pool and every image shown so far, ranked by the model; the best ranked refined.
+    """A natural pool (the first round) and every image shown so far, ranked by the model; the best refined.
 
     Refinement keeps to a trust region: no image ends further than
     ``[synthesis] trust_radius`` (RMS pixels) from the natural image it
@@ -189,7 +191,9 @@ class Screened:
         ranked.consider(load_images([context.stimuli / p for p in shown], size), shown, [
             context.origins.get(p, p) for p in shown
         ])  # fmt: skip
-        for chunk, pool in _natural_pool(context.settings.candidates, size, context.seed):
+        first = not any(stimulus.condition == "synthesized" for stimulus, _ in context.shown)
+        fresh = context.settings.candidates if first else context.settings.later_candidates
+        for chunk, pool in _natural_pool(fresh, size, context.seed):
             ranked.consider(pool, [f"natural candidate {k} of pool {chunk}" for k in range(len(pool))])
         picks = ranked.best()
         starts = np.stack([image for image, _, _ in picks])
