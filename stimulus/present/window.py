@@ -28,6 +28,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from stimulus.errors import PresenterError
+
 __all__ = ["PsychoPyClock", "PsychoPyDisplay", "choose_refresh_rate"]
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,8 @@ class PsychoPyDisplay:
     ) -> None:
         from psychopy import event, visual
 
+        if monitor is not None:
+            _check_monitor(monitor)
         self._event = event
         self._visual = visual
         units = "deg" if monitor else "pix"
@@ -176,3 +180,15 @@ def choose_refresh_rate(measured_hz: float | None, expected_hz: float | None) ->
             "check the monitor's mode. Onsets are scheduled in frames of the measured rate."
         )
     return measured_hz, None
+
+
+def _check_monitor(name: str) -> None:
+    """A monitor PsychoPy has no calibration for would silently become its uncalibrated default."""
+    from psychopy import monitors
+
+    known = sorted(monitors.getAllMonitors())
+    if name not in known:
+        raise PresenterError(
+            f"monitor {name!r} has no calibration on this computer (known: {', '.join(known) or 'none'}); "
+            "check the name, or calibrate it in PsychoPy's Monitor Center (distance, width, resolution)"
+        )

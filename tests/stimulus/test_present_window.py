@@ -118,3 +118,13 @@ def test_launchscan_triggers_come_through_the_keyboard_apart_from_responses(tmp_
     assert log.triggers_s[-1] == pytest.approx((plan.n_volumes - 1) * plan.tr_s, abs=0.3)
     assert [key for key, _ in log.responses] == ["1"]
     assert log.trials[0].actual_onset_s is not None
+
+
+def test_a_monitor_with_no_calibration_is_refused_naming_the_known_ones() -> None:
+    from stimulus.errors import PresenterError
+    from stimulus.present.window import PsychoPyDisplay
+
+    with pytest.raises(
+        PresenterError, match=r"monitor 'nosuchmonitor' has no calibration.*known: .*testMonitor"
+    ):
+        PsychoPyDisplay(monitor="nosuchmonitor")
