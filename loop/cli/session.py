@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from db.base import ConfigError
+from db.base import ConfigError, CortexloopError
 from loop.cli._common import console
 from loop.config import EXAMPLE, SessionConfig, load_config
+
+if TYPE_CHECKING:
+    from db import Database
 
 app = typer.Typer(help="A session's configuration: init, check.", no_args_is_help=True)
 
@@ -65,6 +68,33 @@ def check(path: Annotated[Path, typer.Argument(help="The session file.", show_de
     console.print(table)
 
 
+def _check_can_run(database: Database, config: SessionConfig, *, resume: bool, again: str) -> None:
+    """Refuse, before waiting on any other computer, a session that cannot be started or resumed."""
+    from db.base import RecordNotFoundError, Status
+    from db.queries import session_info
+
+    ref = f"{config.session.subject}/{config.session.session}"
+    try:
+        with database.reader() as s:
+            status = session_info(s, ref).status
+    except RecordNotFoundError:
+        if resume:
+            raise CortexloopError(
+                f"nothing to resume: the database has no session {ref}; start it without --resume"
+            ) from None
+        return
+    if not resume:
+        raise CortexloopError(
+            f"session {ref} is in the database already ({status}); continue it with `{again}`, "
+            "or start another with a new [session] session label"
+        )
+    if status == Status.COMPLETED:
+        raise CortexloopError(
+            f"session {ref} is completed; nothing is left to run. Its report: "
+            f"`cortexloop report {ref} --db {config.database_target} --out report.html`"
+        )
+
+
 def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {seconds % 60:04.1f} s"
 
@@ -103,6 +133,7 @@ def run(
     from db import open_database
     from loop.acquisition import NetworkAcquisition, NetworkSettings
     from loop.console import ConsoleObserver
+    from loop.errors import AcquisitionError
     from loop.session import Controller
     from scanner_bridge import load_key
     from stimulus._torch import reuse_freed_memory
@@ -119,11 +150,22 @@ def run(
         speed=config.simulation.speed if simulated else 1.0,
     )
     observer = ConsoleObserver(console)
-    acquisition = NetworkAcquisition(settings)
-    try:
-        if simulated:  # the simulated scanner must be listening before the first plan is armed
-            acquisition.wait_for_peers(2, timeout_s=config.scanner.trigger_timeout_s)
-        with open_database(config.database_target, create=True) as database:
-            Controller(config, database, acquisition, observer=observer, device=device).run(resume=resume)
-    finally:
-        acquisition.close()
+    again = f"cortexloop session run --config {config_path} --resume"
+    # The database first: a session that cannot be started or resumed says so before any wait.
+    with open_database(config.database_target, create=True) as database:
+        _check_can_run(database, config, resume=resume, again=again)
+        acquisition = NetworkAcquisition(settings)
+        try:
+            controller = Controller(config, database, acquisition, observer=observer, device=device)
+            if simulated:  # the simulated scanner must be listening before the first plan is armed
+                acquisition.wait_for_peers(2, timeout_s=config.scanner.trigger_timeout_s)
+            controller.run(resume=resume)
+        except KeyboardInterrupt:
+            Console(stderr=True).print(
+                f"cortexloop: stopped; everything committed is kept: continue with `{again}`", markup=False
+            )
+            raise typer.Exit(130) from None
+        except AcquisitionError as exc:  # the bridge, the presenter or the scanner stopped the run
+            raise CortexloopError(f"{exc}; everything committed is kept: continue with `{again}`") from None
+        finally:
+            acquisition.close()
