@@ -154,3 +154,39 @@ def test_public_surface_is_what_all_says(package: str) -> None:
         assert sorted(lazy, key=_isort) == module.__all__
     if "." not in package:
         assert (ROOT / package / "py.typed").exists()
+
+
+def _third_party(path: Path) -> set[str]:
+    """Top-level names of what ``path`` imports that are neither the standard library nor cortexloop."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n not in PACKAGES and n != "__future__"}
+
+
+def test_every_package_cortexloop_imports_is_declared_in_pyproject() -> None:
+    import importlib.metadata
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    requirements += [
+        r for name, extra in project["optional-dependencies"].items() if name != "test" for r in extra
+    ]
+    declared = {re.split(r"[\s<>=!~\[;]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+    providers = importlib.metadata.packages_distributions()
+    undeclared = {}
+    for folder in PACKAGES:
+        for path in _files(folder):
+            for name in _third_party(path):
+                dists = {d.lower().replace("_", "-") for d in providers.get(name, [name])}
+                if not dists & declared:
+                    undeclared.setdefault(name, []).append(str(path.relative_to(ROOT)))
+    assert undeclared == {}, (
+        f"imported but not declared in pyproject.toml (dependencies or an extra): {undeclared}"
+    )
