@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from db.database import Database, open_database
     from db.engine import make_engine, resolve_url
     from db.export import export_session
+    from db.frames import SessionFrames, Study, open_study
+    from db.frames import open as open
     from db.recorder import RoiSpec, SessionRecorder
     from db.schema import check_schema, head_revision, upgrade
 
@@ -52,6 +54,10 @@ _EXPORTS = {
     "make_engine": "db.engine",
     "resolve_url": "db.engine",
     "export_session": "db.export",
+    "open": "db.frames",
+    "open_study": "db.frames",
+    "SessionFrames": "db.frames",
+    "Study": "db.frames",
     "RoiSpec": "db.recorder",
     "SessionRecorder": "db.recorder",
     "check_schema": "db.schema",
@@ -74,16 +80,20 @@ __all__ = [
     "SchemaMismatchError",
     "SchemaTooNewError",
     "SchemaTooOldError",
+    "SessionFrames",
     "SessionKind",
     "SessionRecorder",
     "Status",
     "StimulusKind",
+    "Study",
     "VolumeStatus",
     "check_schema",
     "export_session",
     "head_revision",
     "make_engine",
+    "open",
     "open_database",
+    "open_study",
     "resolve_url",
     "upgrade",
 ]
