@@ -84,6 +84,7 @@ class ScannerConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     images: int = 100
+    image_set: str = ""  # a lab's folder or TSV of images (stimulus.image_sets); "": the built-in set
     repeated: int = 20
     repeats: int = 3
     design: Design = "event"
@@ -350,6 +351,11 @@ def _problems(c: SessionConfig) -> list[str]:
     if not (c.scanner.volume_timeout_s > 0 and c.scanner.trigger_timeout_s > 0):
         problems.append("[scanner] volume_timeout_s and trigger_timeout_s must be positive")
     t = c.training
+    if t.image_set and not c.resolve(t.image_set).exists():
+        problems.append(
+            f"[training] image_set {c.resolve(t.image_set)} does not exist; give a folder of images or a TSV "
+            "with a path column"
+        )
     if t.repeated > t.images:
         problems.append(f"[training] repeated ({t.repeated}) cannot exceed images ({t.images})")
     if t.repeats < 1 or t.images < 10:
@@ -447,6 +453,7 @@ trigger_timeout_s = 60.0            # real seconds from the plan to the scanner'
 
 [training]
 images = 100        # natural images in the training run
+image_set = ""      # a folder of the lab's images, or a TSV (path, category, split); "": the built-in set
 repeated = 20       # of which this many are shown `repeats` times (the noise ceiling)
 repeats = 3
 design = "event"    # event (one image per trial) or block

@@ -223,24 +223,49 @@ class Controller:
         from stimulus.natural import natural_image_set
 
         t = self.config.training
-        images = natural_image_set(
-            t.images, size=self.config.synthesis.display_size, seed=self.config.session.seed
-        )
+        if t.image_set:
+            pixels = self._lab_images()
+        else:
+            pixels = natural_image_set(
+                t.images, size=self.config.synthesis.display_size, seed=self.config.session.seed
+            ).pixels
         natural = []
         for k in range(t.images):
-            name, sha = save_png(images.pixels[k], self.folder.stimuli, f"natural/nat_{k:03d}.png")
+            name, sha = save_png(pixels[k], self.folder.stimuli, f"natural/nat_{k:03d}.png")
             natural.append(PlannedStimulus(name, sha, "natural"))
             self._rec.record_stimulus(
                 sha256=sha,
                 path=name,
                 kind=StimulusKind.NATURAL,
-                width=images.pixels.shape[2],
-                height=images.pixels.shape[1],
+                width=pixels.shape[2],
+                height=pixels.shape[1],
             )
         order = training_order(t.images, t.repeated, t.repeats, seed=self.config.session.seed)
         return plan_run(
             run.label, [natural[k] for k in order], tr_s=self.config.scanner.tr_s, timing=t.timing
         )
+
+    def _lab_images(self) -> npt.NDArray[np.float32]:
+        """``[training] images`` of the lab's image set, drawn with the session's seed, at display size."""
+        from stimulus.image_sets import read_image_set
+        from stimulus.images import load_images
+
+        t = self.config.training
+        found = read_image_set(self.config.resolve(t.image_set))
+        if len(found) < t.images:
+            raise ConfigError(
+                f"{self.config.source}: [training] images is {t.images}, but the image set {found.source} "
+                f"has {len(found)} usable image(s); lower images or add to the set"
+            )
+        chosen = np.sort(
+            np.random.default_rng(self.config.session.seed).choice(len(found), t.images, replace=False)
+        )
+        converted = f"; used as RGB: {', '.join(found.converted)}" if found.converted else ""
+        self._event(
+            "info", "training.images",
+            f"training images: {t.images} of the {len(found)} in {found.source}{converted}",
+        )  # fmt: skip
+        return load_images([found.paths[k] for k in chosen], self.config.synthesis.display_size)
 
     # -- a round ----------------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ def init(
 def check(path: Annotated[Path, typer.Argument(help="The session file.", show_default=False)]) -> None:
     """Validate a session file, naming every problem at once, and print the runs the scanner must acquire."""
     try:
-        config = load_config(path, checks=[_simulation_problems])
+        config = load_config(path, checks=[_simulation_problems, _image_set_problems])
     except ConfigError as exc:
         problems = exc.problems
         prefix = f"{path}: "
@@ -57,6 +57,17 @@ def check(path: Annotated[Path, typer.Argument(help="The session file.", show_de
         f"rounds: {r.count} x {r.targets_per_round} targets ({r.policy}) x {r.images_per_target} images, "
         f"controls: {', '.join(r.controls) or 'none'}"
     )
+    if t.image_set:
+        from stimulus.image_sets import read_image_set
+
+        found = read_image_set(config.resolve(t.image_set))
+        converted = (
+            f" ({len(found.converted)} used as RGB: {', '.join(found.converted)})" if found.converted else ""
+        )
+        console.print(
+            f"image set {found.source}: {len(found)} images, each readable and distinct{converted}",
+            soft_wrap=True,
+        )
     table = Table("run", "trials", "volumes", "scanner time", box=box.SIMPLE_HEAD,
                   title="set the scanner's sequence to these volumes per run")  # fmt: skip
     total = 0.0
@@ -97,6 +108,22 @@ def _check_can_run(database: Database, config: SessionConfig, *, resume: bool, a
 
 def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)} min {seconds % 60:04.1f} s"
+
+
+def _image_set_problems(config: SessionConfig) -> list[str]:
+    """Every file of the lab's image set opened (each bad one named), and enough of them to train on."""
+    t = config.training
+    if not t.image_set or not config.resolve(t.image_set).exists():
+        return []  # none, or its absence is a problem already
+    from stimulus.image_sets import ImageSetError, read_image_set
+
+    try:
+        found = read_image_set(config.resolve(t.image_set))
+    except ImageSetError as exc:
+        return [f"[training] image_set {config.resolve(t.image_set)}: {p}" for p in exc.problems]
+    if len(found) < t.images:
+        return [f"[training] images is {t.images}, but the image set has {len(found)} usable image(s)"]
+    return []
 
 
 def _simulation_problems(config: SessionConfig) -> list[str]:
