@@ -37,7 +37,7 @@ from loop.plans import PlannedStimulus
 from stimulus.errors import PlanError
 from stimulus.present import RunPlan
 
-__all__ = ["RunRef", "RunResponses", "SessionFolder"]
+__all__ = ["Relocation", "RunRef", "RunResponses", "SessionFolder"]
 
 Array = npt.NDArray[np.float64]
 
@@ -186,3 +186,55 @@ class SessionFolder:
             return np.array([[p["roi_responses"][name] for name in roi_names] for p in shown], dtype=float)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SessionError(f"no ground truth for run {run.number} ({path}): {exc}") from None
+
+
+@dataclass(frozen=True)
+class Relocation:
+    """Where a recorded session's files are now, when its folder has moved since (or was archived).
+
+    The database records the paths the session wrote, ``recorded`` the
+    session folder among them. A path that no longer exists but lies inside
+    ``recorded`` is looked for at the same place inside ``actual``.
+    """
+
+    recorded: Path | None = None
+    actual: Path | None = None
+
+    def path(self, recorded_path: str | Path) -> Path:
+        path = Path(recorded_path)
+        if path.exists() or self.recorded is None or self.actual is None or self.actual == self.recorded:
+            return path
+        try:
+            return self.actual / path.relative_to(self.recorded)
+        except ValueError:  # outside the session folder (a shared stimulus folder, an atlas elsewhere)
+            return path
+
+    @classmethod
+    def find(cls, config_toml: str | None, *, database_file: Path | None, folder: Path | None) -> Relocation:
+        """From the session file the database keeps: ``folder`` if given, else beside ``database_file``.
+
+        A simulated or scanner session keeps its database and its folder in a
+        fixed relation (the database inside the folder, or beside it); so the
+        database file, wherever it is now, says where the folder is now.
+        """
+        if not config_toml:
+            return cls(None, folder)
+        import tomllib
+
+        from loop.config import parse_config
+
+        try:
+            config = parse_config(tomllib.loads(config_toml))
+        except Exception:  # an old or hand-edited session file: nothing to say
+            return cls(None, folder)
+        recorded = config.resolve(config.session.output).absolute()
+        if folder is not None or recorded.exists():
+            return cls(recorded, folder or recorded)
+        recorded_db = config.database_target
+        if database_file is None or not isinstance(recorded_db, Path) or not recorded_db.is_absolute():
+            return cls(recorded, None)
+        try:
+            inside = recorded.relative_to(recorded_db.parent)
+        except ValueError:
+            return cls(recorded, None)
+        return cls(recorded, (database_file.absolute().parent / inside))

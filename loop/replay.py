@@ -44,6 +44,7 @@ from loop.analysis.design import Trial
 from loop.analysis.realtime import RunAnalyzer
 from loop.analysis.roi import RoiAtlas, RoiSignals
 from loop.dataset import single_trial_responses
+from loop.folder import Relocation
 from scanner_bridge.readers import read_part
 
 __all__ = ["RunReplay", "replay_session", "session_atlas"]
@@ -75,11 +76,11 @@ class RunReplay:
         return not self.unreadable and self.volumes == self.recorded and close
 
 
-def session_atlas(session: SessionInfo) -> RoiAtlas:
+def session_atlas(session: SessionInfo, located: Relocation | None = None) -> RoiAtlas:
     """The session's ROI atlas: the recorded label image with the recorded ROI names."""
     if not session.atlas_path:
         raise ConfigError(f"session {session.ref} recorded no atlas; it cannot be replayed")
-    path = Path(session.atlas_path)
+    path = (located or Relocation()).path(session.atlas_path)
     if not path.is_file():
         raise ConfigError(f"the session's atlas {path} is gone; replay needs the files the session used")
     if session.atlas_sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != session.atlas_sha256:
@@ -92,18 +93,33 @@ def session_atlas(session: SessionInfo) -> RoiAtlas:
     )
 
 
-def replay_session(database: Database, ref: str, *, runs: Sequence[int] | None = None) -> list[RunReplay]:
-    """Replay every completed run of session ``ref`` (or those numbered in ``runs``)."""
+def replay_session(
+    database: Database,
+    ref: str,
+    *,
+    runs: Sequence[int] | None = None,
+    database_file: Path | None = None,
+    folder: Path | None = None,
+) -> list[RunReplay]:
+    """Replay every completed run of session ``ref`` (or those numbered in ``runs``).
+
+    A session whose folder moved is read from ``folder``, or from beside
+    ``database_file`` (:class:`~loop.folder.Relocation`); each volume file is
+    checked against its recorded SHA-256.
+    """
     with database.reader() as s:
         session = session_info(s, ref)
-        atlas = session_atlas(session)
+        located = Relocation.find(session.config_toml, database_file=database_file, folder=folder)
+        atlas = session_atlas(session, located)
         signals = RoiSignals(atlas, atlas.labelled_voxels())  # the controller's voxels
         completed = session_runs(s, session.id, status=Status.COMPLETED)
         chosen = [run for run in completed if runs is None or run.index in runs]
-        return [_replay_run(s, session.id, run, signals) for run in chosen]
+        return [_replay_run(s, session.id, run, signals, located) for run in chosen]
 
 
-def _replay_run(s: Reader, session_id: int, run: RunRow, signals: RoiSignals) -> RunReplay:
+def _replay_run(
+    s: Reader, session_id: int, run: RunRow, signals: RoiSignals, located: Relocation
+) -> RunReplay:
     n_volumes = run.n_volumes_planned or 0
     trials = run_trials(s, run.id)
     analyzer = RunAnalyzer(
@@ -116,9 +132,9 @@ def _replay_run(s: Reader, session_id: int, run: RunRow, signals: RoiSignals) ->
     fd_diff: list[float] = []
     replayed: dict[int, Array] = {}
     for volume in run_volumes(s, run.id):
-        path = volume.file_path
-        if volume.status is VolumeStatus.MISSING or not path:
+        if volume.status is VolumeStatus.MISSING or not volume.file_path:
             continue
+        path = str(located.path(volume.file_path))
         result.recorded += 1
         try:
             raw = Path(path).read_bytes()

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import stats
 
 from db import Database
-from db.base import EventLevel, RunKind, write_atomic
+from db.base import ConfigError, EventLevel, RunKind, write_atomic
 from db.queries import (
     Reader,
     SessionInfo,
@@ -41,7 +41,7 @@ from db.queries import (
     session_stimuli,
 )
 from loop.config import parse_config
-from loop.folder import SessionFolder
+from loop.folder import Relocation, SessionFolder
 from loop.scoring import Metric
 from loop.summary import session_outcome
 
@@ -58,14 +58,29 @@ ROW_METRICS = (
 )
 
 
-def write_report(database: Database, ref: str, out: Path) -> Path:
-    """Write the report of session ``ref`` to ``out`` (atomically); return the path."""
+def write_report(
+    database: Database, ref: str, out: Path, *, database_file: Path | None = None, folder: Path | None = None
+) -> Path:
+    """Write the report of session ``ref`` to ``out`` (atomically); return the path.
+
+    The session's images are found where it wrote them, or, when its folder
+    has moved, in ``folder`` or beside ``database_file`` (:class:`~loop.folder.Relocation`).
+    An image that is gone stops the report with a :class:`~db.base.ConfigError` naming it.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     with database.reader() as s:
         session = session_info(s, ref)
-        parts = [_header(s, session), _scores(s, session.id), _control(s, session), _scatter(s, session.id)]
+        located = Relocation.find(session.config_toml, database_file=database_file, folder=folder)
+        try:
+            control = _control(s, session, located)
+        except _GoneError as gone:
+            raise ConfigError(
+                f"image {gone.path} of session {ref} is gone; the report shows every image the session "
+                "made. If the session folder moved, give its new place with --folder"
+            ) from None
+        parts = [_header(s, session), _scores(s, session.id), control, _scatter(s, session.id)]
         parts += [_runs(s, session.id), _events(s, session.id)]
     document = _PAGE.format(
         title=html.escape(f"cortexloop report: {parts[0][1]}"), body="\n".join(p[0] for p in parts)
@@ -113,20 +128,20 @@ def _scores(s: Reader, session_id: int) -> tuple[str, str]:
     return f"<h2>Rounds</h2><table><tr><th>round</th><th>target</th>{head}</tr>{body}</table>", "scores"
 
 
-def _stimulus_dir(session: SessionInfo) -> Path | None:
-    """Where the session's images are, as its session file says (None when it cannot say)."""
+def _stimulus_dir(session: SessionInfo, located: Relocation) -> Path | None:
+    """Where the session's images are now (None when its session file cannot say)."""
     if not session.config_toml:
         return None
     try:
         config = parse_config(tomllib.loads(session.config_toml))
     except Exception:  # an old or hand-edited file: the report goes on without images
         return None
-    return SessionFolder.of(config).stimuli
+    return located.path(SessionFolder.of(config).stimuli.absolute())
 
 
-def _control(s: Reader, session: SessionInfo) -> tuple[str, str]:
+def _control(s: Reader, session: SessionInfo, located: Relocation) -> tuple[str, str]:
     """Per target and round: its images beside their starts, and the drive against the natural controls."""
-    folder = _stimulus_dir(session)
+    folder = _stimulus_dir(session, located)
     made = {row.path: row.synthesis or {} for row in session_stimuli(s, session.id)}
     responses = measured_responses(s, session.id, run_kind=RunKind.CLOSED_LOOP)
     # (round, target) -> condition -> image path -> its single-trial responses of the target ROI.
@@ -239,13 +254,18 @@ def _drive_plot(
     return _figure(fig)
 
 
+class _GoneError(Exception):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+
 def _thumbnail(path: Path, size: int = 96) -> str:
     from PIL import Image
 
     try:
         image = Image.open(path).convert("RGB")
     except OSError:
-        return f"<span>{html.escape(path.name)} (gone)</span>"
+        raise _GoneError(path) from None
     image.thumbnail((size, size))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

@@ -18,15 +18,22 @@ __all__ = ["replay", "report"]
 SessionArgument = Annotated[str, typer.Argument(help="Session id or sub-X/ses-Y.", show_default=False)]
 
 
-def replay(session: SessionArgument, db: DbOption = DEFAULT_DB_FILENAME) -> None:
+FolderOption = Annotated[
+    Path | None,
+    typer.Option("--folder", help="Where the session's folder is now, if it moved away from its database."),
+]
+
+
+def replay(session: SessionArgument, db: DbOption = DEFAULT_DB_FILENAME, folder: FolderOption = None) -> None:
     """Re-run a recorded session's analysis from its volume files and compare it with the record.
 
     Exits with status 1 when a run cannot be read back in full or differs from what was recorded.
+    A session folder that moved (with its database) is found beside the database, or give --folder.
     """
     from loop.replay import replay_session
 
     with open_database(db, read_only=True) as database:
-        runs = replay_session(database, session)
+        runs = replay_session(database, session, database_file=_file(db), folder=folder)
     table = Table(title=f"replay of {session}")
     for column in ("run", "kind", "volumes", "unreadable", "max |Δ signal|", "max |Δ FD| (mm)",
                    "max |Δ response| (%)", "r (responses)", "faithful"):  # fmt: skip
@@ -49,13 +56,23 @@ def report(
     session: SessionArgument,
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
     db: DbOption = DEFAULT_DB_FILENAME,
+    folder: FolderOption = None,
 ) -> None:
-    """Write a session's report: outcome, scores, images, predicted vs measured, time courses, motion."""
+    """Write a session's report: outcome, scores, images, predicted vs measured, time courses, motion.
+
+    Exits with status 1, naming the file, when an image of the session is gone. A session folder that
+    moved (with its database) is found beside the database, or give --folder.
+    """
     from loop.report import write_report
 
     with open_database(db, read_only=True) as database:
-        path = write_report(database, session, out)
+        path = write_report(database, session, out, database_file=_file(db), folder=folder)
     console.print(f"wrote the report of {session} to {path}")
+
+
+def _file(db: str) -> Path | None:
+    """The database's file (None for a server's URL)."""
+    return None if "://" in str(db) else Path(db)
 
 
 def _g(value: float) -> str:

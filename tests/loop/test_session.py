@@ -11,6 +11,7 @@ truth, is ``benchmarks/efficacy.py``'s.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -193,3 +194,38 @@ def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Pat
     assert text.count("<h3>round ") == 15  # 3 rounds x 5 targets, each with its images beside their starts
     assert text.count("&rarr;") >= 15 * 3  # start -> image pairs (an image made twice is shown once)
     assert text.count('class=figure src="data:image/png') == 1 + 1 + 4  # drive by round, scatter, runs
+
+
+@pytest.mark.timeout(SESSION_TIMEOUT_S)
+def test_a_moved_session_replays_and_reports_the_same_and_one_missing_an_image_fails(
+    sessions: dict[int, Path], tmp_path: Path
+) -> None:
+    folder = sessions[0]
+    before = tmp_path / "before.html"
+    assert (
+        cli("report", "sub-01/ses-01", "--db", folder / "cortexloop.sqlite", "--out", before).returncode == 0
+    )
+    moved = tmp_path / "archive" / "sub-01_ses-01"
+    shutil.copytree(folder, moved)
+    away = folder.with_name(folder.name + "-away")  # the original place is gone, as after an archive
+    folder.rename(away)
+    try:
+        replayed = cli("replay", "sub-01/ses-01", "--db", moved / "cortexloop.sqlite")
+        assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+        rows = [line for line in replayed.stdout.splitlines() if line.startswith("│")]
+        assert len(rows) == 4
+        assert all(row.rstrip(" │").endswith("yes") for row in rows)
+        after = tmp_path / "after.html"
+        reported = cli("report", "sub-01/ses-01", "--db", moved / "cortexloop.sqlite", "--out", after)
+        assert reported.returncode == 0, reported.stderr
+        assert after.read_bytes() == before.read_bytes()
+        gone = moved / "stimuli" / "round02" / "FFA_01.png"
+        gone.unlink()
+        failed = cli(
+            "report", "sub-01/ses-01", "--db", moved / "cortexloop.sqlite", "--out", tmp_path / "x.html"
+        )
+        assert failed.returncode == 1
+        assert f"image {gone} of session sub-01/ses-01 is gone" in failed.stderr
+        assert not (tmp_path / "x.html").exists()
+    finally:
+        away.rename(folder)  # the other tests read this session too
