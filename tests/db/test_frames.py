@@ -22,7 +22,6 @@ from db import (
     SessionKind,
     SessionRecorder,
     StimulusKind,
-    make_engine,
     open_database,
 )
 
@@ -119,11 +118,5 @@ def test_the_tables_equal_what_sqlite_holds(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 @pytest.mark.skipif(URL is None, reason="set CORTEXLOOP_TEST_POSTGRES_URL to a scratch PostgreSQL database")
-def test_the_tables_equal_what_postgres_holds() -> None:
-    assert URL is not None
-    engine = make_engine(URL)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-        connection.exec_driver_sql("CREATE SCHEMA public")
-    engine.dispose()
-    _check(URL)
+def test_the_tables_equal_what_postgres_holds(pg_url: str) -> None:
+    _check(pg_url)

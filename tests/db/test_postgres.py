@@ -13,7 +13,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from db import RoiSpec, RunKind, SessionKind, SessionRecorder, VolumeStatus, make_engine, open_database
+from db import RoiSpec, RunKind, SessionKind, SessionRecorder, VolumeStatus, open_database
 from db.models import Base
 from db.queries import list_sessions, roi_timeseries, session_detail
 
@@ -25,17 +25,6 @@ pytestmark = [
         URL is None, reason="set CORTEXLOOP_TEST_POSTGRES_URL to a scratch PostgreSQL database"
     ),
 ]
-
-
-@pytest.fixture
-def pg_url() -> str:
-    assert URL is not None
-    engine = make_engine(URL)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-        connection.exec_driver_sql("CREATE SCHEMA public")
-    engine.dispose()
-    return URL
 
 
 def test_schema_on_postgres_matches_the_models(pg_url: str) -> None:
