@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,6 +17,7 @@ from loop.config import EXAMPLE, SessionConfig, load_config
 
 if TYPE_CHECKING:
     from db import Database
+    from stimulus.image_sets import ImageSet
 
 app = typer.Typer(help="A session's configuration: init, check.", no_args_is_help=True)
 
@@ -58,9 +60,7 @@ def check(path: Annotated[Path, typer.Argument(help="The session file.", show_de
         f"controls: {', '.join(r.controls) or 'none'}"
     )
     if t.image_set:
-        from stimulus.image_sets import read_image_set
-
-        found = read_image_set(config.resolve(t.image_set))
+        found = _image_set(config.resolve(t.image_set))  # read once, by the check above
         converted = (
             f" ({len(found.converted)} used as RGB: {', '.join(found.converted)})" if found.converted else ""
         )
@@ -115,15 +115,23 @@ def _image_set_problems(config: SessionConfig) -> list[str]:
     t = config.training
     if not t.image_set or not config.resolve(t.image_set).exists():
         return []  # none, or its absence is a problem already
-    from stimulus.image_sets import ImageSetError, read_image_set
+    from stimulus.image_sets import ImageSetError
 
     try:
-        found = read_image_set(config.resolve(t.image_set))
+        found = _image_set(config.resolve(t.image_set))
     except ImageSetError as exc:
         return [f"[training] image_set {config.resolve(t.image_set)}: {p}" for p in exc.problems]
     if len(found) < t.images:
         return [f"[training] images is {t.images}, but the image set has {len(found)} usable image(s)"]
     return []
+
+
+@functools.cache
+def _image_set(source: Path) -> ImageSet:
+    """A lab's image set, every file opened; kept, so that checking and describing it read it once."""
+    from stimulus.image_sets import read_image_set
+
+    return read_image_set(source)
 
 
 def _simulation_problems(config: SessionConfig) -> list[str]:
