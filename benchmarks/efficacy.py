@@ -48,10 +48,10 @@ ARMS: dict[str, dict[str, dict[str, object]]] = {
     "from-noise": {"synthesis": {"strategy": "from-noise", "steps": 64, "learning_rate": 0.02}},
     "screened": {},  # the defaults
     "screened-256": {"synthesis": {"steps": 256}},  # twice the gradient steps (and time) of the default
-    "screened-6000": {"synthesis": {"candidates": 6000}},  # three times the natural candidates (round 1)
-    "screened-1000": {"synthesis": {"candidates": 1000}},  # half (round 1)
+    "screened-6000": {"synthesis": {"candidates": 6000}},  # three times the natural candidates screened
+    "screened-1000": {"synthesis": {"candidates": 1000}},  # half
     "screened-div0": {"synthesis": {"diversity": 0.0}},  # no push apart of a target's images
-    "screened-fresh": {"synthesis": {"later_candidates": 2000}},  # a fresh pool in every round too
+    "screened-once": {"synthesis": {"later_candidates": 0}},  # fresh candidates in the first round only
 }
 
 

@@ -123,7 +123,7 @@ class RoundsConfig:
 class SynthesisSettings:
     strategy: StrategyName = "screened"
     candidates: int = 2000
-    later_candidates: int = 0
+    later_candidates: int = 2000
     trust_radius: float = 0.3
     steps: int = 128
     display_size: int = 256
@@ -483,7 +483,7 @@ strategy = "screened"  # how a round's images are made (docs/synthesis.md):
                        #   best-measured: the images measured best so far, refined (the first closed loop)
                        #   from-noise: paper 000, from noise every round
 candidates = 2000    # natural images screened in the first round that synthesizes (screened)
-later_candidates = 0 # fresh natural images screened in each later round (0: rank the shown only)
+later_candidates = 2000  # fresh natural images screened in each later round (0: rank the shown only)
 trust_radius = 0.3   # how far (RMS pixels, 0..1) an image may move from the natural image it came from
 steps = 128          # gradient steps
 display_size = 256   # pixels written for the presenter (screened optimizes at this size)

@@ -15,11 +15,10 @@ report can show how far synthesis moved it.
 - ``from-noise``: paper 000 as published: from noise (the Fourier
   parametrization's 1/f noise), every round.
 - ``screened``: many candidates, screened by the model, then refined: a
-  natural pool of ``[synthesis] candidates`` images in the first round that
-  synthesizes (``later_candidates`` fresh ones in each later round, none by
-  default: the refitted model almost never prefers them to the images
-  already refined) and every image shown so far are ranked by the current
-  (refitted) model's predicted response of the target; the best ranked start the
+  fresh natural pool of ``[synthesis] candidates`` images in the first round
+  that synthesizes (``later_candidates`` in each later one) and every image
+  shown so far are ranked by the current (refitted) model's predicted
+  response of the target; the best ranked start the
   images, which climb the gradient at display resolution (the model sees
   a resized copy, so refining again loses no detail) inside a trust region
   of ``[synthesis] trust_radius`` around the natural image each descends
@@ -170,7 +169,7 @@ class FromNoise:
 
 
 class Screened:
-    """A natural pool (the first round) and every image shown so far, ranked by the model; the best refined.
+    """A fresh natural pool and every image shown so far, ranked by the model; the best ranked refined.
 
     Refinement keeps to a trust region: no image ends further than
     ``[synthesis] trust_radius`` (RMS pixels) from the natural image it

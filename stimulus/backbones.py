@@ -251,10 +251,7 @@ def load_backbone(spec: str | BackboneSpec, *, device: torch.device | str = "cpu
     module.eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)
-    # Channels-last convolutions: a session's synthesis step takes 0.84 of the time on a 2-core CPU
-    # (benchmarks/synthesis.py compares the two formats); the values agree to float rounding.
     module.to(device)
-    module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
     names = tuple(n for n, _ in module.named_modules() if n)
     log.debug("loaded backbone %s from %s", spec.name, path)
     return Backbone(

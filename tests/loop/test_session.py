@@ -124,8 +124,6 @@ def test_each_image_says_where_it_started_and_stays_near_the_natural_image_it_ca
     for stimulus in made:
         recorded = stimulus.synthesis or {}
         assert recorded["strategy"] == "screened"
-        if not stimulus.path.startswith("round01/"):  # later rounds screen no fresh candidates by default
-            assert not recorded["start"].startswith("natural candidate"), (stimulus.path, recorded["start"])
         image = load_image(folder / "stimuli" / stimulus.path, 256)
         origin = load_image(folder / "stimuli" / recorded["origin_file"], 256)
         assert (folder / "stimuli" / recorded["start_file"]).is_file()
