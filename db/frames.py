@@ -117,7 +117,9 @@ class Study:
 
         ids = self.sessions()["session_id"].tolist()
         frames = [table(self.session(int(i))) for i in ids]
-        return pd.concat(frames, ignore_index=True) if frames else table(_Empty(self))
+        return (
+            pd.concat(frames, ignore_index=True) if frames else table(SessionFrames(self, -1, "", ""))
+        )  # no session: the columns, no rows
 
     def _frame(self, stmt: Executable, columns: Sequence[str]) -> pd.DataFrame:
         import pandas as pd
@@ -321,13 +323,6 @@ class SessionFrames:
         frame.insert(0, "session", self.label)
         frame.insert(0, "subject", self.subject)
         return frame
-
-
-class _Empty(SessionFrames):
-    """The tables of no session: the right columns, no rows (a database with no session yet)."""
-
-    def __init__(self, study: Study) -> None:
-        super().__init__(study, -1, "", "")
 
 
 def _plain(value: Any) -> Any:

@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("loop", "stimulus", "scanner_bridge", "db")
 
 
-def _imports(path: Path) -> set[str]:
-    """Every cortexloop module ``path`` imports, as a dotted name (``from db.base import X``: ``db.base``)."""
+def _imported(path: Path) -> set[str]:
+    """Every module ``path`` imports, as a dotted name (``from db.base import X``: ``db.base``)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -30,7 +30,12 @@ def _imports(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-    return {n for n in names if n.split(".")[0] in PACKAGES}
+    return names
+
+
+def _imports(path: Path) -> set[str]:
+    """Every cortexloop module ``path`` imports, as a dotted name."""
+    return {n for n in _imported(path) if n.split(".")[0] in PACKAGES}
 
 
 def _files(folder: str) -> list[Path]:
@@ -158,14 +163,8 @@ def test_public_surface_is_what_all_says(package: str) -> None:
 
 def _third_party(path: Path) -> set[str]:
     """Top-level names of what ``path`` imports that are neither the standard library nor cortexloop."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n not in PACKAGES and n != "__future__"}
+    tops = {n.split(".")[0] for n in _imported(path)}
+    return {n for n in tops if n not in sys.stdlib_module_names and n not in PACKAGES and n != "__future__"}
 
 
 def test_every_package_cortexloop_imports_is_declared_in_pyproject() -> None:

@@ -58,5 +58,6 @@ def test_starting_a_recorded_session_again_names_the_resume_command(
     assert f"`cortexloop session run --config {session_file} --resume`" in line
     other = session_file.with_name("other.toml")
     other.write_text(session_file.read_text().replace('"ses-01"', '"ses-02"'))
-    line = _refused(cortexloop("session", "run", "--config", other, "--resume"), 0)
+    started = time.monotonic()
+    line = _refused(cortexloop("session", "run", "--config", other, "--resume"), time.monotonic() - started)
     assert "nothing to resume: the database has no session sub-rehearsal/ses-02" in line
