@@ -58,7 +58,10 @@ def synth(
     display_size: Annotated[int | None, typer.Option(help="Side of the written PNGs in pixels.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images optimized together.")] = 32,
     also: Annotated[
-        list[Path] | None, typer.Option(help="Another subject's model to average with; repeat.")
+        list[Path] | None,
+        typer.Option(
+            help="Another model to average with: another subject's, or one on another backbone; repeat."
+        ),
     ] = None,
     device: DeviceOption = None,
     json: JsonOption = False,
@@ -67,7 +70,7 @@ def synth(
     from stimulus import EncodingModel
     from stimulus._torch import reuse_freed_memory
     from stimulus.images import file_sha256, load_image
-    from stimulus.synthesis import SynthesisConfig, Target, build_readout, synthesize, write_png
+    from stimulus.synthesis import SynthesisConfig, Target, check_models, synthesize, write_png
 
     reuse_freed_memory()
 
@@ -87,7 +90,7 @@ def synth(
     )
     models = [EncodingModel.load(model_path, device=device)]
     models += [EncodingModel.load(path, device=device) for path in also or []]
-    build_readout(models, targets, config.objective)  # refuses unknown ROIs and voxels before any work
+    check_models(models, targets, config.objective)  # refuses unknown ROIs and voxels before any work
     start = None
     if init not in ("grey", "noise"):
         start = load_image(init, models[0].config.image_size)[None]

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from stimulus.synthesis.objectives import OBJECTIVES, ObjectiveKind, Readout, Target, build_readout
 from stimulus.synthesis.parametrizations import FourierImage, PixelImage
-from stimulus.synthesis.run import SynthesisConfig, SynthesizedImage, png_bytes, synthesize, write_png
+from stimulus.synthesis.run import (
+    SynthesisConfig,
+    SynthesizedImage,
+    check_models,
+    png_bytes,
+    synthesize,
+    write_png,
+)
 from stimulus.synthesis.transforms import TransformConfig, random_affine
 
 __all__ = [
@@ -25,6 +32,7 @@ __all__ = [
     "Target",
     "TransformConfig",
     "build_readout",
+    "check_models",
     "png_bytes",
     "random_affine",
     "synthesize",

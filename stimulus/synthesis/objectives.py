@@ -33,7 +33,15 @@ from stimulus.encoding import EncodingModel
 from stimulus.errors import TargetError
 from stimulus.names import ObjectiveKind
 
-__all__ = ["OBJECTIVES", "ObjectiveKind", "Readout", "Target", "build_readout", "objective_values"]
+__all__ = [
+    "OBJECTIVES",
+    "ObjectiveKind",
+    "Readout",
+    "Target",
+    "build_readout",
+    "feature_space",
+    "objective_values",
+]
 
 OBJECTIVES: tuple[ObjectiveKind, ...] = (
     "roi-mean",
@@ -129,7 +137,8 @@ class _Subject:
         return members
 
 
-def _feature_space(model: EncodingModel) -> tuple[object, ...]:
+def feature_space(model: EncodingModel) -> tuple[object, ...]:
+    """What makes two models' features the same: backbone, weights, layers, image size, reduction."""
     c = model.config
     backbone = model.backbone
     reduction = c.reduction
@@ -171,7 +180,7 @@ def build_readout(
         raise TargetError("give at least one encoding model")
     if objective not in OBJECTIVES:
         raise TargetError(f"objective {objective!r} is unknown; use one of {', '.join(OBJECTIVES)}")
-    spaces = {_feature_space(m) for m in models}
+    spaces = {feature_space(m) for m in models}
     if len(spaces) > 1:
         raise TargetError(
             "models to average must share backbone, weights, layers, image size and reduction; "

@@ -29,13 +29,20 @@ from PIL import Image, PngImagePlugin
 
 from db.base import ConfigError, write_atomic
 from stimulus.encoding import EncodingModel
-from stimulus.errors import SynthesisError
+from stimulus.errors import SynthesisError, TargetError
 from stimulus.names import Parametrization
-from stimulus.synthesis.objectives import ObjectiveKind, Readout, Target, build_readout, objective_values
+from stimulus.synthesis.objectives import (
+    ObjectiveKind,
+    Readout,
+    Target,
+    build_readout,
+    feature_space,
+    objective_values,
+)
 from stimulus.synthesis.parametrizations import Init, make_parametrization
 from stimulus.synthesis.transforms import TransformConfig, random_affine
 
-__all__ = ["SynthesisConfig", "SynthesizedImage", "png_bytes", "synthesize", "write_png"]
+__all__ = ["SynthesisConfig", "SynthesizedImage", "check_models", "png_bytes", "synthesize", "write_png"]
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +148,9 @@ def synthesize(
     Parameters
     ----------
     models : EncodingModel or sequence of them
-        Several (one per subject, same feature space) are averaged.
+        Several are averaged: one per subject in one feature space (their
+        readouts fold together), or an ensemble over backbones or layers (each
+        space reads its own features; the predictions are averaged).
     targets : sequence of Target
     init_images : array of shape (n, 3, H, W) on 0..1, optional
         Start from these images instead of ``config.init``: one per image to
@@ -160,12 +169,10 @@ def synthesize(
     model_list = [models] if isinstance(models, EncodingModel) else list(models)
     if not targets:
         raise ConfigError("give at least one target")
-    readout = build_readout(model_list, targets, config.objective)
-    extractor = model_list[0].extractor
-    device = extractor.backbone.device
-    readout = readout.to(device)
-    seen_size = model_list[0].config.image_size
-    size = config.image_size or seen_size
+    readers = _readers(model_list, targets, config.objective)
+    readout = readers[0].readout  # the ROI names, baselines and column layout are the same in every reader
+    device = readers[0].extractor.backbone.device
+    size = config.image_size or readers[0].seen_size
     jobs = [(t, k) for t in range(len(targets)) for k in range(config.images_per_target)]
     starts = _initial_images(init_images, len(jobs), size)
     anchors = _initial_images(origins, len(jobs), size) if origins is not None else starts
@@ -198,12 +205,12 @@ def synthesize(
         best, smoothed, stale, steps_run = -float("inf"), None, 0, 0
         for step in range(config.steps):
             warped = random_affine(image(), config.transforms, generator)
-            features = torch.cat(extractor.raw(_as_seen(warped, seen_size)), dim=1)
-            outputs = features @ readout.coef + readout.intercept
+            outputs, features = _read(readers, warped)
             objective = objective_values(outputs, target_of, roi_of, readout, config.objective)
             loss = -objective.sum()
             if config.diversity > 0:
-                loss = loss + config.diversity * len(batch) * _diversity_penalty(features, target_of)
+                penalty = torch.stack([_diversity_penalty(f, target_of) for f in features]).mean()
+                loss = loss + config.diversity * len(batch) * penalty
             # One read of the loss per step: it checks divergence and feeds early stopping.
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
@@ -244,8 +251,7 @@ def synthesize(
         results.extend(
             _finish(
                 image,
-                extractor,
-                readout,
+                readers,
                 config,
                 targets,
                 batch,
@@ -257,6 +263,64 @@ def synthesize(
             )
         )
     return results
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """One feature space's backbone and readout columns (models that share the space are averaged in it)."""
+
+    extractor: Any
+    readout: Readout
+    seen_size: int
+
+
+def _readers(
+    models: Sequence[EncodingModel], targets: Sequence[Target], objective: ObjectiveKind
+) -> list[_Reader]:
+    """One reader per feature space among ``models``, on the first model's device.
+
+    Models of one space (several subjects' on one backbone) fold into one
+    readout; models on different backbones (an ensemble) each read their own
+    features, and their columns are averaged after the readout. Every model
+    must know the same ROIs, in the same order.
+    """
+    spaces: dict[tuple[object, ...], list[EncodingModel]] = {}
+    for model in models:
+        spaces.setdefault(feature_space(model), []).append(model)
+    readers = []
+    for members in spaces.values():
+        readout = build_readout(members, targets, objective)
+        readers.append(_Reader(members[0].extractor, readout, members[0].config.image_size))
+    names = {tuple(r.readout.roi_names) for r in readers}
+    if len(names) > 1:
+        raise TargetError(
+            "models on different backbones must know the same ROIs in the same order; "
+            f"they know {' and '.join(', '.join(n) for n in sorted(names))}"
+        )
+    device = readers[0].extractor.backbone.device
+    return [_Reader(r.extractor, r.readout.to(device), r.seen_size) for r in readers]
+
+
+def check_models(
+    models: Sequence[EncodingModel], targets: Sequence[Target], objective: ObjectiveKind
+) -> None:
+    """Refuse, before any work, targets or model combinations that :func:`synthesize` cannot serve.
+
+    :class:`~stimulus.errors.TargetError` names the problem: an ROI or voxel a
+    model lacks, an objective that needs ROIs, models that know different ROIs.
+    """
+    _readers(models, targets, objective)
+
+
+def _read(readers: Sequence[_Reader], images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The readout columns (n, n_columns) for ``images``, averaged over spaces, and each space's features."""
+    outputs, features = [], []
+    for reader in readers:
+        raw = torch.cat(reader.extractor.raw(_as_seen(images, reader.seen_size)), dim=1)
+        outputs.append(raw @ reader.readout.coef + reader.readout.intercept)
+        features.append(raw)
+    mean = outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(0)
+    return mean, features
 
 
 def _as_seen(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -296,8 +360,7 @@ def _initial_images(
 
 def _finish(
     image: torch.nn.Module,
-    extractor: Any,
-    readout: Readout,
+    readers: Sequence[_Reader],
     config: SynthesisConfig,
     targets: Sequence[Target],
     batch: list[tuple[int, int]],
@@ -307,10 +370,10 @@ def _finish(
     seed: int,
     on_image: Callable[[SynthesizedImage], None] | None,
 ) -> list[SynthesizedImage]:
+    readout = readers[0].readout
     with torch.no_grad():
         pixels = image()
-        outputs = torch.cat(extractor.raw(_as_seen(pixels, extractor.image_size)), dim=1) @ readout.coef
-        outputs = outputs + readout.intercept
+        outputs, _ = _read(readers, pixels)
         objective = objective_values(outputs, target_of, roi_of, readout, config.objective)
     finished = []
     n_rois = len(readout.roi_names)

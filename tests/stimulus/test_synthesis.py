@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stimulus import EncodingModel, SynthesisError, TargetError
+from stimulus import EncodingConfig, EncodingModel, SynthesisError, TargetError
 from stimulus.synthesis import (
     FourierImage,
     SynthesisConfig,
@@ -118,6 +118,36 @@ def test_a_single_voxel_and_an_average_of_models(roi_model: EncodingModel) -> No
     single = build_readout([roi_model], [Target(roi="A")], "roi-mean")
     averaged = build_readout([roi_model, twin], [Target(roi="A")], "roi-mean")
     torch.testing.assert_close(averaged.coef, 2 * single.coef)
+
+
+@pytest.fixture(scope="module")
+def other_space(roi_model: EncodingModel, crops: npt.NDArray[np.float32]) -> EncodingModel:
+    """A model of the same voxels on other layers: a second feature space, as another backbone's would be."""
+    layers = ("_blocks.4", "_blocks.10")
+    config = EncodingConfig(image_size=64, layers=layers, layerwise=False, n_permutations=1)
+    return EncodingModel(config).fit(
+        crops[:300], roi_model.predict(crops[:300]), roi_labels=list(roi_model.roi_labels_)
+    )
+
+
+def test_an_ensemble_over_feature_spaces_raises_every_member_and_reports_their_mean(
+    roi_model: EncodingModel, other_space: EncodingModel, crops: npt.NDArray[np.float32]
+) -> None:
+    made = synthesize([roi_model, other_space], [Target(roi="A")], _config(images_per_target=1))
+    image = made[0].pixels[None]
+    each = [_roi_means(m, image)["A"][0] for m in (roi_model, other_space)]
+    assert made[0].predicted["A"] == pytest.approx(np.mean(each), rel=1e-3)
+    for model, value in zip((roi_model, other_space), each, strict=True):
+        assert value > _roi_means(model, crops[:300])["A"].max()  # beyond every training image, for both
+
+
+def test_models_that_know_other_rois_cannot_be_ensembled(
+    roi_model: EncodingModel, other_space: EncodingModel
+) -> None:
+    renamed = copy.copy(other_space)
+    renamed.roi_labels_ = np.where(other_space.roi_labels_ == "D", "E", other_space.roi_labels_)
+    with pytest.raises(TargetError, match="must know the same ROIs"):
+        synthesize([roi_model, renamed], [Target(roi="A")], _config(images_per_target=1, steps=1))
 
 
 def test_starting_from_a_natural_image_reproduces_it_first(crops: npt.NDArray[np.float32]) -> None:
