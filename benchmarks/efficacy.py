@@ -42,16 +42,35 @@ from loop.scoring import Metric
 TARGETS = ("V1", "V4", "LO", "FFA", "PPA")
 POOL_SEED = 900_000  # no session draws natural images with seeds this high
 
-# Each arm: the session file's [synthesis] (and [rounds]) changes from the defaults.
+# Each arm: the session file's [synthesis] (and [rounds]) changes from the defaults. The named sets
+# pin every setting they judge, so an arm keeps its meaning when the defaults move on.
+TODAY = {  # the default this benchmark first judged (screened, until the adaptive default)
+    "strategy": "screened",
+    "steps": 128,
+    "learning_rate": 0.05,
+    "later_steps": 128,
+    "later_learning_rate": 0.05,
+    "later_candidates": 2000,
+}
+NEW = {  # round 1 moves further from the natural images; later rounds refine, with no fresh pool
+    "steps": 256,
+    "learning_rate": 0.1,
+    "later_steps": 128,
+    "later_learning_rate": 0.05,
+    "later_candidates": 0,
+}
+PAPER = {"steps": 64, "learning_rate": 0.02, "later_steps": 64, "later_learning_rate": 0.02}
 ARMS: dict[str, dict[str, dict[str, object]]] = {
-    "baseline": {"synthesis": {"strategy": "best-measured", "steps": 64, "learning_rate": 0.02}},
-    "from-noise": {"synthesis": {"strategy": "from-noise", "steps": 64, "learning_rate": 0.02}},
-    "screened": {},  # the defaults
-    "screened-256": {"synthesis": {"steps": 256}},  # twice the gradient steps (and time) of the default
-    "screened-6000": {"synthesis": {"candidates": 6000}},  # three times the natural candidates screened
-    "screened-1000": {"synthesis": {"candidates": 1000}},  # half
-    "screened-div0": {"synthesis": {"diversity": 0.0}},  # no push apart of a target's images
-    "screened-once": {"synthesis": {"later_candidates": 0}},  # fresh candidates in the first round only
+    "adaptive": {"synthesis": {**NEW, "strategy": "adaptive"}},
+    "screened-new": {"synthesis": {**NEW, "strategy": "screened"}},
+    "baseline": {"synthesis": {**PAPER, "strategy": "best-measured"}},
+    "from-noise": {"synthesis": {**PAPER, "strategy": "from-noise"}},
+    "screened": {"synthesis": TODAY},  # the default until this arm's successor
+    "screened-256": {"synthesis": {**TODAY, "steps": 256}},  # twice the gradient steps (and time)
+    "screened-6000": {"synthesis": {**TODAY, "candidates": 6000}},  # three times the candidates screened
+    "screened-1000": {"synthesis": {**TODAY, "candidates": 1000}},  # half
+    "screened-div0": {"synthesis": {**TODAY, "diversity": 0.0}},  # no push apart of a target's images
+    "screened-once": {"synthesis": {**TODAY, "later_candidates": 0}},  # fresh candidates in round 1 only
 }
 
 

@@ -50,7 +50,7 @@ __all__ = [
 SessionKindName = Literal["simulation", "scanner"]
 Policy = Literal["all", "worst"]
 Control = Literal["best_natural", "median_natural"]
-StrategyName = Literal["best-measured", "from-noise", "screened"]  # loop.strategies.STRATEGIES
+StrategyName = Literal["best-measured", "from-noise", "screened", "adaptive"]  # loop.strategies.STRATEGIES
 VolumeFormat = Literal["nifti", "dicom"]
 
 
@@ -130,25 +130,30 @@ class SynthesisSettings:
     objective: ObjectiveKind = "voxel-weighted"
     diversity: float = 0.1
     learning_rate: float = 0.05
+    later_steps: int = 128
+    later_learning_rate: float = 0.05
 
     def synthesis(
-        self, *, images_per_target: int, seed: int, image_size: int | None = None
+        self, *, images_per_target: int, seed: int, image_size: int | None = None, later: bool = False
     ) -> SynthesisConfig:
         """The library's settings for one round's gradient ascent (a strategy gives the start images).
 
-        ``image_size``: the side of the images optimized (None: the model's).
+        ``image_size``: the side of the images optimized (None: the model's). ``later``:
+        a round after the first that synthesized, which refines images already refined,
+        with ``later_steps`` at ``later_learning_rate``.
         """
+        steps = self.later_steps if later else self.steps
         from stimulus.synthesis import SynthesisConfig
 
         return SynthesisConfig(
             objective=self.objective,
             images_per_target=images_per_target,
-            steps=self.steps,
-            lr=self.learning_rate,
+            steps=steps,
+            lr=self.later_learning_rate if later else self.learning_rate,
             diversity=self.diversity,
             seed=seed,
             image_size=image_size,
-            patience=self.steps + 1,  # "no better than the start yet" is no reason to stop
+            patience=steps + 1,  # "no better than the start yet" is no reason to stop
         )
 
 
@@ -376,10 +381,12 @@ def _problems(c: SessionConfig) -> list[str]:
         )
     if r.count < 0 or r.images_per_target < 1 or r.repeats < 1:
         problems.append("[rounds] count must be >= 0, images_per_target and repeats >= 1")
-    if c.synthesis.candidates < 1 or c.synthesis.steps < 1:
-        problems.append("[synthesis] candidates and steps must be at least 1")
+    if c.synthesis.candidates < 1 or c.synthesis.steps < 1 or c.synthesis.later_steps < 1:
+        problems.append("[synthesis] candidates, steps and later_steps must be at least 1")
     if c.synthesis.later_candidates < 0:
         problems.append(f"[synthesis] later_candidates must be 0 or more, got {c.synthesis.later_candidates}")
+    if not (c.synthesis.learning_rate > 0 and c.synthesis.later_learning_rate > 0):
+        problems.append("[synthesis] learning_rate and later_learning_rate must be positive")
     if not 0 < c.synthesis.trust_radius <= 1:
         problems.append(f"[synthesis] trust_radius must be in (0, 1], got {c.synthesis.trust_radius}")
     if c.model.cv == "kfold" and c.model.folds < 2:
@@ -478,18 +485,24 @@ lead_out_s = 16.0
 
 [synthesis]
 strategy = "screened"  # how a round's images are made (docs/synthesis.md):
-                       #   screened: a fresh natural pool and every image shown, ranked by the model,
-                       #             the best ranked refined up its gradient
+                       #   adaptive: a natural pool ranked by the model and every image shown ranked
+                       #             by the model and its measurements together; the best refined up the
+                       #             gradient within a trust region per target that grows after rounds
+                       #             its images beat its best natural control and shrinks after rounds
+                       #             they lost
+                       #   screened: the same ranked by the model alone, one fixed trust region
                        #   best-measured: the images measured best so far, refined (the first closed loop)
                        #   from-noise: paper 000, from noise every round
-candidates = 2000    # natural images screened in the first round that synthesizes (screened)
+candidates = 2000    # natural images screened in the first round that synthesizes
 later_candidates = 2000  # fresh natural images screened in each later round (0: rank the shown only)
 trust_radius = 0.3   # how far (RMS pixels, 0..1) an image may move from the natural image it came from
-steps = 128          # gradient steps
-display_size = 256   # pixels written for the presenter (screened optimizes at this size)
+steps = 128          # gradient steps in the first round that synthesizes (from natural images)
+display_size = 256   # pixels written for the presenter (adaptive and screened optimize at this size)
 objective = "voxel-weighted"
 diversity = 0.1
-learning_rate = 0.05
+learning_rate = 0.05 # its step size (Adam, on the Fourier parametrization)
+later_steps = 128    # gradient steps in each later round (refining images refined before)
+later_learning_rate = 0.05
 
 [model]
 backbone = "efficientnet-lite0"

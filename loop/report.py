@@ -165,18 +165,15 @@ def _control(s: Reader, session: SessionInfo, located: Relocation) -> tuple[str,
         best = next(iter(conditions.get("best_natural", {}).values()), [])
         median = next(iter(conditions.get("median_natural", {}).values()), [])
         moved = [made.get(path, {}).get("moved_rms") for path in own]
-        moved_text = (
-            _n(float(np.mean([m for m in moved if m is not None])))
-            if any(m is not None for m in moved)
-            else "-"
-        )
+        moved_text = _mean_text(moved)
+        radius_text = _mean_text([made.get(path, {}).get("trust_radius") for path in own])
         ratio = (
             float(np.mean(means)) / float(np.mean(best)) if means and best and np.mean(best) else float("nan")
         )
         rows.append(
             f"<tr><td>{index}</td><td>{html.escape(target)}</td><td>{_ci(means)}</td><td>{_ci(best)}</td>"
             f"<td>{_ci(median)}</td><td>{_n(ratio)}</td><td>{_n(true.get((index, target)))}</td>"
-            f"<td>{moved_text}</td></tr>"
+            f"<td>{moved_text}</td><td>{radius_text}</td></tr>"
         )
         if folder is None:
             continue
@@ -205,16 +202,24 @@ def _control(s: Reader, session: SessionInfo, located: Relocation) -> tuple[str,
     table = (
         "<table><tr><th>round</th><th>target</th><th>its images (95% CI)</th><th>best natural</th>"
         "<th>median natural</th><th>vs best</th><th>true (simulation)</th>"
-        "<th>moved from start (RMS)</th></tr>" + "".join(rows) + "</table>"
+        "<th>moved from start (RMS)</th><th>trust radius</th></tr>" + "".join(rows) + "</table>"
     )
     text = (
         "<h2>Control</h2><p>Measured response (% signal change) of each target ROI to the images made "
         "for it, each image averaged over its showings, beside its best and median natural control "
         "(their showings; 95% confidence intervals by Student's t). Each image is shown next to the image "
         "its synthesis started from, with the root-mean-square change of its pixels (0 to 1): a retouched "
-        "natural image moves little.</p>"
+        "natural image moves little. The trust radius is how far from its natural origin an image was "
+        "allowed to move (the adaptive strategy widens it after a round whose images beat the best natural "
+        "control and narrows it after one they lost).</p>"
     )
     return text + table + _drive_plot(groups, true) + "\n".join(strips), ""
+
+
+def _mean_text(values: list[float | None]) -> str:
+    """The mean of the values recorded, or '-' when none was."""
+    known = [v for v in values if v is not None]
+    return _n(float(np.mean(known))) if known else "-"
 
 
 def _ci(values: list[float]) -> str:

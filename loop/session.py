@@ -63,6 +63,7 @@ from loop.analysis.roi import RoiAtlas, RoiSignals
 from loop.config import SessionConfig
 from loop.dataset import TrainingData, single_trial_responses
 from loop.errors import AcquisitionError, SessionError
+from loop.evidence import Showing
 from loop.folder import RunRef, RunResponses, SessionFolder
 from loop.observer import Observer
 from loop.plans import PlannedStimulus, plan_run, save_png, training_order
@@ -324,7 +325,7 @@ class Controller:
         )
         context = RoundContext(
             index=index, targets=targets, model=self._current_model(),
-            shown=self._measured_responses(sorted(self.state.runs)), roi_names=self.roi_names,
+            showings=self._showings(), roi_names=self.roi_names,
             stimuli=self.folder.stimuli, origins=self._origins(), settings=s,
             images_per_target=r.images_per_target, seed=seed,
         )  # fmt: skip
@@ -371,6 +372,14 @@ class Controller:
         return {
             r.path: r.synthesis["origin_file"] for r in rows if r.synthesis and r.synthesis.get("origin_file")
         }
+
+    def _showings(self) -> list[Showing]:
+        """Every presentation of the completed runs, in order, with its measured ROI responses."""
+        return [
+            Showing(stimulus, run.number, response)
+            for run in (self.state.runs[number] for number in sorted(self.state.runs))
+            for stimulus, response in zip(run.stimuli, run.roi, strict=True)
+        ]
 
     def _measured_responses(self, runs: list[int]) -> list[tuple[PlannedStimulus, Array]]:
         """Each image shown in ``runs`` with its measured ROI responses, averaged over its showings."""
