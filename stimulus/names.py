@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["BackboneName", "CvKind", "InitKind", "ObjectiveKind", "Parametrization", "ReductionMethod"]
+__all__ = [
+    "BackboneName",
+    "CvKind",
+    "InitKind",
+    "ObjectiveKind",
+    "Parametrization",
+    "ReductionMethod",
+]
 
 ObjectiveKind = Literal["roi-mean", "voxel-weighted", "voxel", "contrast", "contrast-baseline"]
 Parametrization = Literal["fourier", "pixel"]

@@ -33,9 +33,7 @@ def round_two(tmp_path_factory: pytest.TempPathFactory) -> RoundContext:
     ppa[BEST_PLACE] = 5.0
     # The model was fitted where PPA showed only noise (a model from before, or one whose penalty
     # flattened a lone strong image away): it knows nothing of image 7.
-    model.fit(
-        pixels, np.hstack([v1, 1 + rng.normal(0, 0.3, ppa.shape)]), roi_labels=["V1"] * 6 + ["PPA"] * 6
-    )
+    model.fit(pixels, np.hstack([v1, 1 + rng.normal(0, 0.3, ppa.shape)]), roi_labels=["V1"] * 6 + ["PPA"] * 6)
     natural = [
         PlannedStimulus(*save_png(p, folder, f"natural/nat_{k:03d}.png"), "natural")
         for k, p in enumerate(pixels)
