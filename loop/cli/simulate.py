@@ -46,7 +46,10 @@ def simulate(
         bool,
         typer.Option(
             "--resume",
-            help="Continue the session in OUT that stopped (a part killed), from its last committed point.",
+            help=(
+                "Continue the session in OUT that stopped (a part or the whole killed), from its last "
+                "committed point; with --in-process again if it ran in process."
+            ),
         ),
     ] = False,
 ) -> None:
@@ -57,7 +60,7 @@ def simulate(
     report are left in OUT. A session whose presenter or scanner died continues with --resume.
     """
     if resume:
-        config = _resumable(out, in_process, config_path, rounds, speed, seed, db)
+        config = _resumable(out, config_path, rounds, speed, seed, db)
     else:
         config = load_config(config_path) if config_path is not None else SessionConfig()
         config = _override(config, rounds=rounds, speed=speed, seed=seed, db=db, out=out)
@@ -68,7 +71,7 @@ def simulate(
             )
     started = time.monotonic()
     if in_process:
-        _run_in_process(config, out, device)
+        _run_in_process(config, out, device, resume=resume)
     else:
         from loop.simulation.processes import SimulatedSession
 
@@ -79,12 +82,12 @@ def simulate(
     )
 
 
-def _resumable(out: Path, in_process: bool, *given: object) -> SessionConfig:
+def _resumable(out: Path, *given: object) -> SessionConfig:
     """The session file of the session in ``out`` to resume; nothing else may be given."""
-    if in_process or any(value is not None for value in given):
+    if any(value is not None for value in given):
         raise ConfigError(
             "--resume continues the session in --out as its session file says: give no --config, --rounds, "
-            "--speed, --seed, --db or --in-process with it"
+            "--speed, --seed or --db with it"
         )
     path = out / "session.toml"
     if not path.exists():
@@ -119,7 +122,7 @@ def _override(
     return dataclasses.replace(config, session=session)
 
 
-def _run_in_process(config: SessionConfig, out: Path, device: str | None) -> None:
+def _run_in_process(config: SessionConfig, out: Path, device: str | None, *, resume: bool = False) -> None:
     from db import open_database
     from loop.acquisition import InProcessAcquisition
     from loop.console import ConsoleObserver
@@ -151,7 +154,7 @@ def _run_in_process(config: SessionConfig, out: Path, device: str | None) -> Non
             InProcessAcquisition(scanner, export_dir=out / "export"),
             observer=ConsoleObserver(console),
             device=device,
-        ).run()
+        ).run(resume=resume)
 
 
 def _print_outcome(config: SessionConfig, out: Path) -> Path:

@@ -33,6 +33,7 @@ images_per_target = 2
 
 [synthesis]
 steps = 8
+later_steps = 8
 candidates = 100
 
 [model]
@@ -132,6 +133,37 @@ def test_a_session_across_processes_survives_its_controller_killed_mid_run(tmp_p
             assert [onset for (onset,) in recorded] == [p["onset_s"] for p in truth["presentations"]]
     # The presenter wrote each run's BIDS events (a run picked up after the kill included).
     assert len(list((out / "events").glob("*_events.tsv"))) == 3
+
+
+@pytest.mark.timeout(400)
+def test_a_session_in_one_process_killed_mid_round_continues_with_resume(tmp_path: Path) -> None:
+    config = tmp_path / "short.toml"
+    config.write_text(SHORT)
+    out = tmp_path / "session"
+    command = [sys.executable, "-m", "loop.cli", "--log-level", "warning", "simulate", "--in-process"]
+    process = subprocess.Popen(
+        [*command, "--config", str(config), "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    database = out / "cortexloop.sqlite"
+    try:
+        deadline = time.monotonic() + 300
+        while volumes_recorded(database, 2) < 1:  # round 1's run has begun
+            assert process.poll() is None, "the session ended before round 1's run began"
+            assert time.monotonic() < deadline, "round 1 never started"
+            time.sleep(0.02)
+        process.kill()  # the whole session: its one process
+        process.wait(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == -signal.SIGKILL
+    resumed = subprocess.run(
+        [*command, "--resume", "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
+    assert "session resumed: 1 run(s) and 0 round(s) complete" in resumed.stdout
+    events = check_every_volume_recorded_once(database)
+    assert events[-1] == ("session.completed", "session completed: 2 round(s)")
 
 
 @pytest.mark.timeout(600)
