@@ -121,15 +121,15 @@ class RoundsConfig:
 
 @dataclass(frozen=True)
 class SynthesisSettings:
-    strategy: StrategyName = "screened"
+    strategy: StrategyName = "adaptive"
     candidates: int = 2000
-    later_candidates: int = 2000
+    later_candidates: int = 0
     trust_radius: float = 0.3
-    steps: int = 128
+    steps: int = 256
     display_size: int = 256
     objective: ObjectiveKind = "voxel-weighted"
     diversity: float = 0.1
-    learning_rate: float = 0.05
+    learning_rate: float = 0.1
     later_steps: int = 128
     later_learning_rate: float = 0.05
 
@@ -484,7 +484,7 @@ lead_in_s = 6.0
 lead_out_s = 16.0
 
 [synthesis]
-strategy = "screened"  # how a round's images are made (docs/synthesis.md):
+strategy = "adaptive"  # how a round's images are made (docs/synthesis.md):
                        #   adaptive: a natural pool ranked by the model and every image shown ranked
                        #             by the model and its measurements together; the best refined up the
                        #             gradient within a trust region per target that grows after rounds
@@ -494,13 +494,13 @@ strategy = "screened"  # how a round's images are made (docs/synthesis.md):
                        #   best-measured: the images measured best so far, refined (the first closed loop)
                        #   from-noise: paper 000, from noise every round
 candidates = 2000    # natural images screened in the first round that synthesizes
-later_candidates = 2000  # fresh natural images screened in each later round (0: rank the shown only)
+later_candidates = 0 # fresh natural images screened in each later round (0: rank the shown only)
 trust_radius = 0.3   # how far (RMS pixels, 0..1) an image may move from the natural image it came from
-steps = 128          # gradient steps in the first round that synthesizes (from natural images)
+steps = 256          # gradient steps in the first round that synthesizes (from natural images)
 display_size = 256   # pixels written for the presenter (adaptive and screened optimize at this size)
 objective = "voxel-weighted"
 diversity = 0.1
-learning_rate = 0.05 # its step size (Adam, on the Fourier parametrization)
+learning_rate = 0.1  # its step size (Adam, on the Fourier parametrization)
 later_steps = 128    # gradient steps in each later round (refining images refined before)
 later_learning_rate = 0.05
 

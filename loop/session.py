@@ -318,17 +318,18 @@ class Controller:
         s, r = self.config.synthesis, self.config.rounds
         seed = self.config.session.seed * 1000 + index
         strategy = STRATEGIES[s.strategy]
-        self.observer.message(
-            "info",
-            f"round {index}: making {r.images_per_target} image(s) for each of {', '.join(targets)} "
-            f"({strategy.name}: {s.steps} steps)",
-        )
         context = RoundContext(
             index=index, targets=targets, model=self._current_model(),
             showings=self._showings(), roi_names=self.roi_names,
             stimuli=self.folder.stimuli, origins=self._origins(), settings=s,
             images_per_target=r.images_per_target, seed=seed,
         )  # fmt: skip
+        steps = s.later_steps if context.later else s.steps
+        self.observer.message(
+            "info",
+            f"round {index}: making {r.images_per_target} image(s) for each of {', '.join(targets)} "
+            f"({strategy.name}: {steps} steps)",
+        )
         stimuli = []
         for image in strategy.make(context):
             pixels = resize_pixels(image.pixels, s.display_size)

@@ -120,10 +120,12 @@ def test_each_image_says_where_it_started_and_stays_near_the_natural_image_it_ca
     with open_database(folder / "cortexloop.sqlite") as database, database.reader() as s:
         made = [r for r in session_stimuli(s, session_id(s, "sub-01/ses-01")) if r.kind == "synthesized"]
     assert len(made) >= 5 * 3  # every target, every round (an image made again keeps its first record)
-    radius = SessionConfig().synthesis.trust_radius
+    base = SessionConfig().synthesis.trust_radius
     for stimulus in made:
         recorded = stimulus.synthesis or {}
-        assert recorded["strategy"] == "screened"
+        assert recorded["strategy"] == "adaptive"
+        radius = recorded["trust_radius"]  # its target's, as the rounds before it set it
+        assert 0.25 * base <= radius <= 2 * base, (stimulus.path, radius)
         image = load_image(folder / "stimuli" / stimulus.path, 256)
         origin = load_image(folder / "stimuli" / recorded["origin_file"], 256)
         assert (folder / "stimuli" / recorded["start_file"]).is_file()
