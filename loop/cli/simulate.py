@@ -92,7 +92,22 @@ def _resumable(out: Path, *given: object) -> SessionConfig:
     path = out / "session.toml"
     if not path.exists():
         raise ConfigError(f"{out} holds no session to resume (no {path}); start one without --resume")
-    return load_config(path)
+    config = load_config(path)
+    started_in, here = Path(config.session.output), out.resolve()
+    database = config.database_target
+    if started_in == here or not isinstance(database, Path):
+        return config  # where it was started, or recording into a server's database wherever it is
+    if not database.is_relative_to(started_in):
+        raise ConfigError(
+            f"the session in {out} was started in {started_in} and records into {database}, outside it; "
+            f"resume it in {started_in}, or copy its database into {out} and set [session] database"
+        )
+    # A session folder moved or copied elsewhere continues there, into its own database (never the
+    # original's): every other path of a simulation is set from its folder (simulation_config).
+    moved = dataclasses.replace(
+        config.session, output=str(here), database=str(here / database.relative_to(started_in))
+    )
+    return dataclasses.replace(config, session=moved)
 
 
 def _override(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -136,7 +137,9 @@ def test_a_session_across_processes_survives_its_controller_killed_mid_run(tmp_p
 
 
 @pytest.mark.timeout(400)
-def test_a_session_in_one_process_killed_mid_round_continues_with_resume(tmp_path: Path) -> None:
+def test_a_session_in_one_process_killed_mid_round_continues_with_resume_where_it_was_moved(
+    tmp_path: Path,
+) -> None:
     config = tmp_path / "short.toml"
     config.write_text(SHORT)
     out = tmp_path / "session"
@@ -157,13 +160,22 @@ def test_a_session_in_one_process_killed_mid_round_continues_with_resume(tmp_pat
     finally:
         process.kill()
     assert process.returncode == -signal.SIGKILL
+    with sqlite3.connect(database) as db:
+        left = db.execute("SELECT code FROM events ORDER BY id").fetchall()
+    # Carried to another machine's disk, it continues there, into its own copy of the database.
+    moved = tmp_path / "elsewhere" / "session"
+    shutil.copytree(out, moved)
     resumed = subprocess.run(
-        [*command, "--resume", "--out", str(out)], capture_output=True, text=True, timeout=300
+        [*command, "--resume", "--out", str(moved)], capture_output=True, text=True, timeout=300
     )
     assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
     assert "session resumed: 1 run(s) and 0 round(s) complete" in resumed.stdout
-    events = check_every_volume_recorded_once(database)
+    events = check_every_volume_recorded_once(moved / "cortexloop.sqlite")
     assert events[-1] == ("session.completed", "session completed: 2 round(s)")
+    assert (moved / "report.html").is_file()
+    assert not (out / "report.html").exists()
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT code FROM events ORDER BY id").fetchall() == left  # the original untouched
 
 
 @pytest.mark.timeout(600)
