@@ -1,4 +1,4 @@
-"""``cortexloop model``: fit, score and inspect encoding models.
+"""``cortexloop model``: fit, score, inspect encoding models, and predict with them.
 
 Inputs are a stimulus table and a response file:
 
@@ -13,6 +13,7 @@ Inputs are a stimulus table and a response file:
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,6 +23,7 @@ from rich import box
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
+from db.base import write_atomic
 from loop.cli._common import JsonOption, choice, console, print_json, progress_bars
 from loop.cli._inputs import read_responses, read_stimulus_table
 from stimulus.names import CvKind, ReductionMethod
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 BACKBONE_NAMES = "efficientnet-lite0, efficientnet-lite1, efficientnet-lite2 (docs/encoding.md for others)"
 
-app = typer.Typer(help="Encoding models: fit, score, inspect.", no_args_is_help=True)
+app = typer.Typer(help="Encoding models: fit, score, inspect, predict.", no_args_is_help=True)
 
 TableArg = Annotated[
     Path, typer.Argument(help="Stimulus table (TSV with an 'image' column).", show_default=False)
@@ -262,6 +264,77 @@ def score(
     console.print(table_out)
     if result.ceiling is None:
         console.print("no stimulus repeats, so no noise ceiling: repeat some stimuli to get one")
+
+
+@app.command()
+def predict(
+    model_path: ModelArg,
+    images: Annotated[
+        Path,
+        typer.Argument(
+            help="The images: a folder (its subfolders are categories) or a TSV with a path column.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Where to write: OUT.tsv (one row per image, the predicted mean of each ROI) and OUT.npz "
+            "(images x voxels, with each voxel's ROI and index).",
+            show_default=False,
+        ),
+    ],
+    top: Annotated[int, typer.Option(help="Images printed per ROI, the highest predicted.", min=0)] = 3,
+    device: Annotated[
+        str | None, typer.Option(help="cpu or cuda. Default: the GPU when there is one.")
+    ] = None,
+    json: JsonOption = False,
+) -> None:
+    """Predict a model's responses to new images: per ROI (a table) and per voxel (an array).
+
+    Every image is checked first (stimulus.image_sets: unreadable, duplicate or
+    too small files are named, all at once) and seen as the model's training
+    images were: its largest centred square, at the model's input size.
+    """
+    from stimulus import EncodingModel
+    from stimulus.image_sets import read_image_set
+
+    image_set = read_image_set(images, split=None)
+    model = EncodingModel.load(model_path, device=device)
+    voxels = np.asarray(model.predict(list(image_set.paths)), dtype=np.float32)
+    labels = np.asarray(model.roi_labels_)
+    rois = list(dict.fromkeys(labels.tolist()))
+    by_roi = {roi: voxels[:, labels == roi].mean(axis=1) for roi in rois}
+    names = [str(path.relative_to(image_set.source) if image_set.source.is_dir() else path)
+             for path in image_set.paths]  # fmt: skip
+    rows = ["\t".join(["image", "category", "sha256", *rois])]
+    for k, name in enumerate(names):
+        values = [f"{by_roi[roi][k]:.6g}" for roi in rois]
+        rows.append("\t".join([name, image_set.categories[k] or "n/a", image_set.sha256[k], *values]))
+    table_path, array_path = out.with_name(out.name + ".tsv"), out.with_name(out.name + ".npz")
+    buffer = io.BytesIO()
+    np.savez(
+        buffer, predicted=voxels, roi_labels=labels, voxel_indices=np.asarray(model.voxel_indices_),
+        images=np.asarray(names), sha256=np.asarray(image_set.sha256),
+    )  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(table_path, ("\n".join(rows) + "\n").encode())
+    write_atomic(array_path, buffer.getvalue())
+    ranked = {roi: [names[k] for k in np.argsort(-by_roi[roi], kind="stable")[:top]] for roi in rois}
+    if json:
+        print_json({"model": str(model_path), "n_images": len(names), "table": str(table_path),
+                    "array": str(array_path), "highest": ranked})  # fmt: skip
+        return
+    table_out = Table(box=box.SIMPLE_HEAD, title=f"{model_path.name} on {len(names)} images")
+    for column in ("ROI", "voxels", "mean predicted", f"highest predicted (of {len(names)})"):
+        table_out.add_column(column, justify="right" if column in ("voxels", "mean predicted") else "left")
+    for roi in rois:
+        table_out.add_row(
+            roi, str(int((labels == roi).sum())), f"{by_roi[roi].mean():.3f}", ", ".join(ranked[roi])
+        )
+    console.print(table_out)
+    console.print(f"predictions in {table_path} (per ROI) and {array_path} (per voxel)")
 
 
 @app.command()

@@ -146,3 +146,55 @@ def test_unusable_input_is_one_line_saying_what_to_change(
     assert lines[0].startswith("cortexloop: error: ")
     assert re.search(message, lines[0]), lines[0]
     assert not (tmp_path / "m").exists()
+
+
+def test_predict_gives_each_new_image_the_models_response_per_roi_and_voxel(
+    cortexloop: Cli, fitted: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    path, _ = fitted
+    images = natural_crops(20, size=64, seed=12)  # images the model never saw
+    folder = tmp_path / "lab-set"
+    for i, image in enumerate(images):
+        category = folder / ("dark" if image.mean() < np.median(images.mean(axis=(1, 2, 3))) else "bright")
+        category.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(
+            category / f"{i:02d}.png"
+        )
+    result = cortexloop("model", "predict", path, folder, "--out", tmp_path / "out" / "pred", "--json")
+    assert result.returncode == 0, result.stderr
+    said = json.loads(result.stdout)
+    assert said["n_images"] == 20
+    rows = [line.split("\t") for line in (tmp_path / "out" / "pred.tsv").read_text().splitlines()]
+    assert rows[0] == ["image", "category", "sha256", "V1", "V4"]
+    by_name = {row[0]: row for row in rows[1:]}
+    assert len(by_name) == 20
+    arrays = np.load(tmp_path / "out" / "pred.npz")
+    assert arrays["predicted"].shape == (20, N_VOXELS)
+    assert arrays["voxel_indices"].tolist() == [7 * i for i in range(N_VOXELS)]
+    # What the Python API predicts for the same files, and what the responses it was fitted on follow.
+    model = EncodingModel.load(path)
+    files = [folder / name for name in arrays["images"]]
+    expected = model.predict(files)
+    np.testing.assert_allclose(arrays["predicted"], expected, rtol=1e-5, atol=1e-6)
+    v1 = np.array([float(by_name[name][3]) for name in arrays["images"]])
+    np.testing.assert_allclose(v1, expected[:, :6].mean(axis=1), rtol=1e-4, atol=1e-5)
+    brightness = np.array([np.asarray(Image.open(f), dtype=np.float64).mean() for f in files])
+    assert np.corrcoef(v1, brightness)[0, 1] > 0.8
+    assert {by_name[name][1] for name in by_name} == {"bright", "dark"}
+    assert said["highest"]["V1"][0].startswith("bright/")
+
+
+def test_predict_names_every_unusable_image_and_writes_nothing(
+    cortexloop: Cli, fitted: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    folder = tmp_path / "set"
+    folder.mkdir()
+    Image.new("RGB", (80, 80), (10, 20, 30)).save(folder / "fine.png")
+    (folder / "notes.png").write_text("not an image")
+    Image.new("RGB", (20, 20)).save(folder / "tiny.png")
+    result = cortexloop("model", "predict", fitted[0], folder, "--out", tmp_path / "pred")
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert "notes.png cannot be read as an image" in line
+    assert "tiny.png is 20x20 pixels" in line
+    assert not list(tmp_path.glob("pred*"))
