@@ -202,12 +202,14 @@ class Relocation:
 
     def path(self, recorded_path: str | Path) -> Path:
         path = Path(recorded_path)
-        if path.exists() or self.recorded is None or self.actual is None or self.actual == self.recorded:
+        if self.recorded is None or self.actual is None or self.actual == self.recorded:
             return path
         try:
-            return self.actual / path.relative_to(self.recorded)
+            moved = self.actual / path.relative_to(self.recorded)
         except ValueError:  # outside the session folder (a shared stimulus folder, an atlas elsewhere)
             return path
+        # The folder where it is now first: a copy resumed elsewhere wrote its later files there only.
+        return moved if moved.exists() or not path.exists() else path
 
     @classmethod
     def find(cls, config_toml: str | None, *, database_file: Path | None, folder: Path | None) -> Relocation:

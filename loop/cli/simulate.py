@@ -182,7 +182,7 @@ def _print_outcome(config: SessionConfig, out: Path) -> Path:
     with open_database(config.database_target) as database:
         with database.reader() as s:
             outcome = session_outcome(s, ref)
-        report = write_report(database, ref, out / "report.html")
+        report = write_report(database, ref, out / "report.html", folder=out.resolve())
     table = Table(title=f"{outcome.session}: target vs non-target images over all rounds")
     for column in ("target", "target images", "non-target images", "t", "p", "Cohen's d", "driven"):
         table.add_column(column, justify="left" if column == "target" else "right")
