@@ -194,7 +194,11 @@ def decode(
         "final_loss": float(result.loss[-1]),
         "ssim": None if result.ssim is None else result.ssim.tolist(),
         "mse": None if result.mse is None else result.mse.tolist(),
-    }
+        "identification": None if (found := result.identification) is None else {
+            "ways": found.ways, "accuracy": found.accuracy, "chance": found.chance,
+            "pairwise": found.pairwise, "p_value": found.p_value,
+        },
+    }  # fmt: skip
     write_json(out / "decoding.json", summary)
     if json:
         print_json(summary)
@@ -203,3 +207,9 @@ def decode(
     if result.ssim is not None and result.mse is not None:
         console.print(f"against the shown images: median SSIM {np.median(result.ssim):.3f}, median MSE "
                       f"{np.median(result.mse):.4f}")  # fmt: skip
+    if (found := result.identification) is not None:
+        console.print(
+            f"{found.ways}-way identification among the shown images: {found.accuracy:.0%} (chance "
+            f"{found.chance:.0%}, permutation p {found.p_value:.3g}); pairwise {found.pairwise:.0%} "
+            "(chance 50%)"
+        )

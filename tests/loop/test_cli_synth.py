@@ -95,6 +95,10 @@ def test_decode_writes_images_and_scores_them_against_the_shown(
     summary = json.loads(result.stdout)
     assert summary["files"] == ["decoded_000.png", "decoded_001.png", "decoded_002.png"]
     assert len(summary["ssim"]) == 3
+    found = summary["identification"]  # among the three shown images
+    assert found["ways"] == 3
+    assert found["chance"] == pytest.approx(1 / 3)
+    assert 0 < found["p_value"] <= 1
     for name in summary["files"]:
         with Image.open(tmp_path / "decoded" / name) as image:
             assert image.size == (64, 64)  # the model's input size
