@@ -54,6 +54,7 @@ from stimulus.scores import (
     NoiseCeiling,
     average_repeats,
     fdr_select,
+    fingerprint_voxels,
     noise_ceiling,
     normalized_accuracy,
     pearson_r,
@@ -617,12 +618,26 @@ class EncodingModel:
             r=r, r2=r2, ceiling=ceiling, normalized=normalized, by_roi=by_roi, n_stimuli=len(y)
         )
 
-    def fingerprints(self) -> dict[str, FloatArray]:
-        """Mean layer scores of each ROI's selected voxels, normalized by their maximum."""
+    def fingerprints(self, top: float | None = None) -> dict[str, FloatArray]:
+        """Mean layer scores of each ROI's voxels, normalized by their maximum.
+
+        The voxels are those selected above chance, or with ``top`` the fraction of
+        each ROI's voxels best predicted (cross-validated r): paper 001 took 0.25.
+        """
         self._check_fitted()
         if len(self.layer_scores_) == 0:
             raise EncodingInputError("this model was fitted without layer-wise models (layerwise=False)")
-        return roi_fingerprints(self.layer_scores_, self.roi_labels_.tolist(), self.selected_)
+        return roi_fingerprints(self.layer_scores_, self.roi_labels_.tolist(), **self._fingerprinted(top))
+
+    def fingerprint_voxels(self, top: float | None = None) -> dict[str, npt.NDArray[np.int64]]:
+        """The voxels each ROI's fingerprint averages (:meth:`fingerprints`), by ROI."""
+        self._check_fitted()
+        return fingerprint_voxels(self.roi_labels_.tolist(), **self._fingerprinted(top))
+
+    def _fingerprinted(self, top: float | None) -> dict[str, Any]:
+        if top is None:
+            return {"selected": self.selected_}
+        return {"accuracy": self.cv_r_, "top": top}
 
     # -- files ------------------------------------------------------------------------------------
 

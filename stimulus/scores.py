@@ -27,6 +27,7 @@ __all__ = [
     "average_repeats",
     "fdr_select",
     "fingerprint_summary",
+    "fingerprint_voxels",
     "noise_ceiling",
     "normalized_accuracy",
     "pearson_r",
@@ -228,8 +229,42 @@ def fdr_select(p_values: npt.ArrayLike, q: float = 0.05) -> npt.NDArray[np.bool_
     return selected
 
 
+def fingerprint_voxels(
+    roi_labels: Sequence[str],
+    selected: npt.ArrayLike | None = None,
+    *,
+    accuracy: npt.ArrayLike | None = None,
+    top: float | None = None,
+) -> dict[str, npt.NDArray[np.int64]]:
+    """The voxels (indices) each ROI's fingerprint averages, ROIs in order of first label.
+
+    ``selected``: only these voxels count (for example, the FDR selection).
+    ``accuracy`` and ``top``: only the ``top`` fraction of each ROI's voxels (of
+    those selected) best predicted by ``accuracy`` count, at least one: paper
+    001 used the best 25 %. An ROI with no voxel left is left out.
+    """
+    labels = np.asarray(roi_labels)
+    mask = np.ones(len(labels), dtype=bool) if selected is None else np.asarray(selected, dtype=bool)
+    if (top is None) != (accuracy is None) or (top is not None and not 0 < top <= 1):
+        raise ValueError("give top (a fraction in (0, 1]) and accuracy (one per voxel) together")
+    result: dict[str, npt.NDArray[np.int64]] = {}
+    for roi in dict.fromkeys(labels.tolist()):
+        indices = np.flatnonzero((labels == roi) & mask)
+        if top is not None and len(indices):
+            ranked = indices[np.argsort(-np.asarray(accuracy, dtype=np.float64)[indices], kind="stable")]
+            indices = np.sort(ranked[: max(1, int(np.ceil(top * len(indices))))])
+        if len(indices):
+            result[str(roi)] = indices
+    return result
+
+
 def roi_fingerprints(
-    layer_scores: npt.ArrayLike, roi_labels: Sequence[str], selected: npt.ArrayLike | None = None
+    layer_scores: npt.ArrayLike,
+    roi_labels: Sequence[str],
+    selected: npt.ArrayLike | None = None,
+    *,
+    accuracy: npt.ArrayLike | None = None,
+    top: float | None = None,
 ) -> dict[str, FloatArray]:
     """Mean score per layer over each ROI's voxels, divided by its maximum (paper 001, Fig. 2).
 
@@ -237,20 +272,15 @@ def roi_fingerprints(
     ----------
     layer_scores : array of shape (n_layers, n_voxels)
     roi_labels : sequence of str, shape (n_voxels,)
-    selected : bool array of shape (n_voxels,), optional
-        Only these voxels count (for example, the FDR selection).
+    selected, accuracy, top :
+        Which of each ROI's voxels count (:func:`fingerprint_voxels`).
     """
     scores = np.asarray(layer_scores, dtype=np.float64)
-    labels = np.asarray(roi_labels)
-    mask = np.ones(scores.shape[1], dtype=bool) if selected is None else np.asarray(selected, dtype=bool)
     result: dict[str, FloatArray] = {}
-    for roi in dict.fromkeys(labels.tolist()):
-        members = (labels == roi) & mask
-        if not members.any():
-            continue
+    for roi, members in fingerprint_voxels(roi_labels, selected, accuracy=accuracy, top=top).items():
         mean = scores[:, members].mean(axis=1)
         peak = np.abs(mean).max()
-        result[str(roi)] = mean / peak if peak > 0 else mean
+        result[roi] = mean / peak if peak > 0 else mean
     return result
 
 

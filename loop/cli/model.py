@@ -338,6 +338,86 @@ def predict(
 
 
 @app.command()
+def fingerprints(
+    model_path: ModelArg,
+    top: Annotated[
+        float,
+        typer.Option(
+            help="The fraction of each ROI's voxels, best predicted first (cross-validated r), that count; "
+            "paper 001 took 0.25. 0: the voxels selected above chance instead.",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.25,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw the fingerprints, one line per ROI, into this PNG.")
+    ] = None,
+    json: JsonOption = False,
+) -> None:
+    """Layer fingerprints per ROI (paper 001): how well each layer alone predicts the ROI's voxels.
+
+    Each ROI's mean score over layers is divided by its maximum, so its peak is 1;
+    the summary projects each voxel's scores onto a trend from -1 (first layer) to
+    1 (last) and averages them: negative for an ROI explained by early layers,
+    positive for one explained by late ones.
+    """
+    from stimulus import EncodingModel
+    from stimulus.scores import fingerprint_summary
+
+    model = EncodingModel.load(model_path, device="cpu")
+    prints = model.fingerprints(top=top or None)
+    voxels = model.fingerprint_voxels(top=top or None)
+    rows: list[dict[str, Any]] = [
+        {"roi": roi, "n_voxels": len(voxels[roi]), "fingerprint": [float(v) for v in values],
+         "peak_layer": model.layers[int(np.argmax(values))],
+         "summary": float(fingerprint_summary(model.layer_scores_[:, voxels[roi]]).mean())}
+        for roi, values in prints.items()
+    ]  # fmt: skip
+    if plot is not None:
+        _plot_fingerprints(rows, model.layers, plot, title=f"{model_path.name}: layer fingerprints")
+    if json:
+        print_json({"model": str(model_path), "layers": list(model.layers), "top": top or None, "rois": rows})
+        return
+    chosen = f"the best {top:.0%} of each ROI's voxels" if top else "the voxels selected above chance"
+    table_out = Table(box=box.SIMPLE_HEAD, title=f"{model_path.name}: layer fingerprints ({chosen})")
+    for column in ("ROI", "voxels", *model.layers, "peak", "summary"):
+        table_out.add_column(column, justify="left" if column in ("ROI", "peak") else "right")
+    for row in rows:
+        cells = [f"{v:.2f}" for v in row["fingerprint"]]
+        table_out.add_row(
+            row["roi"], str(row["n_voxels"]), *cells, row["peak_layer"], f"{row['summary']:+.2f}"
+        )
+    console.print(table_out)
+    if plot is not None:
+        console.print(f"drawn in {plot}")
+
+
+def _plot_fingerprints(
+    rows: list[dict[str, Any]], layers: tuple[str, ...], path: Path, *, title: str
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for row in rows:
+        ax.plot(
+            range(len(layers)), row["fingerprint"], marker="o", label=f"{row['roi']} ({row['summary']:+.2f})"
+        )
+    ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right")
+    ax.set_ylabel("score / its maximum")
+    ax.set_title(title)
+    ax.legend(fontsize="small", frameon=False)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, buffer.getvalue())
+
+
+@app.command()
 def info(model_path: ModelArg, json: JsonOption = False) -> None:
     """What a model file holds, checked against its hash (the backbone is not loaded)."""
     from stimulus.encoding import read_model_file

@@ -198,3 +198,53 @@ def test_predict_names_every_unusable_image_and_writes_nothing(
     assert "notes.png cannot be read as an image" in line
     assert "tiny.png is 20x20 pixels" in line
     assert not list(tmp_path.glob("pred*"))
+
+
+def test_fingerprints_place_early_and_late_tuned_voxels_at_their_layers(
+    cortexloop: Cli, tmp_path: Path
+) -> None:
+    # Voxels tuned to the first layer's features ("early") and to the last layer's ("late"), as paper 001
+    # found V1 and the ventral areas: each ROI's fingerprint must peak where its tuning lives.
+    from stimulus import EncodingConfig, EncodingModel, extract_features
+
+    images = natural_crops(120, size=64, seed=21)
+    layers = extract_features(
+        EncodingModel(EncodingConfig(image_size=64)).extractor, images, standardized=False
+    )
+    rng = np.random.default_rng(5)
+
+    def tuned(features: np.ndarray, n: int) -> np.ndarray:
+        x = (features - features.mean(axis=0)) / (features.std(axis=0) + 1e-6)
+        signal = x @ rng.standard_normal((x.shape[1], n))
+        return signal + 0.3 * signal.std(axis=0) * rng.standard_normal(signal.shape)
+
+    responses = np.hstack([tuned(layers[0], 8), tuned(layers[-1], 8)])
+    lines = ["image\tgroup\tstimulus"]
+    (tmp_path / "images").mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray((image.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(
+            tmp_path / "images" / f"{i:03d}.png"
+        )
+        lines.append(f"images/{i:03d}.png\trun-{i // 24 + 1}\tnat{i:03d}")
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n")
+    np.savez(
+        tmp_path / "responses.npz", responses=responses, roi_labels=np.array(["early"] * 8 + ["late"] * 8)
+    )
+    fitted = cortexloop(
+        "model", "fit", tmp_path / "train.tsv", tmp_path / "responses.npz",
+        "--out", tmp_path / "m.cortexloop", "--image-size", "64", "--permutations", "100",
+    )  # fmt: skip
+    assert fitted.returncode == 0, fitted.stderr
+    result = cortexloop(
+        "model", "fingerprints", tmp_path / "m.cortexloop", "--plot", tmp_path / "prints.png", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    said = json.loads(result.stdout)
+    rois = {row["roi"]: row for row in said["rois"]}
+    assert [rois[r]["n_voxels"] for r in ("early", "late")] == [2, 2]  # the best quarter of 8
+    assert max(rois["early"]["fingerprint"]) == pytest.approx(1.0)
+    early, late = (said["layers"].index(rois[r]["peak_layer"]) for r in ("early", "late"))
+    assert early < late, rois
+    assert rois["early"]["summary"] < rois["late"]["summary"]
+    with Image.open(tmp_path / "prints.png") as plot:
+        assert plot.format == "PNG"

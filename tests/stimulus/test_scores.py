@@ -11,6 +11,7 @@ from stimulus.scores import (
     average_repeats,
     fdr_select,
     fingerprint_summary,
+    fingerprint_voxels,
     noise_ceiling,
     normalized_accuracy,
     pearson_r,
@@ -75,6 +76,18 @@ def test_fingerprints_point_to_the_best_layer() -> None:
     prints = roi_fingerprints(layer_scores, ["V1", "V1", "LOC"])
     np.testing.assert_allclose(prints["V1"], [1.0, 0.5, 0.1])
     np.testing.assert_allclose(prints["LOC"], [0.0, 1 / 6, 1.0])
+    # Paper 001's way: only the best-predicted fraction of each ROI's voxels (at least one).
+    accuracy = [0.2, 0.9, 0.5]
+    assert {
+        k: v.tolist() for k, v in fingerprint_voxels(["V1", "V1", "LOC"], accuracy=accuracy, top=0.5).items()
+    } == {
+        "V1": [1],
+        "LOC": [2],
+    }
+    best = roi_fingerprints(layer_scores, ["V1", "V1", "LOC"], accuracy=accuracy, top=0.25)
+    np.testing.assert_allclose(best["V1"], [1.0, 0.6, 0.2])
+    with pytest.raises(ValueError, match="together"):
+        roi_fingerprints(layer_scores, ["V1", "V1", "LOC"], top=0.25)
 
 
 def test_repeats_are_averaged_in_order_of_first_showing() -> None:
