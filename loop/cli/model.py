@@ -23,7 +23,7 @@ from rich import box
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from db.base import write_atomic
+from db.base import ConfigError, write_atomic
 from loop.cli._common import JsonOption, choice, console, print_json, progress_bars
 from loop.cli._inputs import read_responses, read_stimulus_table
 from stimulus.names import CvKind, ReductionMethod
@@ -415,6 +415,89 @@ def _plot_fingerprints(
     plt.close(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, buffer.getvalue())
+
+
+@app.command()
+def maps(
+    model_path: ModelArg,
+    reference: Annotated[
+        Path,
+        typer.Option(
+            help="A NIfTI volume on the session's grid (its atlas, or a mean EPI): the maps take its shape "
+            "and affine, and the model's voxel indices are flat (C-order) indices into it.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="The folder the maps are written into.", show_default=False)
+    ],
+    json: JsonOption = False,
+) -> None:
+    """The model's per-voxel scores as brain volumes, viewable in any NIfTI viewer.
+
+    Written into OUT: cv_r, cv_r2 (out-of-fold accuracy), p_value (its permutation
+    p), selected (1: above chance after FDR), roi (each model voxel's ROI, numbered
+    as in roi.tsv), and for a model fitted layer-wise best_layer (1 for the first
+    layer) and fingerprint_summary (-1 early to 1 late, paper 001). Voxels the
+    model does not hold are 0 in every map.
+    """
+    import gzip
+
+    import nibabel as nib
+
+    from scanner_bridge.writers import nifti_bytes
+    from stimulus import EncodingModel
+    from stimulus.scores import fingerprint_summary
+
+    try:
+        image: Any = nib.load(reference)
+        shape = tuple(int(n) for n in image.shape[:3])
+        affine = image.affine
+    except (OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
+        raise typer.BadParameter(
+            f"{reference} cannot be read as a NIfTI volume ({exc})", param_hint="--reference"
+        ) from None
+    model = EncodingModel.load(model_path, device="cpu")
+    indices = np.asarray(model.voxel_indices_, dtype=np.int64)
+    size = int(np.prod(shape))
+    if len(shape) != 3 or indices.min(initial=0) < 0 or indices.max(initial=0) >= size:
+        raise ConfigError(
+            f"{model_path.name}'s voxel indices reach {indices.max(initial=0)}, outside the grid of "
+            f"--reference {reference} ({'x'.join(map(str, shape))}, {size} voxels): give a volume of the "
+            "session the model was fitted in"
+        )
+    rois = list(dict.fromkeys(model.roi_labels_.tolist()))
+    values: dict[str, tuple[np.ndarray, type]] = {
+        "cv_r": (model.cv_r_, np.float32),
+        "cv_r2": (model.cv_r2_, np.float32),
+        "p_value": (model.p_values_, np.float32),
+        "selected": (model.selected_.astype(np.uint8), np.uint8),
+        "roi": (np.array([rois.index(label) + 1 for label in model.roi_labels_]), np.int16),
+    }
+    if len(model.layer_scores_):
+        values["best_layer"] = (model.best_layer_ + 1, np.int16)
+        values["fingerprint_summary"] = (fingerprint_summary(model.layer_scores_), np.float32)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, (per_voxel, dtype) in values.items():
+        volume: np.ndarray = np.zeros(size, dtype=dtype)
+        volume[indices] = np.asarray(per_voxel, dtype=dtype)
+        path = out / f"{name}.nii.gz"
+        write_atomic(path, gzip.compress(nifti_bytes(volume.reshape(shape), affine, tr_s=None), mtime=0))
+        written[name] = str(path)
+    rows = [f"{k + 1}\t{roi}\t{int((model.roi_labels_ == roi).sum())}" for k, roi in enumerate(rois)]
+    write_atomic(out / "roi.tsv", ("index\tname\tn_voxels\n" + "\n".join(rows) + "\n").encode())
+    if json:
+        print_json({"model": str(model_path), "reference": str(reference), "shape": shape, "maps": written})
+        return
+    console.print(
+        f"wrote {len(written)} maps of {len(indices)} voxels on {reference.name}'s grid "
+        f"({'x'.join(map(str, shape))}) to {out}: {', '.join(written)}"
+    )
+    if "best_layer" not in written:
+        console.print(
+            "no best_layer or fingerprint_summary map: the model was fitted without layer-wise models"
+        )
 
 
 @app.command()

@@ -248,3 +248,43 @@ def test_fingerprints_place_early_and_late_tuned_voxels_at_their_layers(
     assert rois["early"]["summary"] < rois["late"]["summary"]
     with Image.open(tmp_path / "prints.png") as plot:
         assert plot.format == "PNG"
+
+
+def test_maps_put_each_voxels_scores_at_its_place_on_the_sessions_grid(
+    cortexloop: Cli, fitted: tuple[Path, dict[str, object]], tmp_path: Path
+) -> None:
+    import nibabel as nib
+
+    path, _ = fitted
+    affine = np.diag([2.0, 2.0, 2.5, 1.0])
+    affine[:3, 3] = [-5, -4, -5]
+    nib.save(nib.Nifti1Image(np.zeros((5, 4, 4), dtype=np.float32), affine), tmp_path / "mean_epi.nii.gz")
+    result = cortexloop(
+        "model", "maps", path, "--reference", tmp_path / "mean_epi.nii.gz", "--out", tmp_path / "maps"
+    )
+    assert result.returncode == 0, result.stderr
+    model = EncodingModel.load(path)
+    where = np.unravel_index(model.voxel_indices_, (5, 4, 4))
+    for name, expected in [
+        ("cv_r", model.cv_r_),
+        ("selected", model.selected_),
+        ("best_layer", model.best_layer_ + 1),
+    ]:
+        image = nib.load(tmp_path / "maps" / f"{name}.nii.gz")
+        np.testing.assert_allclose(image.affine, affine)
+        data = np.asarray(image.dataobj)
+        assert data.shape == (5, 4, 4)
+        np.testing.assert_allclose(data[where], expected, rtol=1e-6)
+        outside = np.ones(data.shape, dtype=bool)
+        outside[where] = False
+        assert not data[outside].any()  # only the model's voxels carry a value
+    roi = np.asarray(nib.load(tmp_path / "maps" / "roi.nii.gz").dataobj)
+    assert roi[where].tolist() == [1] * 6 + [2] * 6
+    assert (tmp_path / "maps" / "roi.tsv").read_text().splitlines()[1:] == ["1\tV1\t6", "2\tV4\t6"]
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), dtype=np.float32), affine), tmp_path / "small.nii.gz")
+    refused = cortexloop(
+        "model", "maps", path, "--reference", tmp_path / "small.nii.gz", "--out", tmp_path / "x"
+    )
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert "voxel indices reach 77, outside the grid of --reference" in line
