@@ -60,12 +60,15 @@ class ReductionConfig:
 
 
 class LayerReduction(nn.Module):
-    """One layer's activations (n, C, H, W) or (n, C) to features (n, p).
+    """One layer's activations (n, C, H, W), (n, T, D) or (n, C) to features (n, p).
+
+    A convolutional map is pooled (or smoothed and subsampled) to the budget; a
+    transformer's tokens (n, T, D) are averaged over tokens to D features.
 
     Parameters
     ----------
     shape : tuple of int
-        The layer's output shape for one image: (C, H, W) or (C,).
+        The layer's output shape for one image: (C, H, W), (T, D) or (C,).
     config : ReductionConfig
     """
 
@@ -95,12 +98,14 @@ class LayerReduction(nn.Module):
                 )
                 self.grid = (math.ceil(height / self.step), math.ceil(width / self.step))
             self.out_features = channels * self.grid[0] * self.grid[1]
+        elif len(shape) == 2:  # (tokens, width), a transformer's: averaged over tokens
+            self.out_features = shape[1]
         elif len(shape) == 1:
             self.out_features = shape[0]
         else:
             raise BackboneError(
-                f"a layer with output shape {shape} per image cannot be reduced; "
-                "choose a layer whose output is (channels,) or (channels, height, width)"
+                f"a layer with output shape {shape} per image cannot be reduced; choose a layer whose "
+                "output is (channels,), (tokens, width) or (channels, height, width)"
             )
         sigma = 0.35 * self.step
         self.register_buffer("kernel", gaussian_kernel(sigma))
@@ -110,6 +115,8 @@ class LayerReduction(nn.Module):
     def reduce(self, activations: torch.Tensor) -> torch.Tensor:
         """Pooled or smoothed and subsampled, optionally log-compressed; not standardized."""
         x = activations
+        if x.dim() == 3:  # (n, tokens, width): pooled over tokens, as a vision transformer's readout pools
+            x = x.mean(dim=1)
         if x.dim() == 4:
             if self.config.method == "pool":
                 x = F.adaptive_avg_pool2d(x, self.grid)

@@ -246,6 +246,50 @@ def test_a_lab_backbone_plugs_in_through_a_factory(
     assert EncodingModel.load(path, weights=moved).n_voxels == 4
 
 
+def test_a_transformers_tokens_are_averaged_over_tokens_into_features(
+    crops: npt.NDArray[np.float32], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stimulus import backbone_from_factory
+
+    (tmp_path / "labvit.py").write_text(
+        textwrap.dedent(
+            """
+            from torch import nn
+
+            class Tokens(nn.Module):
+                def forward(self, x):
+                    return x.flatten(2).transpose(1, 2)  # (n, patches, width)
+
+            def tiny():
+                return nn.Sequential(
+                    nn.Conv2d(3, 16, 8, stride=8), Tokens(),
+                    nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True),
+                )
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(0)
+    import labvit  # type: ignore[import-not-found]
+
+    network = labvit.tiny().eval()
+    weights = tmp_path / "labvit.pth"
+    torch.save(network.state_dict(), weights)
+    spec = backbone_from_factory("labvit:tiny", weights, default_layers=("1", "2"))
+    model = EncodingModel(_fast(layerwise=False), backbone=spec)
+    features = extract_features(model.extractor, crops[:10], standardized=False)
+    assert [f.shape for f in features] == [(10, 16), (10, 16)]  # 64 tokens of width 16, averaged
+    # The features are the tokens' mean, as the network gives them (its own input normalization first).
+    with torch.no_grad():
+        tokens = network(model.extractor.prepare(torch.as_tensor(crops[:10])))
+    np.testing.assert_allclose(features[1], tokens.mean(dim=1).numpy(), rtol=1e-4, atol=1e-5)
+    # And a model on them fits voxels that read the tokens, as any other layer's.
+    all_features = extract_features(model.extractor, crops[:60], standardized=False)[1]
+    responses = all_features[:, :4] + 0.05 * np.random.default_rng(2).standard_normal((60, 4))
+    model.fit(crops[:60], responses)
+    assert np.median(model.cv_r_) > 0.8
+
+
 def test_a_time_series_model_learns_the_haemodynamic_lag(crops: npt.NDArray[np.float32]) -> None:
     tr_s, n_trs = 2.0, 40
     model = EncodingModel(_fast(layers=("_blocks.4", "_fc"), layerwise=False, n_splits=3))
