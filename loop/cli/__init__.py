@@ -21,6 +21,7 @@ from db.base import CortexloopError
 from loop.cli.analysis import replay, report
 from loop.cli.bridge import app as bridge_app
 from loop.cli.db import app as db_app
+from loop.cli.insilico import app as insilico_app
 from loop.cli.model import app as model_app
 from loop.cli.present import present
 from loop.cli.session import app as session_app
@@ -38,6 +39,7 @@ app = typer.Typer(
 )
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(db_app, name="db")
+app.add_typer(insilico_app, name="insilico")
 app.add_typer(model_app, name="model")
 app.add_typer(session_app, name="session")
 app.command()(synth)

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
+import numpy.typing as npt
 import typer
 from rich import box
 from rich.progress import Progress, TaskID
 from rich.table import Table
 
-from db.base import ConfigError, write_atomic
+from db.base import write_atomic
 from loop.cli._common import JsonOption, choice, console, print_json, progress_bars
 from loop.cli._inputs import read_responses, read_stimulus_table
 from stimulus.names import CvKind, ReductionMethod
@@ -441,33 +442,15 @@ def maps(
     layer) and fingerprint_summary (-1 early to 1 late, paper 001). Voxels the
     model does not hold are 0 in every map.
     """
-    import gzip
-
-    import nibabel as nib
-
-    from scanner_bridge.writers import nifti_bytes
+    from loop.cli._volumes import read_grid, write_volumes
     from stimulus import EncodingModel
     from stimulus.scores import fingerprint_summary
 
-    try:
-        image: Any = nib.load(reference)
-        shape = tuple(int(n) for n in image.shape[:3])
-        affine = image.affine
-    except (OSError, ValueError, nib.filebasedimages.ImageFileError) as exc:
-        raise typer.BadParameter(
-            f"{reference} cannot be read as a NIfTI volume ({exc})", param_hint="--reference"
-        ) from None
     model = EncodingModel.load(model_path, device="cpu")
     indices = np.asarray(model.voxel_indices_, dtype=np.int64)
-    size = int(np.prod(shape))
-    if len(shape) != 3 or indices.min(initial=0) < 0 or indices.max(initial=0) >= size:
-        raise ConfigError(
-            f"{model_path.name}'s voxel indices reach {indices.max(initial=0)}, outside the grid of "
-            f"--reference {reference} ({'x'.join(map(str, shape))}, {size} voxels): give a volume of the "
-            "session the model was fitted in"
-        )
+    grid = read_grid(reference, indices, owner=model_path.name)
     rois = list(dict.fromkeys(model.roi_labels_.tolist()))
-    values: dict[str, tuple[np.ndarray, type]] = {
+    values: dict[str, tuple[npt.ArrayLike, type]] = {
         "cv_r": (model.cv_r_, np.float32),
         "cv_r2": (model.cv_r2_, np.float32),
         "p_value": (model.p_values_, np.float32),
@@ -477,22 +460,17 @@ def maps(
     if len(model.layer_scores_):
         values["best_layer"] = (model.best_layer_ + 1, np.int16)
         values["fingerprint_summary"] = (fingerprint_summary(model.layer_scores_), np.float32)
-    out.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for name, (per_voxel, dtype) in values.items():
-        volume: np.ndarray = np.zeros(size, dtype=dtype)
-        volume[indices] = np.asarray(per_voxel, dtype=dtype)
-        path = out / f"{name}.nii.gz"
-        write_atomic(path, gzip.compress(nifti_bytes(volume.reshape(shape), affine, tr_s=None), mtime=0))
-        written[name] = str(path)
+    written = write_volumes(values, indices, grid, out)
     rows = [f"{k + 1}\t{roi}\t{int((model.roi_labels_ == roi).sum())}" for k, roi in enumerate(rois)]
     write_atomic(out / "roi.tsv", ("index\tname\tn_voxels\n" + "\n".join(rows) + "\n").encode())
     if json:
-        print_json({"model": str(model_path), "reference": str(reference), "shape": shape, "maps": written})
+        print_json(
+            {"model": str(model_path), "reference": str(reference), "shape": grid.shape, "maps": written}
+        )
         return
     console.print(
         f"wrote {len(written)} maps of {len(indices)} voxels on {reference.name}'s grid "
-        f"({'x'.join(map(str, shape))}) to {out}: {', '.join(written)}"
+        f"({grid.describe()}) to {out}: {', '.join(written)}"
     )
     if "best_layer" not in written:
         console.print(

@@ -1,0 +1,88 @@
+"""In-silico retinotopy: a model fitted on the virtual subject's V1 maps its visual field back.
+
+The virtual subject's pRF centres are the ground truth; only the test reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from loop.simulation.subject import SubjectConfig, VirtualSubject
+from stimulus import EncodingConfig, EncodingModel
+from stimulus.insilico import sine_cosine_fit
+from stimulus.natural import natural_image_set
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+N_IMAGES, REPEATS = 1000, 2  # a few hours of a lab's data, each image's two trials averaged
+
+
+def fisher_lee(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
+    """Fisher and Lee's (1983) circular correlation, which needs no mean direction (V1 spans both sides)."""
+    da, db = np.sin(a[:, None] - a[None, :]), np.sin(b[:, None] - b[None, :])
+    return float((da * db).sum() / np.sqrt((da**2).sum() * (db**2).sum()))
+
+
+@pytest.fixture(scope="module")
+def v1_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, npt.NDArray[np.float64]]:
+    """A model of the subject's V1 fitted on noisy measured responses; its file, the atlas, the true pRFs."""
+    folder = tmp_path_factory.mktemp("insilico")
+    subject = VirtualSubject(SubjectConfig(seed=3))
+    v1 = subject.roi_voxels("V1")
+    images = natural_image_set(N_IMAGES, size=128, seed=77).pixels
+    truth = subject.voxel_responses(images)[:, v1]
+    ceiling = subject.noise_ceiling[v1]  # single-trial, percent
+    noise_sd = subject.signal_sd[v1] / np.sqrt(ceiling / (100 - ceiling)) / np.sqrt(REPEATS)
+    measured = truth + np.random.default_rng(0).standard_normal(truth.shape) * noise_sd
+    config = EncodingConfig(image_size=96, layerwise=False, n_permutations=50)
+    model = EncodingModel(replace(config, reduction=replace(config.reduction, budget=2000)))
+    flat = np.ravel_multi_index(tuple(subject.tuning.coords[v1].T), subject.labels.shape)
+    model.fit(images, measured, roi_labels=["V1"] * len(v1), voxel_indices=flat)
+    model.save(folder / "v1.cortexloop")
+    atlas, _ = subject.write_atlas(folder / "atlas")
+    return folder / "v1.cortexloop", atlas, subject.tuning.prf[v1]
+
+
+@pytest.mark.timeout(400)  # the fixture's fit included
+def test_retinotopy_through_the_model_recovers_v1s_polar_angles_and_eccentricities(
+    cortexloop: Cli, v1_model: tuple[Path, Path, npt.NDArray[np.float64]], tmp_path: Path
+) -> None:
+    model_file, atlas, prf = v1_model
+    result = cortexloop(
+        "insilico", "retinotopy", model_file, "--reference", atlas, "--out", tmp_path / "maps", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in (tmp_path / "maps" / "retinotopy.tsv").read_text().splitlines()[1:]]
+    angle = np.radians([float(row[2]) for row in rows])
+    eccentricity = np.array([float(row[3]) for row in rows])
+    cv_r = np.array([float(row[6]) for row in rows])
+    well = cv_r >= np.median(cv_r)  # the voxels the model predicts well
+    true_angle, true_eccentricity = np.arctan2(prf[:, 1], prf[:, 0]), np.hypot(prf[:, 0], prf[:, 1])
+    circular = fisher_lee(angle[well], true_angle[well])
+    print(f"V1 polar angle, circular r {circular:.3f} on {well.sum()} voxels")
+    assert circular > 0.8
+    assert np.corrcoef(eccentricity[well], true_eccentricity[well])[0, 1] > 0.8
+    # The same angles, placed on the session's grid.
+    volume = np.asarray(nib.load(tmp_path / "maps" / "polar_angle.nii.gz").dataobj)
+    where = np.unravel_index([int(row[0]) for row in rows], volume.shape)
+    np.testing.assert_allclose(volume[where], np.degrees(angle), atol=0.01)
+    summary = json.loads(result.stdout)["rois"]["V1"]
+    assert summary["n_voxels"] == len(rows)
+    assert summary["angle_resultant_length"] < 0.5  # V1 covers the visual field, not one direction of it
+
+
+def test_the_sine_cosine_fit_finds_a_known_preferred_phase() -> None:
+    phase = np.arange(16) * 2 * np.pi / 16
+    preferred = np.array([0.3, -2.0, 2.9])
+    responses = 1.0 + 0.5 * np.cos(phase[:, None] - preferred[None, :])
+    found, amplitude = sine_cosine_fit(responses, phase)
+    np.testing.assert_allclose(found, preferred, atol=1e-9)
+    np.testing.assert_allclose(amplitude, 0.5)
