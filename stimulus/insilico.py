@@ -1,5 +1,9 @@
 """In-silico experiments: classic mapping stimuli shown to an encoding model instead of a subject.
 
+Category contrasts (:func:`contrast`): each voxel's Welch t between the
+predicted responses to two categories of images, or the smallest against
+several (a conjunction), as a category localizer is analysed.
+
 Retinotopic mapping (paper 001's in-silico experiments; the travelling-wave
 design of phase-encoded mapping): contrast-reversing checkerboards seen through
 a rotating wedge and an expanding ring are predicted voxel by voxel, and each
@@ -15,13 +19,15 @@ an eccentricity of 1 is the image's half-width.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from stimulus.encoding import EncodingModel
+from stimulus.errors import EncodingInputError
 
-__all__ = ["Retinotopy", "mapping_stimuli", "retinotopy", "sine_cosine_fit"]
+__all__ = ["Contrast", "Retinotopy", "contrast", "mapping_stimuli", "retinotopy", "sine_cosine_fit"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -135,4 +141,48 @@ def retinotopy(model: EncodingModel, *, size: int = 128, n_wedges: int = 16, n_r
         eccentricity=eccentricity,
         angle_amplitude=angle_amplitude,
         ring_amplitude=rings.max(axis=0) - floor,
+    )
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """Each voxel's Welch t of the model's predicted responses, category ``a`` against ``b``.
+
+    With several ``b`` categories, ``t`` is the smallest of the t's against each
+    (a conjunction: ``a`` above every one of them), as category localizers test.
+    """
+
+    t: FloatArray
+    a: str
+    b: tuple[str, ...]
+    n_a: int
+    n_b: tuple[int, ...]
+
+
+def contrast(
+    model: EncodingModel,
+    images: npt.ArrayLike | list[Path],
+    categories: list[str],
+    a: str,
+    b: tuple[str, ...],
+) -> Contrast:
+    """Category ``a`` against each of ``b`` through the model: each voxel's (smallest) Welch t."""
+    from scipy import stats
+
+    labels = np.asarray(categories)
+    groups = {c: np.flatnonzero(labels == c) for c in (a, *b)}
+    short = [f"{c} ({len(i)})" for c, i in groups.items() if len(i) < 2]
+    if short or not b or a in b:
+        why = f"too few images of {', '.join(short)}" if short else "no other category to contrast with"
+        raise EncodingInputError(
+            f"a contrast of {a} against {', '.join(b) or 'nothing'} needs two or more images of each, and "
+            f"categories that differ: {why}"
+        )
+    predicted = model.predict(images)
+    t = np.min(
+        [stats.ttest_ind(predicted[groups[a]], predicted[groups[c]], equal_var=False).statistic for c in b],
+        axis=0,
+    )
+    return Contrast(
+        t=np.asarray(t, dtype=np.float64), a=a, b=b, n_a=len(groups[a]), n_b=tuple(len(groups[c]) for c in b)
     )

@@ -90,3 +90,79 @@ def retinotopy(
         )  # fmt: skip
     console.print(table)
     console.print(f"per voxel in {table_path}" + (f"; maps in {out}" if grid is not None else ""))
+
+
+@app.command()
+def contrast(
+    model_path: Annotated[Path, typer.Argument(help="Model file.", show_default=False)],
+    images: Annotated[
+        Path,
+        typer.Argument(
+            help="An image set with categories: a folder of one subfolder per category, or a TSV with path "
+            "and category columns.",
+            show_default=False,
+        ),
+    ],
+    a: Annotated[str, typer.Option("--a", help="The category tested for.", show_default=False)],
+    b: Annotated[
+        list[str] | None,
+        typer.Option("--b", help="The category it is tested against; repeat for several (a conjunction)."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="The folder the results go into.", show_default=False)
+    ] = Path("contrast"),
+    threshold: Annotated[float, typer.Option(help="The t a voxel must exceed to count as found.")] = 3.0,
+    reference: Annotated[
+        Path | None, typer.Option(help="A NIfTI volume on the session's grid: also write the t map on it.")
+    ] = None,
+    json: JsonOption = False,
+) -> None:
+    """A category contrast through the model (a localizer in silico): each voxel's Welch t, A against B.
+
+    With several --b, a voxel's t is the smallest against each (A above every
+    one); with none, B is every other category of the set. Writes OUT/contrast.tsv
+    (one row per voxel) and with --reference OUT/t.nii.gz; prints, per ROI, how
+    many voxels exceed the threshold for A and for B.
+    """
+    from loop.cli._volumes import read_grid, write_volumes
+    from stimulus import EncodingModel
+    from stimulus.image_sets import read_image_set
+    from stimulus.insilico import contrast as run_contrast
+
+    image_set = read_image_set(images, split=None)
+    categories = [c or "" for c in image_set.categories]
+    against = tuple(b) if b else tuple(c for c in dict.fromkeys(categories) if c != a)
+    model = EncodingModel.load(model_path, device="cpu")
+    indices = np.asarray(model.voxel_indices_, dtype=np.int64)
+    grid = read_grid(reference, indices, owner=model_path.name) if reference is not None else None
+    found = run_contrast(model, list(image_set.paths), categories, a, against)
+    labels = np.asarray(model.roi_labels_)
+    rows = ["voxel_index\troi\tt"] + [
+        f"{indices[k]}\t{labels[k]}\t{found.t[k]:.4f}" for k in range(len(indices))
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "contrast.tsv", ("\n".join(rows) + "\n").encode())
+    if grid is not None:
+        write_volumes({"t": (found.t, np.float32)}, indices, grid, out)
+    by_roi = {
+        str(roi): {
+            "n_voxels": int((labels == roi).sum()),
+            "above": int(((labels == roi) & (found.t > threshold)).sum()),
+            "below": int(((labels == roi) & (found.t < -threshold)).sum()),
+        }
+        for roi in dict.fromkeys(labels.tolist())
+    }
+    name = f"{a} > {' & '.join(against)}"
+    if json:
+        print_json({"model": str(model_path), "contrast": name, "n_a": found.n_a, "n_b": list(found.n_b),
+                    "threshold": threshold, "rois": by_roi})  # fmt: skip
+        return
+    table = Table(box=box.SIMPLE_HEAD, title=f"{model_path.name}: {name} (t > {threshold:g})")
+    for column in ("ROI", "voxels", f"t > {threshold:g}", f"t < -{threshold:g}"):
+        table.add_column(column, justify="left" if column == "ROI" else "right")
+    for roi, row in by_roi.items():
+        table.add_row(roi, str(row["n_voxels"]), str(row["above"]), str(row["below"]))
+    console.print(table)
+    console.print(
+        f"per voxel in {out / 'contrast.tsv'}" + (f"; the t map in {out / 't.nii.gz'}" if grid else "")
+    )

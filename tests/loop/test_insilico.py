@@ -1,6 +1,6 @@
-"""In-silico retinotopy: a model fitted on the virtual subject's V1 maps its visual field back.
+"""In-silico experiments through a model fitted on the virtual subject: retinotopy and category contrasts.
 
-The virtual subject's pRF centres are the ground truth; only the test reads them.
+The virtual subject's pRF centres and ROI labels are the ground truth; only the tests read them.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 import pytest
+from PIL import Image
 
-from loop.simulation.subject import SubjectConfig, VirtualSubject
+from loop.simulation.subject import ROI_NAMES, SubjectConfig, VirtualSubject
 from stimulus import EncodingConfig, EncodingModel
 from stimulus.insilico import sine_cosine_fit
 from stimulus.natural import natural_image_set
@@ -32,35 +33,36 @@ def fisher_lee(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
 
 
 @pytest.fixture(scope="module")
-def v1_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, npt.NDArray[np.float64]]:
-    """A model of the subject's V1 fitted on noisy measured responses; its file, the atlas, the true pRFs."""
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, VirtualSubject]:
+    """A model of every ROI voxel of the subject, fitted on noisy measured responses; its file, the atlas."""
     folder = tmp_path_factory.mktemp("insilico")
     subject = VirtualSubject(SubjectConfig(seed=3))
-    v1 = subject.roi_voxels("V1")
     images = natural_image_set(N_IMAGES, size=128, seed=77).pixels
-    truth = subject.voxel_responses(images)[:, v1]
-    ceiling = subject.noise_ceiling[v1]  # single-trial, percent
-    noise_sd = subject.signal_sd[v1] / np.sqrt(ceiling / (100 - ceiling)) / np.sqrt(REPEATS)
+    truth = subject.voxel_responses(images)
+    ceiling = subject.noise_ceiling  # single-trial, percent
+    noise_sd = subject.signal_sd / np.sqrt(ceiling / (100 - ceiling)) / np.sqrt(REPEATS)
     measured = truth + np.random.default_rng(0).standard_normal(truth.shape) * noise_sd
     config = EncodingConfig(image_size=96, layerwise=False, n_permutations=50)
     model = EncodingModel(replace(config, reduction=replace(config.reduction, budget=2000)))
-    flat = np.ravel_multi_index(tuple(subject.tuning.coords[v1].T), subject.labels.shape)
-    model.fit(images, measured, roi_labels=["V1"] * len(v1), voxel_indices=flat)
-    model.save(folder / "v1.cortexloop")
+    flat = np.ravel_multi_index(tuple(subject.tuning.coords.T), subject.labels.shape)
+    model.fit(images, measured, roi_labels=[ROI_NAMES[r] for r in subject.tuning.roi], voxel_indices=flat)
+    model.save(folder / "subject.cortexloop")
     atlas, _ = subject.write_atlas(folder / "atlas")
-    return folder / "v1.cortexloop", atlas, subject.tuning.prf[v1]
+    return folder / "subject.cortexloop", atlas, subject
 
 
 @pytest.mark.timeout(400)  # the fixture's fit included
 def test_retinotopy_through_the_model_recovers_v1s_polar_angles_and_eccentricities(
-    cortexloop: Cli, v1_model: tuple[Path, Path, npt.NDArray[np.float64]], tmp_path: Path
+    cortexloop: Cli, fitted: tuple[Path, Path, VirtualSubject], tmp_path: Path
 ) -> None:
-    model_file, atlas, prf = v1_model
+    model_file, atlas, subject = fitted
     result = cortexloop(
         "insilico", "retinotopy", model_file, "--reference", atlas, "--out", tmp_path / "maps", "--json"
     )
     assert result.returncode == 0, result.stderr
-    rows = [line.split("\t") for line in (tmp_path / "maps" / "retinotopy.tsv").read_text().splitlines()[1:]]
+    lines = (tmp_path / "maps" / "retinotopy.tsv").read_text().splitlines()[1:]
+    rows = [line.split("\t") for line in lines if line.split("\t")[1] == "V1"]
+    prf = subject.tuning.prf[subject.roi_voxels("V1")]  # the model's voxels are the subject's, in order
     angle = np.radians([float(row[2]) for row in rows])
     eccentricity = np.array([float(row[3]) for row in rows])
     cv_r = np.array([float(row[6]) for row in rows])
@@ -77,6 +79,36 @@ def test_retinotopy_through_the_model_recovers_v1s_polar_angles_and_eccentriciti
     summary = json.loads(result.stdout)["rois"]["V1"]
     assert summary["n_voxels"] == len(rows)
     assert summary["angle_resultant_length"] < 0.5  # V1 covers the visual field, not one direction of it
+
+
+@pytest.mark.timeout(400)  # the fixture's fit included
+def test_a_places_localizer_through_the_model_finds_the_subjects_place_area(
+    cortexloop: Cli, fitted: tuple[Path, Path, VirtualSubject], tmp_path: Path
+) -> None:
+    model_file, atlas, subject = fitted
+    shown = natural_image_set(200, size=128, seed=78)  # images the model was not fitted on
+    for k, (pixels, category) in enumerate(zip(shown.pixels, shown.categories, strict=True)):
+        (tmp_path / "localizer" / category).mkdir(parents=True, exist_ok=True)
+        image = Image.fromarray((pixels.transpose(1, 2, 0) * 255).round().astype(np.uint8))
+        image.save(tmp_path / "localizer" / category / f"{k:03d}.png")
+    result = cortexloop(
+        "insilico", "contrast", model_file, tmp_path / "localizer", "--a", "scene", "--out", tmp_path / "c",
+        "--reference", atlas, "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    said = json.loads(result.stdout)
+    assert said["contrast"] == "scene > animal & face & object & texture"  # every other category
+    rows = [line.split("\t") for line in (tmp_path / "c" / "contrast.tsv").read_text().splitlines()[1:]]
+    found = np.array([float(row[2]) for row in rows]) > 3.0
+    place_area = subject.tuning.roi == ROI_NAMES.index("PPA")
+    precision, recall = (
+        (found & place_area).sum() / found.sum(),
+        (found & place_area).sum() / place_area.sum(),
+    )
+    print(f"scenes above every other category, t > 3: PPA precision {precision:.2f}, recall {recall:.2f}")
+    assert precision > 0.7
+    assert recall > 0.7
+    assert said["rois"]["PPA"]["above"] == (found & place_area).sum()
 
 
 def test_the_sine_cosine_fit_finds_a_known_preferred_phase() -> None:
