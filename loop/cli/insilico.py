@@ -126,9 +126,11 @@ def contrast(
     """
     from loop.cli._volumes import read_grid, write_volumes
     from stimulus import EncodingModel
+    from stimulus.encoding import read_model_file
     from stimulus.image_sets import read_image_set
     from stimulus.insilico import contrast as run_contrast
 
+    read_model_file(model_path)  # a wrong or damaged model file is named before the images are read
     image_set = read_image_set(images, split=None)
     categories = [c or "" for c in image_set.categories]
     against = tuple(b) if b else tuple(c for c in dict.fromkeys(categories) if c != a)

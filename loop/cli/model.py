@@ -299,8 +299,10 @@ def predict(
     images were: its largest centred square, at the model's input size.
     """
     from stimulus import EncodingModel
+    from stimulus.encoding import read_model_file
     from stimulus.image_sets import read_image_set
 
+    read_model_file(model_path)  # a wrong or damaged model file is named before the images are read
     image_set = read_image_set(images, split=None)
     model = EncodingModel.load(model_path, device=device)
     voxels = np.asarray(model.predict(list(image_set.paths)), dtype=np.float32)
