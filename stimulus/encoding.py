@@ -174,6 +174,11 @@ class EncodingScores:
     by_roi: dict[str, dict[str, float]]
     n_stimuli: int
 
+    @property
+    def overall_normalized(self) -> float | None:
+        """The median of ``normalized`` over all voxels: paper 003's accuracy (its eq. 4), or None."""
+        return None if self.normalized is None else float(np.nanmedian(self.normalized))
+
 
 class EncodingModule(nn.Module):
     """The fitted model as a torch module: images (n, 3, H, W) on 0..1 -> responses (n, n_voxels).
@@ -579,12 +584,14 @@ class EncodingModel:
         responses: npt.ArrayLike,
         *,
         stimulus_ids: Sequence[object] | npt.ArrayLike | None = None,
+        given_ceiling: npt.ArrayLike | None = None,
     ) -> EncodingScores:
         """Score predictions against measured responses.
 
         With ``stimulus_ids`` (one per row of ``responses``), repeated
         presentations are averaged before scoring and give the noise ceiling;
-        ``images`` then has one entry per row as well.
+        ``images`` then has one entry per row as well. ``given_ceiling``: the
+        noise ceiling a dataset provides instead, in percent per voxel.
         """
         self._check_fitted()
         pixels = _as_pixels(images, self.config.image_size)
@@ -600,6 +607,16 @@ class EncodingModel:
                 ceiling = noise_ceiling(y, stimulus_ids, n_averaged=repeats.n_averaged)
                 y = repeats.averaged
                 pixels = pixels[torch.as_tensor(repeats.first)]
+        if given_ceiling is not None:
+            try:
+                ceiling = NoiseCeiling.given(given_ceiling)
+            except ValueError as exc:
+                raise EncodingInputError(str(exc)) from None
+            if len(ceiling.percent) != self.n_voxels:
+                raise EncodingInputError(
+                    f"the noise ceiling has {len(ceiling.percent)} values; the model predicts "
+                    f"{self.n_voxels} voxels"
+                )
         predicted = self.predict(pixels).astype(np.float64)
         r, r2 = pearson_r(y, predicted), r2_score(y, predicted)
         normalized = normalized_accuracy(r, ceiling) if ceiling is not None else None

@@ -134,6 +134,16 @@ class NoiseCeiling:
     n_averaged: float
     n_repeated_stimuli: int
 
+    @classmethod
+    def given(cls, percent: npt.ArrayLike) -> NoiseCeiling:
+        """A noise ceiling that a dataset provides, in percent per voxel (0 to below 100)."""
+        values = np.asarray(percent, dtype=np.float64)
+        if values.ndim != 1 or not np.all((values >= 0) & (values < 100)):
+            raise ValueError("a noise ceiling is one percentage per voxel, from 0 to below 100")
+        return cls(
+            ncsnr=np.sqrt(values / (100 - values)), percent=values, n_averaged=1.0, n_repeated_stimuli=0
+        )
+
 
 def noise_ceiling(
     trials: npt.ArrayLike, stimulus_ids: Sequence[object] | npt.ArrayLike, *, n_averaged: float = 1

@@ -99,6 +99,9 @@ def fit(
         str | None, typer.Option(help="Penalty grid, comma-separated. Default 1e-2..1e7.")
     ] = None,
     permutations: Annotated[int, typer.Option(help="Permutations for the voxel selection test.")] = 1000,
+    fdr_q: Annotated[
+        float, typer.Option(help="False discovery rate of the voxel selection (Benjamini-Hochberg).")
+    ] = 0.05,
     layerwise: Annotated[bool, typer.Option(help="Also fit one model per layer (fingerprints).")] = True,
     device: Annotated[
         str | None, typer.Option(help="cpu or cuda. Default: the GPU when there is one.")
@@ -143,6 +146,7 @@ def fit(
         cv=choice(CvKind, cv, "--cv"),
         n_splits=folds,
         n_permutations=permutations,
+        fdr_q=fdr_q,
         layerwise=layerwise,
     )
     model = EncodingModel(config, device=device, backbone=spec)
@@ -225,18 +229,30 @@ def score(
     model_path: ModelArg,
     table: TableArg,
     responses: ResponsesArg,
+    noise_ceiling: Annotated[
+        Path | None,
+        typer.Option(
+            help="The noise ceiling a dataset provides: .npy, one percentage per voxel (instead of the "
+            "one from repeated stimuli)."
+        ),
+    ] = None,
     device: Annotated[
         str | None, typer.Option(help="cpu or cuda. Default: the GPU when there is one.")
     ] = None,
     json: JsonOption = False,
 ) -> None:
-    """Score a model on held-out images: r and R^2 per ROI, and the noise ceiling when stimuli repeat."""
+    """Score a model on held-out images: r and R^2 per ROI; with a noise ceiling, the normalized accuracy.
+
+    The noise ceiling comes from repeated stimuli, or from --noise-ceiling. The
+    overall accuracy is paper 003's: the median over all voxels of 100 r^2 / NC.
+    """
     from stimulus import EncodingModel
 
+    given = _read_ceiling(noise_ceiling) if noise_ceiling is not None else None
     model = EncodingModel.load(model_path, device=device)
     stimuli = read_stimulus_table(table)
     measured = read_responses(responses, len(stimuli.paths))
-    result = model.score(stimuli.paths, measured.values, stimulus_ids=stimuli.ids)
+    result = model.score(stimuli.paths, measured.values, stimulus_ids=stimuli.ids, given_ceiling=given)
     if json:
         print_json(
             {
@@ -247,6 +263,7 @@ def score(
                 "noise_ceiling_percent_median": (
                     float(np.median(result.ceiling.percent)) if result.ceiling is not None else None
                 ),
+                "normalized_accuracy_all_voxels": result.overall_normalized,
                 "rois": result.by_roi,
             }
         )
@@ -263,8 +280,14 @@ def score(
             cells.append(f"{values['median_normalized_accuracy']:.1f}")
         table_out.add_row(*cells)
     console.print(table_out)
-    if result.ceiling is None:
-        console.print("no stimulus repeats, so no noise ceiling: repeat some stimuli to get one")
+    if result.overall_normalized is not None:
+        console.print(f"normalized accuracy over all {len(result.r)} voxels (median of 100 r2/NC): "
+                      f"{result.overall_normalized:.1f} %")  # fmt: skip
+    else:
+        console.print(
+            "no stimulus repeats, so no noise ceiling: repeat some stimuli, or give the dataset's with "
+            "--noise-ceiling"
+        )
 
 
 @app.command()
@@ -478,6 +501,21 @@ def maps(
         console.print(
             "no best_layer or fingerprint_summary map: the model was fitted without layer-wise models"
         )
+
+
+def _read_ceiling(path: Path) -> npt.NDArray[np.float64]:
+    """A dataset's noise ceiling: a .npy of one percentage per voxel."""
+    from stimulus import EncodingInputError
+
+    try:
+        values = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+    except (OSError, ValueError) as exc:
+        raise EncodingInputError(f"noise ceiling file {path} is not a readable .npy ({exc})") from None
+    if values.ndim != 1:
+        raise EncodingInputError(
+            f"noise ceiling file {path} has shape {values.shape}; give one value per voxel"
+        )
+    return values
 
 
 @app.command()

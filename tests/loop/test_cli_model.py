@@ -102,6 +102,28 @@ def test_score_on_repeats_reports_the_noise_ceiling(
     assert scores["n_stimuli"] == 24
     assert scores["noise_ceiling_percent_median"] > 90
     assert scores["rois"]["V1"]["median_r"] > 0.8
+    # The dataset's own noise ceiling instead, and paper 003's accuracy over all voxels.
+    ceiling = np.linspace(20, 80, 12)
+    np.save(training / "ceiling.npy", ceiling)
+    given = cortexloop(
+        "model", "score", path, training / "repeats.tsv", training / "repeats.npy",
+        "--noise-ceiling", training / "ceiling.npy", "--json",
+    )  # fmt: skip
+    assert given.returncode == 0, given.stderr
+    said = json.loads(given.stdout)
+    assert said["noise_ceiling_percent_median"] == pytest.approx(np.median(ceiling))
+    model = EncodingModel.load(path)
+    table_rows = [line.split("\t")[0] for line in (training / "repeats.tsv").read_text().splitlines()[1:25]]
+    r = model.score([training / name for name in table_rows], measured).r
+    assert said["normalized_accuracy_all_voxels"] == pytest.approx(
+        np.median(100 * r**2 / (ceiling / 100)), rel=1e-3
+    )
+    wrong = cortexloop(
+        "model", "score", path, training / "repeats.tsv", training / "repeats.npy",
+        "--noise-ceiling", training / "repeats.npy",
+    )  # fmt: skip
+    assert wrong.returncode == 1
+    assert "has shape (48, 12); give one value per voxel" in wrong.stderr
 
 
 @pytest.mark.parametrize(
@@ -112,6 +134,7 @@ def test_score_on_repeats_reports_the_noise_ceiling(
         ("layer", r"no layer named '_block.4'; did you mean _blocks.4"),
         ("folds", r"5 groups .* too few for 8 folds"),
         ("missing", r"1 image\(s\) listed in .* do not exist"),
+        ("fdr", r"fdr_q must be between 0 and 1, not 2"),
     ],
 )
 def test_unusable_input_is_one_line_saying_what_to_change(
@@ -132,6 +155,8 @@ def test_unusable_input_is_one_line_saying_what_to_change(
         extra = ["--layer", "_block.4"]
     elif change == "folds":
         extra = ["--folds", "8"]
+    elif change == "fdr":
+        extra = ["--fdr-q", "2"]
     elif change == "missing":
         lines = table.read_text().splitlines()
         lines[5] = lines[5].replace(".png", ".jpg")
