@@ -313,3 +313,51 @@ def test_maps_put_each_voxels_scores_at_its_place_on_the_sessions_grid(
     assert refused.returncode == 1
     (line,) = refused.stderr.strip().splitlines()
     assert "voxel indices reach 77, outside the grid of --reference" in line
+
+
+def test_saliency_leans_to_the_half_of_the_image_each_roi_reads(cortexloop: Cli, tmp_path: Path) -> None:
+    # Images whose halves come from different crops, so the halves vary apart; ROI "left" follows the left
+    # half's brightness, ROI "right" the right half's. Each ROI's saliency must weigh its own half more.
+    from stimulus import EncodingConfig
+
+    a, b = natural_crops(300, size=64, seed=3), natural_crops(300, size=64, seed=4)
+    images = np.concatenate([a[..., :32], b[..., 32:]], axis=3)
+    rng = np.random.default_rng(0)
+    halves = np.column_stack([images[..., :32].mean(axis=(1, 2, 3)), images[..., 32:].mean(axis=(1, 2, 3))])
+    responses = np.repeat(halves, 4, axis=1) * rng.uniform(2, 3, 8) + 0.02 * rng.standard_normal((300, 8))
+    model = EncodingModel(
+        EncodingConfig(image_size=64, layerwise=False, n_permutations=50, layers=("_blocks.2", "_blocks.4"))
+    )
+    model.fit(images, responses, roi_labels=["left"] * 4 + ["right"] * 4)
+    model.save(tmp_path / "halves.cortexloop")
+    shown = np.concatenate(
+        [natural_crops(6, size=64, seed=9)[..., :32], natural_crops(6, size=64, seed=10)[..., 32:]], axis=3
+    )
+    (tmp_path / "shown").mkdir()
+    for k, image in enumerate(shown):
+        Image.fromarray((image.transpose(1, 2, 0) * 255).round().astype(np.uint8)).save(
+            tmp_path / "shown" / f"{k}.png"
+        )
+    result = cortexloop(
+        "model", "saliency", tmp_path / "halves.cortexloop", tmp_path / "shown",
+        "--roi", "left", "--roi", "right", "--out", tmp_path / "maps", "--figures", "2", "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    saved = np.load(tmp_path / "maps" / "saliency.npz")
+    left, right = saved["maps"]
+    assert left.shape == (6, 64, 64)
+    np.testing.assert_allclose(left.sum(axis=(1, 2)), 1.0)
+    on_the_left = left[..., :32].sum(axis=(1, 2)), right[..., :32].sum(axis=(1, 2))
+    print(
+        "saliency mass on the left half: left ROI",
+        on_the_left[0].round(2),
+        "right ROI",
+        on_the_left[1].round(2),
+    )
+    assert (on_the_left[0] > 0.5).all()
+    assert (on_the_left[1] < 0.5).all()
+    assert json.loads(result.stdout)["median_symmetric_kl"]["left-right"] > 0.1
+    assert sorted(p.name for p in (tmp_path / "maps").glob("*.png")) == [
+        "saliency_000.png",
+        "saliency_001.png",
+    ]
