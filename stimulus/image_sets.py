@@ -56,6 +56,12 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def names(self) -> list[str]:
+        """Each image's name: its path inside the set's folder, or as the TSV gives it."""
+        if self.source.is_dir():
+            return [str(path.relative_to(self.source)) for path in self.paths]
+        return [str(path) for path in self.paths]
+
 
 def read_image_set(source: str | Path, *, min_side: int = MIN_SIDE, split: str | None = "train") -> ImageSet:
     """Every image of ``source`` (a folder or a TSV), checked; :class:`ImageSetError` lists what is wrong.

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import sys
 import typing
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -74,3 +75,18 @@ def progress_bars(*, transient: bool, label_width: int = 28) -> Progress:
         console=console,
         transient=transient,
     )
+
+
+def save_figure(fig: Any, path: Path, *, dpi: int = 100) -> None:
+    """Write a matplotlib figure to ``path`` as a PNG (atomically) and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from db.base import write_atomic
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, buffer.getvalue())

@@ -4,7 +4,8 @@ A stimulus table is a TSV with a header and an ``image`` column (paths
 relative to the table), optionally ``group`` (run or session) and
 ``stimulus`` (an id; rows sharing it are repeats). Responses are a ``.npy``
 array (rows x voxels) or a ``.npz`` with ``responses`` and optionally
-``roi_labels`` and ``voxel_indices``.
+``roi_labels`` and ``voxel_indices``. Image sets (a folder or a TSV of images,
+:mod:`stimulus.image_sets`) are read for a model after its file is checked.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Responses", "Stimuli", "read_responses", "read_stimulus_table"]
+if TYPE_CHECKING:
+    from stimulus.image_sets import ImageSet
+
+__all__ = ["Responses", "Stimuli", "read_images_for_model", "read_responses", "read_stimulus_table"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +96,15 @@ def read_responses(path: Path, n_rows: int | None = None) -> Responses:
             "give one row of responses per table row, in the same order"
         )
     return Responses(values=values, roi_labels=roi_labels, voxel_indices=voxel_indices)
+
+
+def read_images_for_model(model_path: Path, images: Path) -> ImageSet:
+    """The image set ``images`` (a folder or TSV), every file checked, once ``model_path`` is known good.
+
+    A wrong or damaged model file is named before a folder of thousands of images is read.
+    """
+    from stimulus.encoding import read_model_file
+    from stimulus.image_sets import read_image_set
+
+    read_model_file(model_path)
+    return read_image_set(images, split=None)

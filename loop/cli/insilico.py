@@ -124,14 +124,12 @@ def contrast(
     (one row per voxel) and with --reference OUT/t.nii.gz; prints, per ROI, how
     many voxels exceed the threshold for A and for B.
     """
+    from loop.cli._inputs import read_images_for_model
     from loop.cli._volumes import read_grid, write_volumes
     from stimulus import EncodingModel
-    from stimulus.encoding import read_model_file
-    from stimulus.image_sets import read_image_set
     from stimulus.insilico import contrast as run_contrast
 
-    read_model_file(model_path)  # a wrong or damaged model file is named before the images are read
-    image_set = read_image_set(images, split=None)
+    image_set = read_images_for_model(model_path, images)
     categories = [c or "" for c in image_set.categories]
     against = tuple(b) if b else tuple(c for c in dict.fromkeys(categories) if c != a)
     model = EncodingModel.load(model_path, device="cpu")

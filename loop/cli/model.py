@@ -25,8 +25,8 @@ from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from db.base import write_atomic
-from loop.cli._common import JsonOption, choice, console, print_json, progress_bars
-from loop.cli._inputs import read_responses, read_stimulus_table
+from loop.cli._common import JsonOption, choice, console, print_json, progress_bars, save_figure
+from loop.cli._inputs import read_images_for_model, read_responses, read_stimulus_table
 from stimulus.names import CvKind, ReductionMethod
 
 # `stimulus` brings torch, about two seconds to import: the model commands import it when they run, so
@@ -322,18 +322,14 @@ def predict(
     images were: its largest centred square, at the model's input size.
     """
     from stimulus import EncodingModel
-    from stimulus.encoding import read_model_file
-    from stimulus.image_sets import read_image_set
 
-    read_model_file(model_path)  # a wrong or damaged model file is named before the images are read
-    image_set = read_image_set(images, split=None)
+    image_set = read_images_for_model(model_path, images)
     model = EncodingModel.load(model_path, device=device)
     voxels = np.asarray(model.predict(list(image_set.paths)), dtype=np.float32)
     labels = np.asarray(model.roi_labels_)
     rois = list(dict.fromkeys(labels.tolist()))
     by_roi = {roi: voxels[:, labels == roi].mean(axis=1) for roi in rois}
-    names = [str(path.relative_to(image_set.source) if image_set.source.is_dir() else path)
-             for path in image_set.paths]  # fmt: skip
+    names = image_set.names()
     rows = ["\t".join(["image", "category", "sha256", *rois])]
     for k, name in enumerate(names):
         values = [f"{by_roi[roi][k]:.6g}" for roi in rois]
@@ -436,11 +432,7 @@ def _plot_fingerprints(
     ax.set_title(title)
     ax.legend(fontsize="small", frameon=False)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, buffer.getvalue())
+    save_figure(fig, path)
 
 
 @app.command()
@@ -543,20 +535,14 @@ def saliency(
     they attend to the same places) and a PNG per image for the first --figures.
     """
     from stimulus import EncodingModel, load_images
-    from stimulus.encoding import read_model_file
-    from stimulus.image_sets import read_image_set
     from stimulus.saliency import SaliencyConfig, roi_saliency, symmetric_kl
 
-    read_model_file(model_path)
-    image_set = read_image_set(images, split=None)
+    image_set = read_images_for_model(model_path, images)
     model = EncodingModel.load(model_path, device="cpu")
-    size = model.config.image_size
-    pixels = load_images(list(image_set.paths), size)
+    pixels = load_images(list(image_set.paths), model.config.image_size)
     rois = list(dict.fromkeys(roi))
     maps = roi_saliency(model, pixels, rois, SaliencyConfig(samples=samples))
-    names = [
-        str(p.relative_to(image_set.source) if image_set.source.is_dir() else p) for p in image_set.paths
-    ]
+    names = image_set.names()
     out.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     np.savez(buffer, images=np.asarray(names), rois=np.asarray(rois), maps=np.stack([maps[r] for r in rois]))
@@ -599,10 +585,7 @@ def _plot_saliency(
     for ax in axes:
         ax.set_axis_off()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    write_atomic(path, buffer.getvalue())
+    save_figure(fig, path, dpi=80)
 
 
 @app.command()

@@ -287,18 +287,19 @@ def _readers(
     spaces: dict[tuple[object, ...], list[EncodingModel]] = {}
     for model in models:
         spaces.setdefault(feature_space(model), []).append(model)
-    readers = []
-    for members in spaces.values():
-        readout = build_readout(members, targets, objective)
-        readers.append(_Reader(members[0].extractor, readout, members[0].config.image_size))
+    device = models[0].extractor.backbone.device
+    readers = [
+        _Reader(members[0].extractor, build_readout(members, targets, objective).to(device),
+                members[0].config.image_size)
+        for members in spaces.values()
+    ]  # fmt: skip
     names = {tuple(r.readout.roi_names) for r in readers}
     if len(names) > 1:
         raise TargetError(
             "models on different backbones must know the same ROIs in the same order; "
             f"they know {' and '.join(', '.join(n) for n in sorted(names))}"
         )
-    device = readers[0].extractor.backbone.device
-    return [_Reader(r.extractor, r.readout.to(device), r.seen_size) for r in readers]
+    return readers
 
 
 def check_models(
