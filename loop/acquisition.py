@@ -20,8 +20,11 @@ Rules for what goes wrong during a run (each reported to the sink as an event):
 - a volume that never comes is delivered as missing once the bridge's
   receiver declares it so; a volume that comes late is taken if its index
   has not been passed yet, and logged;
-- volumes of a series that an earlier run of the session used are refused
-  (a bridge not restarted between runs serves the last run again);
+- one bridge serves the whole session and announces each series that
+  begins; the run is the first series to begin after its plan was sent
+  with the session's grid and TR, and never an earlier run's (a run picked
+  up after a restart names the series it recorded), so localizers,
+  reference scans and earlier runs are never mixed into it;
 - the presenter refusing the plan, or reporting that the first trigger
   never came, ends the acquisition with :class:`AcquisitionError`;
 - no first trigger (and no volume) within ``trigger_timeout_s`` of the plan
@@ -35,14 +38,13 @@ import collections
 import datetime as dt
 import logging
 import time
-from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from db.base import Clock, VolumeStatus
 from loop.errors import AcquisitionError
-from scanner_bridge import ReceiverConfig, ScaledClock, VolumeReceiver
+from scanner_bridge import ReceiverConfig, ScaledClock, SeriesChoice, VolumeReceiver
 from scanner_bridge.errors import ReceiveTimeoutError
 from scanner_bridge.readers import read_volume
 from scanner_bridge.source import BridgeEvent
@@ -94,15 +96,16 @@ class Acquisition(Protocol):
         sink: RunSink,
         *,
         resume: bool = False,
-        refuse_series: Collection[str] = (),
+        series: SeriesChoice = SeriesChoice(),  # noqa: B008 (frozen)
     ) -> RunLog:
         """Acquire run ``number`` of the session (1-based) following ``plan``; return what was presented.
 
         With ``resume``, the plan may have been sent before a restart: the
         acquisition picks the run up where the presenter and bridge are,
         delivering every volume from index 0 again (the sink knows which it
-        has recorded). Volumes of ``refuse_series`` (the session's earlier
-        runs) are not this run's.
+        has recorded). ``series`` says which scanner series can be the run's:
+        the session's grid and TR, not its earlier runs' series, and the
+        run's own where an earlier attempt recorded it.
         """
         ...
 
@@ -157,14 +160,10 @@ class NetworkAcquisition:
         sink: RunSink,
         *,
         resume: bool = False,
-        refuse_series: Collection[str] = (),
+        series: SeriesChoice = SeriesChoice(),  # noqa: B008 (frozen)
     ) -> RunLog:
         final = None
         self._first_trigger = False
-        if resume:
-            final = self._pick_up(plan, sink)
-        else:
-            self.presenter.send_plan(plan)
         clock: Clock = ScaledClock(self.settings.speed)
         series_told = False
         delivered = 0
@@ -181,9 +180,23 @@ class NetworkAcquisition:
             config=ReceiverConfig(missing_after_trs=after, default_tr_s=plan.tr_s),
             clock=clock,
             on_event=on_bridge_event,
-            refuse_series=refuse_series,
+            choice=None,
         )
         with receiver as rx:
+            try:  # the series the bridge knows before the plan goes: none of them is this run
+                before = [info.series for info in rx.wait_joined(self.settings.volume_timeout_s)]
+            except ReceiveTimeoutError as exc:
+                raise AcquisitionError(f"run {plan.run_id}: {exc}") from None
+            sent = True
+            if resume:
+                final, sent = self._pick_up(plan, sink)
+            else:
+                self.presenter.send_plan(plan)
+            if sent:  # acquired from its start: a series that begins from now on
+                series = replace(series, name=None).but_not(before)
+            elif series.name is None:  # picked up, its series never recorded: the newest that fits
+                series = replace(series, newest=True)
+            rx.choose(series)
             last_volume = time.monotonic()  # or, before any, when the plan went
             while delivered < plan.n_volumes or final is None:
                 final = (
@@ -209,8 +222,8 @@ class NetworkAcquisition:
                     if (delivered or self._first_trigger) and waited > self.settings.volume_timeout_s:
                         raise AcquisitionError(
                             f"run {plan.run_id}: no volume {delivered} from the bridge at "
-                            f"{self.settings.bridge} for {self.settings.volume_timeout_s:g} s; check that "
-                            "`cortexloop bridge watch` runs and follows this run's series"
+                            f"{self.settings.bridge} for {self.settings.volume_timeout_s:g} s; "
+                            + _what_the_bridge_has(rx, series)
                         ) from None
                     continue
                 volume = arrival.volume
@@ -260,12 +273,15 @@ class NetworkAcquisition:
                         "dropped them (was the scanner started before the plan was sent?)",
                     )
 
-    def _pick_up(self, plan: RunPlan, sink: RunSink) -> RunLog | None:
-        """After a restart: is the presenter showing this run, done with it, or has it never seen it?"""
+    def _pick_up(self, plan: RunPlan, sink: RunSink) -> tuple[RunLog | None, bool]:
+        """After a restart: is the presenter showing this run, done with it, or has it never seen it?
+
+        Returns the run's log if the presenter is done with it, and whether the plan was sent again.
+        """
         status = self.presenter.hello()
         if status.get("run_id") == plan.run_id:
             sink.event("info", "run.picked_up", f"run {plan.run_id} is in progress at the presenter")
-            return None
+            return None, False
         self.presenter.command("log", run_id=plan.run_id)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -276,13 +292,24 @@ class NetworkAcquisition:
                 sink.event(
                     "info", "run.picked_up", f"run {plan.run_id} ended at the presenter; its log taken"
                 )
-                return event.log
+                return event.log, False
             if isinstance(event, RunError):
                 break
         sink.event("info", "run.resent", f"the presenter never showed run {plan.run_id}; sent again")
         sink.restart("the presenter never showed it to its end")
         self.presenter.send_plan(plan)
-        return None
+        return None, True
+
+
+def _what_the_bridge_has(receiver: VolumeReceiver, choice: SeriesChoice) -> str:
+    """Why no volume comes: the run's series is silent, or the bridge has no series that fits."""
+    if receiver.series is not None:
+        return f"its series {receiver.series} went silent; is the scanner still running?"
+    has = "; ".join(info.describe() for info in receiver.catalog[-5:]) or "no series at all"
+    return (
+        f"none of the bridge's series is {choice.describe()} (it has: {has}). Check the sequence's "
+        "geometry and TR against the session file, and that the export goes to the folder the bridge watches"
+    )
 
 
 # --- in this process -------------------------------------------------------------------------------
@@ -311,7 +338,7 @@ class InProcessAcquisition:
         sink: RunSink,
         *,
         resume: bool = False,
-        refuse_series: Collection[str] = (),
+        series: SeriesChoice = SeriesChoice(),  # noqa: B008 (frozen)
     ) -> RunLog:
         record = self.scanner.run(run=number, plan=plan)  # a resumed run is scanned again, identically
         presented: RunLog = record.log

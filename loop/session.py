@@ -24,7 +24,8 @@ files, the plans, the images) is written to the session's folder first
 - a run still marked running is picked up: the presenter says whether it is
   still showing it, has finished it (its log is asked for again) or never
   saw it (it is sent again); the bridge serves the run's volumes again from
-  index 0, and each is analysed again but recorded only if it was not;
+  index 0 (the run's series as recorded, or else the newest that fits), and
+  each is analysed again but recorded only if it was not;
 - a model is refitted if the last one does not cover every completed run;
 - a round whose run is complete but which has not ended is scored and ended.
 
@@ -70,6 +71,7 @@ from loop.plans import PlannedStimulus, plan_run, save_png, training_order
 from loop.recording import RunRecording
 from loop.scoring import RoundScores, average_by_item, score_round, showings_by_item
 from loop.strategies import STRATEGIES, RoundContext
+from scanner_bridge import SeriesChoice
 from stimulus.images import resize_pixels
 from stimulus.present import RunLog, RunPlan
 
@@ -420,7 +422,7 @@ class Controller:
         self.observer.run_started(run.description, plan)
         try:
             presented = self.acquisition.acquire(
-                plan, run.number, recording, resume=resume, refuse_series=self._earlier_series(run_id)
+                plan, run.number, recording, resume=resume, series=self._series_choice(run_id, plan)
             )
         except AcquisitionError as exc:  # the run stays open: a resumed session picks it up
             raise AcquisitionError(
@@ -507,11 +509,21 @@ class Controller:
             ],
         )
 
-    def _earlier_series(self, run_id: int) -> set[str]:
-        """The scanner series of the session's other runs, as recorded when each run's first volume came."""
+    def _series_choice(self, run_id: int, plan: RunPlan) -> SeriesChoice:
+        """Which scanner series can be run ``run_id``: the session's grid and TR, no other run's series.
+
+        The series come from the database (recorded when each run's first volume came), so a resumed
+        controller knows them too, and takes up the run's own where an earlier attempt recorded it.
+        """
         with self.database.reader() as s:
             series = run_series(s, self._rec.session_id)
-        return {name for other, name in series.items() if other != run_id}
+        nx, ny, nz = self.atlas.labels.shape
+        return SeriesChoice(
+            name=series.get(run_id),
+            shape=(nx, ny, nz),
+            tr_s=plan.tr_s,
+            exclude=frozenset(name for other, name in series.items() if other != run_id),
+        )
 
     def _check_timing(self, plan: RunPlan, presented: RunLog, run_id: int) -> None:
         """Warn when images were shown far from their plan: their responses are less certain."""

@@ -3,7 +3,8 @@
 Watching the export directory (:class:`DirectoryWatcher`), reading NIfTI and
 DICOM (:mod:`scanner_bridge.readers`), writing them (:mod:`scanner_bridge.writers`),
 delivery in index order with gaps and duplicates detected over the signed wire
-(:class:`VolumePublisher`, :class:`VolumeReceiver`; docs/protocol.md), and
+(:class:`VolumePublisher`, :class:`VolumeReceiver`; docs/protocol.md), the
+session's series announced and each run's picked (:mod:`scanner_bridge.series`), and
 replay of recorded runs (:func:`replay_to_directory`, :class:`ReplaySource`).
 Imports ``db.base`` (the wire, the clocks, the errors' root) and nothing else
 of cortexloop; the names of ``db.base`` below are re-exported as part of the
@@ -32,6 +33,7 @@ from scanner_bridge.errors import (
     VolumeReadError,
 )
 from scanner_bridge.replay import RecordedRun, ReplayFaults, ReplayReport, ReplaySource, replay_to_directory
+from scanner_bridge.series import SeriesChoice, SeriesInfo
 from scanner_bridge.source import BridgeEvent, EventCode, VolumeSource
 from scanner_bridge.transport import Arrival, ReceiverStats, Spool, VolumePublisher, VolumeReceiver
 from scanner_bridge.volume import RunGeometry, Volume
@@ -58,6 +60,8 @@ __all__ = [
     "ReplaySource",
     "RunGeometry",
     "ScaledClock",
+    "SeriesChoice",
+    "SeriesInfo",
     "Spool",
     "SpoolError",
     "Volume",

@@ -26,10 +26,10 @@ logger = logging.getLogger(__name__)
 
 class EventCode(enum.StrEnum):
     UNREADABLE = "unreadable"  # gave up on a file at its deadline
-    OTHER_SERIES = "other_series"  # a file of another series in the export directory
+    OTHER_SERIES = "other_series"  # a series not served: not the one followed, or there before the start
     DUPLICATE = "duplicate"  # a volume index seen before
     MISMATCH = "mismatch"  # shape, affine or dtype differs from the run's first volume
-    SERIES_LOCKED = "series_locked"  # the series this run follows
+    SERIES_STARTED = "series_started"  # a series began (its first volume was read)
     SOURCE_ERROR = "source_error"  # the source itself failed (a watch lost, a disk full)
     REWRITTEN = (
         "rewritten"  # a volume's file was written again with other data, or is gone, after it was read

@@ -1,12 +1,16 @@
 """Delivery over ZeroMQ: the bridge's publisher (with its on-disk spool) and the consumer's receiver.
 
 The bridge binds a ROUTER socket; each receiver connects a DEALER and says
-hello (signed) with the next index it needs, then again every heartbeat with
-the indices it lacks. The bridge answers every hello with its status, sends a
-new subscriber every spooled volume from the index it asked for, sends each
-new volume to every subscriber, and resends what a subscriber lacks. So a
-receiver that restarts, or a bridge that restarts (the spool is on disk),
-loses nothing: the receiver asks, the bridge serves any index it holds.
+hello (signed) with the series it wants and the next index it needs, then
+again every heartbeat with the indices it lacks. The bridge answers every
+hello with its status, which lists the session's series (a
+:class:`~scanner_bridge.series.SeriesInfo` each), and sends it again to
+every subscriber when a series begins; a receiver picks its run's series
+from that list (:class:`~scanner_bridge.series.SeriesChoice`) and names it
+in its next hello. The bridge sends a subscriber every spooled volume of its
+series from the index it asked for, each new volume of that series, and
+what it lacks. So a receiver that restarts, or a bridge that restarts (the
+spool is on disk), loses nothing, and no series is mixed into another's run.
 
 Both sides are :mod:`db.base.channel`'s: the publisher is a
 :class:`~db.base.channel.RouterService`, the receiver a
@@ -28,7 +32,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +55,7 @@ from db.base import (
 from db.base.wire import Frame, buffer_digests
 from scanner_bridge.config import PublisherConfig, ReceiverConfig
 from scanner_bridge.errors import ReceiveTimeoutError, SpoolError
+from scanner_bridge.series import MAX_NAME, MAX_SERIES_ANNOUNCED, SeriesChoice, SeriesInfo, series_matches
 from scanner_bridge.source import BridgeEvent, EventCode, EventSink, log_event
 from scanner_bridge.volume import MAX_INDEX, Volume
 
@@ -92,37 +97,34 @@ class Spool:
     def __init__(self, root: Path | str) -> None:
         self.root = private_folder(Path(root))
         self.run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
-        self.directory = self.run_dir / "no-series-yet"
-        self.series: str | None = None
 
-    def select(self, series: str) -> None:
-        """Spool (and serve) the volumes of ``series`` from now on."""
-        if series != self.series:
-            self.series = series
-            self.directory = self.run_dir / hashlib.sha256(series.encode()).hexdigest()[:16]
-            self.directory.mkdir(mode=0o700, exist_ok=True)
-            write_atomic(self.directory / "series.txt", (series + "\n").encode(), mode=0o600, sync=False)
+    def _folder(self, series: str) -> Path:
+        return self.run_dir / hashlib.sha256(series.encode()).hexdigest()[:16]
 
-    def _path(self, index: int) -> Path:
-        return self.directory / f"{index:05d}.vol"
+    def _path(self, series: str, index: int) -> Path:
+        return self._folder(series) / f"{index:05d}.vol"
 
     def put(self, volume: Volume) -> None:
+        folder = self._folder(volume.series)
+        if not folder.is_dir():
+            folder.mkdir(mode=0o700, exist_ok=True)
+            write_atomic(folder / "series.txt", (volume.series + "\n").encode(), mode=0o600, sync=False)
         content, buffers = volume.to_wire()
         content_b = json.dumps(content).encode()
         header = len(content_b).to_bytes(4, "big")
-        write_atomic(self._path(volume.index), header, content_b, buffers[0], mode=0o600)
+        write_atomic(self._path(volume.series, volume.index), header, content_b, buffers[0], mode=0o600)
 
-    def __contains__(self, index: object) -> bool:
-        return isinstance(index, int) and self._path(index).exists()
-
-    def indices(self) -> list[int]:
-        if not self.directory.is_dir():
+    def indices(self, series: str) -> list[int]:
+        """The indices of ``series`` spooled so far."""
+        folder = self._folder(series)
+        if not folder.is_dir():
             return []
-        return sorted(int(p.stem) for p in self.directory.glob("*.vol") if p.stem.isdigit())
+        return sorted(int(p.stem) for p in folder.glob("*.vol") if p.stem.isdigit())
 
-    def get(self, index: int) -> Volume:
-        """The spooled volume ``index``; ``OSError`` or ``ValueError`` if its entry cannot be read."""
-        fd = os.open(self._path(index), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    def get(self, series: str, index: int) -> Volume:
+        """The spooled volume ``index`` of ``series``; ``OSError`` or ``ValueError`` if it cannot be read."""
+        path = self._path(series, index)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         with os.fdopen(fd, "rb") as f:
             raw = f.read()
         n = int.from_bytes(raw[:4], "big")
@@ -130,7 +132,7 @@ class Spool:
         try:
             return Volume.from_wire(message)
         except ProtocolError as exc:
-            raise ValueError(f"spool entry {self._path(index)}: {exc}") from exc
+            raise ValueError(f"spool entry {path}: {exc}") from exc
 
     def close(self) -> None:
         """Remove this run's folder (what a receiver still lacks is then gone)."""
@@ -201,7 +203,20 @@ def _source_changed(volume: Volume) -> str | None:
 class _Subscriber:
     nonce: str
     last_heard: float
+    series: str | None = None  # the series it asked for; none yet: statuses and events only
     sent_at: dict[int, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class _Held:
+    """A series the bridge serves: what it announces of it, and the indices it can send."""
+
+    info: SeriesInfo
+    indices: set[int] = dataclasses.field(default_factory=set)
+
+    def announced(self) -> dict[str, Any]:
+        info = dataclasses.replace(self.info, highest_index=max(list(self.indices), default=None))
+        return info.to_wire()
 
 
 class VolumePublisher(RouterService):
@@ -215,6 +230,10 @@ class VolumePublisher(RouterService):
         The shared signing key.
     spool : Spool
         Where validated volumes are kept for resending.
+    on_wanted : callable, optional
+        Called (from the publisher's thread) with a series a subscriber asks
+        for that the bridge does not hold: a restarted bridge's watcher then
+        reads that series' files again (:meth:`DirectoryWatcher.want`).
     """
 
     def __init__(
@@ -224,14 +243,14 @@ class VolumePublisher(RouterService):
         spool: Spool,
         *,
         config: PublisherConfig | None = None,
+        on_wanted: Callable[[str], None] | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
         self.config = config or PublisherConfig()
         self.spool = spool
+        self.on_wanted = on_wanted
         self._subscribers: dict[bytes, _Subscriber] = {}
-        self._held: set[int] = set()  # indices of the current series that can be served
-        self._series = ""
-        self._tr_s: float | None = None
+        self._held: dict[str, _Held] = {}  # every series served, in the order they began
         session = WireSession(
             key,
             takes={MessageType.HELLO},
@@ -241,7 +260,7 @@ class VolumePublisher(RouterService):
         )
         super().__init__(endpoint, session, role="bridge", send_hwm=10_000, context=context)
         # Disk writes go through a thread of their own: a stalled disk must not delay delivery.
-        self._unspooled: dict[int, Volume] = {}
+        self._unspooled: dict[tuple[str, int], Volume] = {}
         self._spool_queue: queue.SimpleQueue[Volume | None] = queue.SimpleQueue()
         self._spooler = threading.Thread(target=self._spool_forever, name="cortexloop-spooler", daemon=True)
         self._spooler.start()
@@ -270,6 +289,11 @@ class VolumePublisher(RouterService):
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
+    @property
+    def series(self) -> list[SeriesInfo]:
+        """The series served so far, in the order they began (a snapshot; any thread)."""
+        return [SeriesInfo.from_wire(held.announced()) for held in list(self._held.values())]
+
     # Everything below runs in the publisher's thread, which alone touches the socket.
     def _on_posted(self, item: object) -> None:
         assert isinstance(item, Volume | BridgeEvent)
@@ -289,18 +313,21 @@ class VolumePublisher(RouterService):
             for identity, sub in list(self._subscribers.items()):
                 self.send(identity, MessageType.EVENT, item.to_wire(), to=sub.nonce)
             return
-        if item.series != self._series:
-            if item.series != self.spool.series:
-                self.spool.select(item.series)  # only this thread selects; the spooler only writes
-            self._held = set(self.spool.indices())
-        self._series, self._tr_s = item.series, item.tr_s
-        self._held.add(item.index)
+        held = self._held.get(item.series)
+        began = held is None
+        if held is None:
+            held = self._held[item.series] = _Held(SeriesInfo.of(item))
+        held.indices.add(item.index)
         content, buffers = item.to_wire()
         digests = buffer_digests(buffers)
-        for identity in list(self._subscribers):
-            self._send_volume(identity, content, buffers, digests, item.index)
-        self._unspooled[item.index] = item
+        for identity, sub in list(self._subscribers.items()):
+            if sub.series is not None and series_matches(sub.series, item.series):
+                self._send_volume(identity, content, buffers, digests, item.index)
+        self._unspooled[(item.series, item.index)] = item
         self._spool_queue.put(item)
+        if began:  # announced: a receiver waiting for its run's series may take this one
+            for identity, sub in list(self._subscribers.items()):
+                self.send(identity, MessageType.STATUS, self._status(sub), to=sub.nonce)
 
     def _spool_forever(self) -> None:
         while (volume := self._spool_queue.get()) is not None:
@@ -309,7 +336,7 @@ class VolumePublisher(RouterService):
             except OSError as exc:  # a full disk must not stop delivery; the volume stays in memory
                 logger.error("could not spool volume %d: %s; it is kept in memory", volume.index, exc)
                 continue
-            self._unspooled.pop(volume.index, None)
+            self._unspooled.pop((volume.series, volume.index), None)
 
     def _send_volume(
         self,
@@ -327,14 +354,14 @@ class VolumePublisher(RouterService):
         if self.send(identity, MessageType.VOLUME, content, buffers, to=sub.nonce, digests=digests):
             sub.sent_at[index] = now
 
-    def _send_from_spool(self, identity: bytes, index: int) -> None:
+    def _send_from_spool(self, identity: bytes, series: str, index: int) -> None:
         try:
-            volume = self._unspooled.get(index) or self.spool.get(index)
+            volume = self._unspooled.get((series, index)) or self.spool.get(series, index)
         except (OSError, ValueError) as exc:
             logger.error("spooled volume %d cannot be read (%s); it cannot be resent", index, exc)
             return
         if (changed := _source_changed(volume)) is not None:
-            self._held.discard(index)
+            self._held[series].indices.discard(index)
             self._handle_item(BridgeEvent(
                 level=EventLevel.ERROR, code=EventCode.REWRITTEN, path=volume.source, index=index,
                 message=f"volume {index}: its file {volume.source} {changed} since it was read; "
@@ -344,24 +371,42 @@ class VolumePublisher(RouterService):
         content, buffers = volume.to_wire()
         self._send_volume(identity, content, buffers, buffer_digests(buffers), index)
 
-    def _status(self, joined: bool) -> dict[str, Any]:
-        return {
-            "series": self._series,
-            "tr_s": self._tr_s,
-            "highest_index": max(self._held, default=None),
+    def _held_for(self, name: str | None) -> _Held | None:
+        """The series ``name`` names (whole, or by number or UID), if held."""
+        if name is None:
+            return None
+        held = self._held.get(name)
+        return held or next((h for s, h in self._held.items() if series_matches(name, s)), None)
+
+    def _status(self, sub: _Subscriber | None) -> dict[str, Any]:
+        """The status a subscriber (None: a peer not joined) is sent: its series, and every series held.
+
+        A peer not joined learns no more than the counts (the answer to an unproven hello stays small).
+        """
+        held = self._held_for(sub.series) if sub is not None else None
+        status: dict[str, Any] = {
+            "series": held.info.series if held is not None else (sub and sub.series) or "",
+            "tr_s": held.info.tr_s if held is not None else None,
+            "highest_index": max(held.indices, default=None) if held is not None else None,
             "subscribers": len(self._subscribers),
-            "joined": joined,
+            "joined": sub is not None,
         }
+        if sub is not None:
+            status["catalog"] = [h.announced() for h in list(self._held.values())[-MAX_SERIES_ANNOUNCED:]]
+        return status
 
     def _on_message(self, identity: bytes, message: Message) -> None:
         nonce, content = message.session, message.content
         if not message.addressed:  # the handshake's first half: the challenge (this bridge's nonce), no more
-            self.send(identity, MessageType.STATUS, self._status(joined=False), to=nonce)
+            self.send(identity, MessageType.STATUS, self._status(None), to=nonce)
             return
         next_index = content.get("next_index", 0)
         wanted = content.get("wanted", [])
+        series = content.get("series")
         if not (isinstance(next_index, int) and next_index >= 0 and isinstance(wanted, list)):
             raise ProtocolError(RejectReason.MALFORMED, f"hello with next_index={next_index!r:.40}")
+        if not (series is None or (isinstance(series, str) and 0 < len(series) <= MAX_NAME)):
+            raise ProtocolError(RejectReason.MALFORMED, f"hello with series={series!r:.40}")
         now = time.time()
         sub = self._subscribers.get(identity)
         joined = sub is None or sub.nonce != nonce
@@ -373,19 +418,27 @@ class VolumePublisher(RouterService):
             logger.info("subscriber joined, wants volumes from %d", next_index)
         assert sub is not None
         sub.last_heard = now
-        self.send(identity, MessageType.STATUS, self._status(joined=True), to=nonce)
-        if joined:
-            todo = sorted(i for i in self._held if i >= next_index)
+        chose = False
+        if series is not None and series != sub.series:
+            chose, sub.series, sub.sent_at = True, series, {}
+            if self._held_for(series) is None and self.on_wanted is not None:
+                self.on_wanted(series)  # a series from before this bridge started: read its files again
+        self.send(identity, MessageType.STATUS, self._status(sub), to=nonce)
+        held = self._held_for(sub.series)
+        if held is None:
+            return
+        if joined or chose:
+            todo = sorted(i for i in held.indices if i >= next_index)
         else:
             todo = [
                 i
                 for i in wanted[:MAX_WANTED]
                 if isinstance(i, int)
-                and i in self._held
+                and i in held.indices
                 and now - sub.sent_at.get(i, 0.0) >= self.config.resend_interval_s
             ]
         for index in todo:
-            self._send_from_spool(identity, index)
+            self._send_from_spool(identity, held.info.series, index)
 
     def _expire_subscribers(self) -> None:
         now = time.time()
@@ -419,7 +472,7 @@ class ReceiverStats:
     duplicates: int = 0
     rejected: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     events: int = 0
-    old_series: int = 0  # volumes of a refused (earlier) series, dropped
+    other_series: int = 0  # volumes of a series not this run's, dropped
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -430,12 +483,12 @@ class ReceiverStats:
             "rejected": sum(self.rejected.values()),
             "rejected_by_reason": dict(self.rejected),
             "events": self.events,
-            "old_series": self.old_series,
+            "other_series": self.other_series,
         }
 
 
 class VolumeReceiver:
-    """Receives a run's volumes from a bridge and yields them in index order.
+    """Receives a run's volumes, those of one series, from a bridge and yields them in index order.
 
     Parameters
     ----------
@@ -450,11 +503,10 @@ class VolumeReceiver:
         Decides when a volume is overdue (a scaled clock for fast replays).
     on_event : callable
         Called with each :class:`BridgeEvent` the bridge reports (default: log it).
-    refuse_series : collection of str
-        Series of earlier runs. A bridge still serving one of them (it was not
-        restarted for this run) is not listened to: its volumes are dropped
-        and counted, its status ignored, until a bridge serving another series
-        answers on the endpoint.
+    choice : SeriesChoice or None
+        Which of the bridge's series is the run's (default: the first it
+        announces). None: none yet; :meth:`choose` gives it later, once the
+        caller knows which series were there before the run (:attr:`catalog`).
     """
 
     def __init__(
@@ -466,12 +518,14 @@ class VolumeReceiver:
         config: ReceiverConfig | None = None,
         clock: Clock | None = None,
         on_event: EventSink = log_event,
-        refuse_series: Collection[str] = (),
+        choice: SeriesChoice | None = SeriesChoice(),  # noqa: B008 (frozen)
         context: zmq.Context[Any] | None = None,
     ) -> None:
         self.config = config or ReceiverConfig()
-        self.refuse_series = frozenset(refuse_series)
-        self._warned_old_series = False
+        self._choice = choice
+        self.series: str | None = None  # the run's series, once chosen
+        self.catalog: list[SeriesInfo] = []  # the bridge's series, as its last status listed them
+        self._joined = False  # a status of the bridge's, addressed to this receiver, has come
         self.clock = clock or WallClock()
         self._session = WireSession(
             key,
@@ -507,6 +561,27 @@ class VolumeReceiver:
     def next_index(self) -> int:
         """The index the receiver will deliver next."""
         return self._next
+
+    def wait_joined(self, timeout_s: float) -> list[SeriesInfo]:
+        """Wait until the bridge has taken this receiver on; its series then. ReceiveTimeoutError if not."""
+        deadline = time.monotonic() + timeout_s
+        while not self._joined:
+            now = time.monotonic()
+            if now >= deadline:
+                raise ReceiveTimeoutError(
+                    f"no bridge answered at {self.endpoint} within {timeout_s:g} s; is `cortexloop bridge "
+                    "watch` running there, with this key?"
+                )
+            if now >= self._next_hello:
+                self._send_hello()
+            if self._socket.wait_ms(int((min(self._next_hello, deadline) - now) * 1000) + 1):
+                self._drain()
+        return list(self.catalog)
+
+    def choose(self, choice: SeriesChoice) -> None:
+        """Take the run's series by ``choice`` from what the bridge announces (now, or when it begins)."""
+        self._choice = choice
+        self._pick()
 
     def close(self) -> None:
         self._socket.close()
@@ -553,7 +628,7 @@ class VolumeReceiver:
 
     # Receiving.
     def _send_hello(self) -> None:
-        content = {"next_index": self._next, "wanted": self._wanted()}
+        content = {"next_index": self._next, "wanted": self._wanted(), "series": self.series}
         # Not connected yet: the next heartbeat. Unaddressed (before the bridge's status), it only
         # asks for the bridge's nonce; addressed, it joins and asks for volumes (docs/protocol.md).
         self._socket.send(MessageType.HELLO, content, to=self._bridge, block=False)
@@ -583,23 +658,33 @@ class VolumeReceiver:
             except ProtocolError as exc:
                 self._session.refuse(exc, self.endpoint)
 
+    def _pick(self) -> None:
+        choice = self._choice
+        if choice is None or (self.series is not None and self.series != choice.name):
+            return  # none yet, or taken from the bridge's announcements: the run's for good
+        info = choice.pick(self.catalog)
+        if info is not None and info.series != self.series:
+            self.series = info.series
+            logger.info("this run is series %s", info.describe())
+        elif info is None and choice.name is not None and self.series is None and self._joined:
+            # Not announced (a bridge restarted since the run began): asked for by name, which has it read.
+            self.series = choice.name
+            logger.info("asking the bridge at %s for series %s by name", self.endpoint, self.series)
+        else:
+            return
+        self._send_hello()  # now the bridge sends its volumes
+
     def _dispatch(self, message: Message) -> None:
         if message.type is MessageType.STATUS and message.content.get("joined") is not True:
             self._bridge = message.session  # the bridge's challenge: hello again, addressed to it
             self._send_hello()
             return
-        if message.content.get("series") in self.refuse_series:
-            if not self._warned_old_series:
-                self._warned_old_series = True
-                logger.warning(
-                    "the bridge at %s serves %s, a series of an earlier run; waiting for it to serve this "
-                    "run's (restart `cortexloop bridge watch` with this run's --series)",
-                    self.endpoint,
-                    message.content.get("series"),
-                )
-            self.stats.old_series += message.type is MessageType.VOLUME
-            return
         if message.type is MessageType.STATUS:
+            self.catalog = SeriesInfo.catalog_from_wire(message.content.get("catalog"))
+            self._joined = True
+            self._pick()
+            if self.series is None or message.content.get("series") != self.series:
+                return  # a status from before the bridge took this receiver's series: no counts of it
             highest = message.content.get("highest_index")
             if isinstance(highest, int) and 0 <= highest <= MAX_INDEX:
                 self._bridge_highest = max(highest, self._bridge_highest or -1)
@@ -613,7 +698,11 @@ class VolumeReceiver:
             self.stats.events += 1
             self._on_event(event)
         else:
-            self._accept(Volume.from_wire(message).stamped("received", message.received_at))
+            volume = Volume.from_wire(message)
+            if self.series is None or not series_matches(self.series, volume.series):
+                self.stats.other_series += 1  # never mixed into this run
+                return
+            self._accept(volume.stamped("received", message.received_at))
 
     # Ordering.
     def _accept(self, volume: Volume) -> None:

@@ -7,9 +7,15 @@ where no event ever comes, polling alone. Whatever the trigger, a file counts
 as ready only when it parses completely; one that does not is retried until
 ``incomplete_timeout_s`` and then reported, never passed on half-read.
 
-The watcher follows one series: the one configured, or the first to appear
-after it starts. Files of other series (leftovers of an earlier run are the
-usual case) are ignored and reported once per series.
+The watcher serves a whole session: every series that begins while it runs
+(localizers, runs, a run started again) is passed on, each volume under its
+own series and index, and each series is announced when its first volume is
+read (:attr:`EventCode.SERIES_STARTED`). Files that were in the folder
+before the watcher started belong to earlier series and are not read, unless
+their series goes on (a bridge restarted mid-run reads the run's files
+again) or a receiver asks for it by name (:meth:`DirectoryWatcher.want`).
+With ``series`` configured, the watcher follows that series alone and
+reports files of others once per series.
 """
 
 from __future__ import annotations
@@ -33,7 +39,15 @@ from watchdog.observers import Observer
 from db.base import EventLevel
 from scanner_bridge.config import WatchConfig
 from scanner_bridge.errors import BridgeError, IncompleteVolumeError, VolumeMismatchError, VolumeReadError
-from scanner_bridge.readers import NIFTI_SUFFIXES, FilePart, SliceAssembler, is_volume_file, read_part
+from scanner_bridge.readers import (
+    NIFTI_SUFFIXES,
+    FilePart,
+    SliceAssembler,
+    is_volume_file,
+    nifti_series_and_number,
+    read_part,
+)
+from scanner_bridge.series import series_matches
 from scanner_bridge.source import BridgeEvent, EventCode, EventSink, log_event
 from scanner_bridge.volume import RunGeometry, Volume
 
@@ -42,8 +56,17 @@ __all__ = ["DirectoryWatcher"]
 logger = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Want:
+    series: str
+
+
+# The watcher's inbox: a file to consider (path, when seen), a series a receiver asks for, or the end.
+_Item = tuple[str, float] | _Want | None
+
+
 class _Handler(FileSystemEventHandler):
-    def __init__(self, inbox: queue.SimpleQueue[tuple[str, float] | None]) -> None:
+    def __init__(self, inbox: queue.SimpleQueue[_Item]) -> None:
         self._inbox = inbox
 
     def on_closed(self, event: FileClosedEvent) -> None:
@@ -52,6 +75,23 @@ class _Handler(FileSystemEventHandler):
     def on_moved(self, event: DirMovedEvent | FileMovedEvent) -> None:
         if not event.is_directory:
             self._inbox.put((os.fsdecode(event.dest_path), time.time()))
+
+
+@dataclasses.dataclass
+class _Series:
+    """A series being passed on: its geometry and the volumes passed on so far."""
+
+    geometry: RunGeometry | None = None
+    published: dict[int, tuple[str, int]] = dataclasses.field(default_factory=dict)  # index -> (file, CRC-32)
+
+
+def _name_hint(path: str) -> str | None:
+    """The series a file's name tells without opening it (None: the name does not say)."""
+    name = os.path.basename(path)
+    if name.lower().endswith(NIFTI_SUFFIXES):
+        return nifti_series_and_number(name)[0]
+    head, _, rest = name.partition("_")
+    return str(int(head)) if head.isdigit() and rest.lower().endswith(".dcm") else None
 
 
 @dataclasses.dataclass
@@ -70,7 +110,8 @@ class DirectoryWatcher:
     directory : path
         The scanner's real-time export directory.
     config : WatchConfig
-        Polling or events, deadlines, the series to follow, index numbering.
+        Polling or events, deadlines, the one series to follow (default:
+        every series that begins), index numbering.
     on_event : callable
         Receives a :class:`BridgeEvent` for every file given up on, ignored or
         inconsistent (default: log it).
@@ -91,23 +132,31 @@ class DirectoryWatcher:
             )
         self.config = config or WatchConfig()
         self._on_event = on_event
-        self._inbox: queue.SimpleQueue[tuple[str, float] | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._closed = threading.Event()
         self._close_lock = threading.Lock()
         self._done: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) when handled
         self._pending: dict[str, _Pending] = {}
         self._assembler = SliceAssembler()
-        self._series = self.config.series
-        self._series_locked = False
-        self._geometry: RunGeometry | None = None
-        self._published: dict[int, tuple[str, int]] = {}  # index -> (its file, the CRC-32 of its data)
+        self._follow = self.config.series  # None: every series that begins
+        self._series: dict[str, _Series] = {}  # the series passed on
         self._other_series: collections.Counter[str] = collections.Counter()
+        self._before: dict[str, list[str]] = collections.defaultdict(list)  # earlier series' files, by series
+        self._asked: set[str] = set()  # series receivers asked for by name
         self._ready: collections.deque[Volume] = collections.deque()
         self._slices_since: dict[tuple[str, int], float] = {}  # first slice of an unfinished volume
         self._observer: Observer | None = None  # type: ignore[valid-type]
-        self._deferred = sorted(self._listing())  # files present at start, read once the series is known
-        if self._series is not None:
-            self._undefer(time.time())
+        # Files present at start: read when their series goes on, or is asked for, or is the one to follow.
+        self._deferred = sorted(self._listing())
+        if self._follow is not None:
+            self._undefer(time.time(), self._follow)
+        if self._deferred:
+            self._emit(
+                EventLevel.INFO,
+                EventCode.OTHER_SERIES,
+                f"{len(self._deferred)} volume file(s) were in {self.directory} before the bridge started; "
+                "their series are served only if they go on, or when a receiver asks for one by name",
+            )
         if not self.config.polling:
             self._start_observer()
         self._next_scan = time.monotonic() + self._scan_interval()
@@ -140,6 +189,10 @@ class DirectoryWatcher:
                 return
             self._step()
 
+    def want(self, series: str) -> None:
+        """A receiver asks for ``series`` by name: pass on its files present at start too (any thread)."""
+        self._inbox.put(_Want(series))
+
     def close(self) -> None:
         self._closed.set()
         self._inbox.put(None)
@@ -165,7 +218,10 @@ class DirectoryWatcher:
         except queue.Empty:
             item = None
         while item is not None:
-            self._consider(*item)
+            if isinstance(item, _Want):
+                self._take_up(item.series)
+            else:
+                self._consider(*item)
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
@@ -214,13 +270,32 @@ class DirectoryWatcher:
             if path not in self._pending and path not in deferred and self._done.get(path) != signature:
                 self._consider(path, seen)
 
-    def _undefer(self, seen: float) -> None:
-        deferred, self._deferred = self._deferred, []
-        for path in deferred:
-            self._consider(path, seen)
+    def _undefer(self, seen: float, series: str) -> None:
+        """Read the files present at start that may belong to ``series`` (by name, where the name says)."""
+        maybe = [p for p in self._deferred if (hint := _name_hint(p)) is None or series_matches(hint, series)
+                 or series_matches(series, hint)]  # fmt: skip
+        if maybe:
+            taken = set(maybe)
+            self._deferred = [p for p in self._deferred if p not in taken]
+            for path in maybe:
+                self._consider(path, seen, at_start=True)
+
+    def _take_up(self, series: str) -> None:
+        """Pass on an earlier series a receiver asks for by name (a resumed run whose bridge restarted)."""
+        if any(series_matches(series, s) for s in self._series) or (
+            self._follow is not None and not series_matches(self._follow, series)
+        ):
+            return
+        self._asked.add(series)
+        seen = time.time()
+        self._undefer(seen, series)
+        for name in [s for s in self._before if series_matches(series, s)]:
+            for path in self._before.pop(name):
+                self._done.pop(path, None)
+                self._consider(path, seen, at_start=True)
 
     # One file.
-    def _consider(self, path: str, seen: float) -> None:
+    def _consider(self, path: str, seen: float, *, at_start: bool = False) -> None:
         if not is_volume_file(path) or Path(path).parent != self.directory:
             return
         try:
@@ -283,7 +358,7 @@ class DirectoryWatcher:
         self._pending.pop(path, None)
         self._done[path] = signature
         try:
-            self._handle(part, seen=pending.seen, written=st.st_mtime)
+            self._handle(part, seen=pending.seen, written=st.st_mtime, at_start=at_start)
         except (BridgeError, ValueError) as exc:  # a volume its own checks refuse (a NaN affine...)
             self._emit(EventLevel.ERROR, EventCode.UNREADABLE, f"{path}: {exc}; not passed on", path=path)
 
@@ -301,38 +376,48 @@ class DirectoryWatcher:
         self._done[path] = signature
         self._emit(EventLevel.ERROR, EventCode.UNREADABLE, f"{path} {why}; not read", path=path)
 
-    def _follows(self, series: str) -> bool:
-        wanted = self._series
-        return wanted is not None and (series == wanted or wanted in series.split("/"))
-
-    def _handle(self, part: FilePart, *, seen: float, written: float) -> None:
-        if self._series is None:
-            self._series = part.series
-        if not self._series_locked and self._follows(part.series):
-            self._series_locked = True
-            self._emit(
-                EventLevel.INFO,
-                EventCode.SERIES_LOCKED,
-                f"following series {part.series} in {self.directory}",
-            )
-            self._undefer(seen)
-        if not self._follows(part.series):
+    def _series_of(self, part: FilePart, *, at_start: bool) -> _Series | None:
+        """The series ``part`` is passed on under, begun now if it is new; None: not passed on."""
+        series = self._series.get(part.series)
+        if series is not None:
+            return series
+        if self._follow is not None and not series_matches(self._follow, part.series):
             self._other_series[part.series] += 1
             if self._other_series[part.series] == 1:
                 self._emit(
                     EventLevel.WARNING,
                     EventCode.OTHER_SERIES,
-                    f"ignoring {part.path}: it belongs to series {part.series}, this run follows "
-                    f"{self._series}. Other files of that series are ignored too; if it is the run you "
-                    "want, restart the bridge with --series.",
+                    f"ignoring {part.path}: it belongs to series {part.series}, this bridge follows "
+                    f"{self._follow}. Other files of that series are ignored too; to serve every series "
+                    "of the session, run the bridge without --series.",
                     path=part.path,
                 )
-            return
+            return None
+        if at_start and self._follow is None and not any(series_matches(a, part.series) for a in self._asked):
+            self._before[part.series].append(part.path)  # an earlier series: kept back, unless it goes on
+            return None
+        series = self._series[part.series] = _Series()
+        self._emit(
+            EventLevel.INFO,
+            EventCode.SERIES_STARTED,
+            f"series {part.series} began in {self.directory} (first file read: {part.path})",
+            path=part.path,
+        )
+        self._undefer(time.time(), part.series)  # a bridge restarted mid-run: the run's earlier files
+        for path in self._before.pop(part.series, []):
+            self._done.pop(path, None)
+            self._consider(path, time.time(), at_start=True)
+        return series
+
+    def _handle(self, part: FilePart, *, seen: float, written: float, at_start: bool = False) -> None:
+        state = self._series_of(part, at_start=at_start)
+        if state is None:
+            return  # kept back files stay done (no rescan reads them again) until their series is asked for
         nifti = part.path.lower().endswith(NIFTI_SUFFIXES)
         first = self.config.nifti_first_number if nifti else self.config.dicom_first_number
         index = part.number - first
         if part.is_slice:
-            if index in self._published:
+            if index in state.published:
                 self._emit(
                     EventLevel.WARNING,
                     EventCode.DUPLICATE,
@@ -364,19 +449,19 @@ class DirectoryWatcher:
         # CRC-32 tells a rewrite from a copy at a tenth of a millisecond per megabyte, off the latency path
         # of SHA-256 (an export folder someone can write to is not defended against here).
         digest = zlib.crc32(volume.data.reshape(-1, order="A").data)  # no copy: in the file's voxel order
-        if index in self._published:
-            self._duplicate(volume, *self._published[index], digest)
+        if index in state.published:
+            self._duplicate(volume, *state.published[index], digest)
             return
-        if self._geometry is None:
-            self._geometry = RunGeometry.of(volume)
+        if state.geometry is None:
+            state.geometry = RunGeometry.of(volume)
         try:
-            self._geometry.check(volume)
+            state.geometry.check(volume)
         except VolumeMismatchError as exc:
             self._emit(
                 EventLevel.ERROR, EventCode.MISMATCH, f"{exc}; not passed on", path=part.path, index=index
             )
             return
-        self._published[index] = (part.path, digest)
+        state.published[index] = (part.path, digest)
         self._ready.append(volume)
 
     def _duplicate(self, volume: Volume, first_path: str, first_digest: int, digest: int) -> None:

@@ -30,6 +30,7 @@ from scanner_bridge import (
     RecordedRun,
     ReplayFaults,
     ScaledClock,
+    SeriesChoice,
     Spool,
     VolumePublisher,
     VolumeReceiver,
@@ -87,7 +88,8 @@ def watch(
     key_file: KeyOption,
     polling: Annotated[bool, typer.Option(help="Poll instead of inotify events (network shares).")] = False,
     series: Annotated[
-        str | None, typer.Option(help="Follow this series (number or UID); default: the first to appear.")
+        str | None,
+        typer.Option(help="Follow this series (number or UID) alone; default: every series of the session."),
     ] = None,
     spool: Annotated[
         Path | None, typer.Option(help="Where validated volumes are kept for resending.")
@@ -101,9 +103,12 @@ def watch(
 ) -> None:
     """Publish every complete volume written into EXPORT_DIR on ENDPOINT, until interrupted.
 
-    The run follows --series, or else the first series whose files appear after the start.
-    Volumes are kept in a spool of this run's own inside --spool (default: ~/.cache/cortexloop/spool,
-    which must be a folder only you can write), so that any of them can be sent again.
+    One bridge serves a whole session: every series that begins while it runs is announced to the
+    receivers, each of which takes its run's series. Files already in EXPORT_DIR when it starts are
+    earlier series, served only if their series goes on or a receiver asks for it by name. With
+    --series the bridge follows that series alone. Volumes are kept in a spool of this bridge's own
+    inside --spool (default: ~/.cache/cortexloop/spool, which must be a folder only you can write),
+    so that any of them can be sent again.
     """
     key = load_key(key_file)
     config = WatchConfig(
@@ -120,6 +125,7 @@ def watch(
             publisher.publish(event)
 
         with DirectoryWatcher(export_dir, config=config, on_event=on_event) as watcher:
+            publisher.on_wanted = watcher.want
             stop = threading.Event()
             _stop_on_sigterm(stop, watcher.close)
             logger.info(
@@ -167,8 +173,12 @@ def listen(
     speed: Annotated[
         float, typer.Option(help="The replay's speed factor, so that TRs are counted on its clock.")
     ] = 1.0,
+    series: Annotated[
+        str | None,
+        typer.Option(help="The series to receive (name, number or UID); default: the first the bridge has."),
+    ] = None,
 ) -> None:
-    """Receive volumes from a bridge, write each as DIR/vol_NNNNN.nii.gz and print one JSON line per index.
+    """Receive one series' volumes from a bridge, write each as DIR/vol_NNNNN.nii.gz, print a JSON line each.
 
     Lines: {"index", "status" (ok, late or missing), "shape", "latency_ms"}, then
     {"summary": {...}} with the counts of received, missing, duplicate and rejected messages.
@@ -181,7 +191,10 @@ def listen(
     if not speed > 0:
         raise typer.BadParameter(f"--speed must be positive, got {speed}")
     clock = ScaledClock(speed)
-    with VolumeReceiver(endpoint, key, start_index=start_index, config=config, clock=clock) as receiver:
+    choice = SeriesChoice(name=series)
+    with VolumeReceiver(
+        endpoint, key, start_index=start_index, config=config, clock=clock, choice=choice
+    ) as receiver:
         stop = threading.Event()
         _stop_on_sigterm(stop)
         try:

@@ -8,9 +8,9 @@
 - the simulated scanner (``cortexloop bridge simulate --presenter``): it
   writes the virtual subject's atlas and ground truth, then for each plan
   the presenter arms, sends triggers and writes volumes as files;
-- the bridge (``cortexloop bridge watch --series``) for the current run,
-  restarted on the same endpoint when the next run's first file appears
-  (as an operator restarts it between runs in the scanner);
+- the bridge (``cortexloop bridge watch``), one for the whole session, as
+  on the scanner's computer: it announces each run's series as it begins
+  and the controller takes its run's;
 - the controller (``cortexloop session run``) on a session file written
   here, with the endpoints, the key and the atlas filled in.
 
@@ -44,7 +44,7 @@ from rich.console import Console
 from db.base import Status, write_atomic
 from loop.config import SessionConfig, to_toml
 from loop.errors import SimulationError
-from loop.simulation.scanner import first_file_name, run_files, series_of
+from loop.simulation.scanner import run_files
 from scanner_bridge import generate_key_file
 
 __all__ = ["MAX_RESTARTS", "SimulatedSession", "frame_rate", "simulation_config"]
@@ -118,7 +118,6 @@ class SimulatedSession:
         self.config = simulation_config(config, self.out)
         self.config_path = self.out / "session.toml"
         self.n_runs = 1 + self.config.rounds.count
-        self.bridge_run = 0
 
     # -- running --------------------------------------------------------------------------------
 
@@ -184,8 +183,7 @@ class SimulatedSession:
                 str(ARM_TIMEOUT_S),
             )
             self._wait_for_atlas()
-            if first <= self.n_runs:
-                self._start_bridge(first)
+            self._start_bridge()
             self._start_controller(resume=self.resume)
             self._supervise()
         finally:
@@ -213,7 +211,7 @@ class SimulatedSession:
                         f"the bridge stopped (exit status {code}); see {self._log('bridge')}"
                     )
                 restarts = self._restart("bridge", -code, restarts)  # it reads the run's files again
-                self._start_bridge(self.bridge_run)
+                self._start_bridge()
             for name in ("presenter", "scanner"):
                 code = self.processes[name].poll()
                 if code is None or (name == "scanner" and code == 0):
@@ -224,8 +222,6 @@ class SimulatedSession:
                     f"Everything recorded is kept: `cortexloop simulate --resume --out {self.out}` starts "
                     "every part again and acquires the interrupted run again"
                 )
-            if self.bridge_run < self.n_runs and self._run_started(self.bridge_run + 1):
-                self._start_bridge(self.bridge_run + 1)
             time.sleep(POLL_S)
 
     def _restart(self, name: str, signal_number: int, restarts: int) -> int:
@@ -258,9 +254,6 @@ class SimulatedSession:
             )
         return first
 
-    def _run_started(self, run: int) -> bool:
-        return (self.out / "export" / first_file_name(run, self.config.simulation.format)).exists()
-
     def _wait_for_atlas(self) -> None:
         deadline = time.monotonic() + ATLAS_TIMEOUT_S
         while not Path(self.config.atlas.names).exists():
@@ -270,12 +263,7 @@ class SimulatedSession:
 
     # -- processes ------------------------------------------------------------------------------
 
-    def _start_bridge(self, run: int) -> None:
-        old = self.processes.get("bridge")
-        if old is not None:
-            old.send_signal(signal.SIGTERM)
-            old.wait(30)
-        series = series_of(run, self.config.simulation.format)
+    def _start_bridge(self) -> None:
         self._start(
             "bridge",
             "bridge",
@@ -285,12 +273,9 @@ class SimulatedSession:
             self.config.scanner.bridge,
             "--key-file",
             self.config.scanner.key_file,
-            "--series",
-            series,
             "--spool",
             str(self.out / "spool"),
         )
-        self.bridge_run = run
 
     def _start_controller(self, *, resume: bool) -> None:
         args = ["session", "run", "--config", str(self.config_path)] + (["--resume"] if resume else [])

@@ -36,7 +36,7 @@ from db.base import Clock, PendingFile, prepare_atomic, write_atomic
 from loop.errors import SimulationError
 from loop.simulation.bold import BoldRun
 from loop.simulation.subject import ROI_NAMES, VirtualSubject
-from scanner_bridge.writers import dicom_file_name, dicom_slice_files, nifti_bytes
+from scanner_bridge.writers import dicom_slice_files, nifti_bytes
 from stimulus.images import resize_pixels
 from stimulus.present import (
     PresenterEvent,
@@ -49,7 +49,7 @@ from stimulus.present import (
 )
 from stimulus.present.events import Armed, Offset, Onset
 
-__all__ = ["RunRecord", "SimulatedScanner", "first_file_name", "nifti_file_name", "series_of"]
+__all__ = ["RunRecord", "SimulatedScanner", "nifti_file_name", "run_files"]
 
 
 def nifti_file_name(run: int, index: int) -> str:
@@ -57,19 +57,9 @@ def nifti_file_name(run: int, index: int) -> str:
     return f"run{run:02d}_vol_{index:05d}.nii"
 
 
-def series_of(run: int, fmt: str) -> str:
-    """What ``cortexloop bridge watch --series`` takes to follow run ``run``."""
-    return nifti_file_name(run, 0).replace("00000", "#####") if fmt == "nifti" else str(run)
-
-
 def run_files(run: int, fmt: str) -> str:
     """A glob of run ``run``'s files in the export folder."""
     return f"run{run:02d}_vol_*.nii" if fmt == "nifti" else f"{run:03d}_*.dcm"
-
-
-def first_file_name(run: int, fmt: str) -> str:
-    """The first file of run ``run``: its appearing means the run has begun."""
-    return nifti_file_name(run, 0) if fmt == "nifti" else dicom_file_name(run, 1, 1)
 
 
 logger = logging.getLogger(__name__)

@@ -183,7 +183,7 @@ class Watching(InProcessAcquisition):
         self.refused: dict[int, set[str]] = {}
 
     def acquire(self, plan: RunPlan, number: int, sink: RunSink, **options: Any) -> RunLog:
-        self.refused[number] = set(options["refuse_series"])
+        self.refused[number] = set(options["series"].exclude)
         return super().acquire(plan, number, sink, **options)
 
 

@@ -17,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from scanner_bridge.writers import nifti_bytes
 
 SHORT = """
 [training]
@@ -89,12 +92,36 @@ def check_every_volume_recorded_once(
         return db.execute("SELECT code, message FROM events ORDER BY id").fetchall()
 
 
+def run_status(database: Path, run_index: int) -> str | None:
+    try:
+        with sqlite3.connect(database, timeout=1) as db:
+            row = db.execute('SELECT status FROM runs WHERE "index" = ?', (run_index,)).fetchone()
+    except sqlite3.OperationalError:  # no database or schema yet
+        return None
+    return None if row is None else str(row[0])
+
+
+def write_localizer(export: Path) -> None:
+    """A localizer between two runs, as an operator runs one: three volumes of another grid."""
+    affine = np.diag([4.0, 4.0, 6.0, 1.0])
+    for i in range(3):
+        data = np.full((32, 32, 10), 500 + i, np.int16)
+        (export / f"localizer_{i:05d}.nii").write_bytes(nifti_bytes(data, affine, tr_s=2.0))
+
+
 @pytest.mark.timeout(400)
 def test_a_session_across_processes_survives_its_controller_killed_mid_run(tmp_path: Path) -> None:
+    """Also: one bridge serves every run, and a localizer scanned between two runs is in none of them."""
     process, out = start_simulation(tmp_path)
     database = out / "cortexloop.sqlite"
     try:
         deadline = time.monotonic() + 300
+        while run_status(database, 1) != "completed":  # the training run is over, round 1's not begun
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline, "the training run never ended"
+            time.sleep(0.05)
+        write_localizer(out / "export")
+        bridge = json.loads((out / "services.json").read_text())["bridge"]
         while volumes_recorded(database, 2) < 8:  # well into round 1's run
             assert process.poll() is None, process.stdout.read() if process.stdout else ""
             assert time.monotonic() < deadline, "round 1 never started"
@@ -109,6 +136,14 @@ def test_a_session_across_processes_survives_its_controller_killed_mid_run(tmp_p
     # Every volume of every run recorded exactly once, the interrupted run's included.
     events = check_every_volume_recorded_once(database)
     codes = [code for code, _ in events]
+    # One bridge for the whole session: never restarted, no run told to ignore another's files.
+    assert json.loads((out / "services.json").read_text())["bridge"] == bridge
+    assert "ignoring" not in output
+    bridge_log = " ".join((out / "logs" / "bridge.log").read_text().split())
+    assert bridge_log.count("series localizer_#####.nii began") == 1
+    runs = [message for code, message in events if code == "run.series"]
+    assert runs[:2] == ["run 1 is series run01_vol_#####.nii", "run 2 is series run02_vol_#####.nii"]
+    assert "run 3 is series run03_vol_#####.nii" in runs
     assert "session.resumed" in codes
     assert "run.resumed" in codes
     assert events[-1] == ("session.completed", "session completed: 2 round(s)")

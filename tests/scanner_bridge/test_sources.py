@@ -113,11 +113,13 @@ def test_conformance_close_ends_iteration_and_is_idempotent(feed: Feed) -> None:
 # --- the watcher and the faults of real exports ----------------------------------------------------
 
 
-def watch_replay(export_dir: Path, run: RecordedRun, *, polling: bool = False, **replay: object):
+def watch_replay(
+    export_dir: Path, run: RecordedRun, *, polling: bool = False, series: str | None = None, **replay: object
+):
     """Replay into a watched folder; collect until the replay is over and every deadline has passed."""
     events: list[BridgeEvent] = []
     watcher = DirectoryWatcher(
-        export_dir, config=dataclasses.replace(QUICK, polling=polling), on_event=events.append
+        export_dir, config=dataclasses.replace(QUICK, polling=polling, series=series), on_event=events.append
     )
     replayed = threading.Event()
 
@@ -144,7 +146,7 @@ def test_slow_chunked_writes_are_read_only_when_complete(
     assert [v.index for v in got] == [0, 1, 2, 3, 4, 5]
     for v in got:
         np.testing.assert_array_equal(v.data, functional_run.values(v.index))
-    assert {e.code for e in events} == {EventCode.SERIES_LOCKED}
+    assert {e.code for e in events} == {EventCode.SERIES_STARTED}
 
 
 def test_a_shuffled_order_is_passed_on_as_it_comes(export_dir: Path, functional_run: RecordedRun) -> None:
@@ -183,7 +185,7 @@ def test_a_file_written_again_with_other_data_is_flagged_as_such(
         got = list(watcher)
     assert [v.index for v in got] == [0]
     np.testing.assert_array_equal(got[0].data, functional_run.values(0))  # the first data kept
-    (flagged,) = [e for e in events if e.index == 0 and e.code is not EventCode.SERIES_LOCKED]
+    (flagged,) = [e for e in events if e.index == 0 and e.code is not EventCode.SERIES_STARTED]
     assert flagged.code is EventCode.REWRITTEN
     assert "written again with other data" in flagged.message
 
@@ -231,7 +233,7 @@ def test_a_volume_short_of_slices_is_reported_at_its_deadline(
     assert "2 of its 3 slices" in short.message
 
 
-def test_other_series_in_the_folder_are_ignored_and_reported(
+def test_files_of_earlier_series_are_not_served_and_are_reported_once(
     export_dir: Path, functional_run: RecordedRun, rng: np.random.Generator
 ) -> None:
     # Leftovers of an earlier run, named differently, are already there when the bridge starts.
@@ -240,11 +242,61 @@ def test_other_series_in_the_folder_are_ignored_and_reported(
             nifti_bytes(rng.normal(size=(4, 4, 4)), np.eye(4), tr_s=2.0)
         )
     got, events = watch_replay(export_dir, functional_run, count=3)
-    assert [v.index for v in got] == [0, 1, 2]
+    assert [(v.index, v.series) for v in got] == [
+        (0, "vol_#####.nii"),
+        (1, "vol_#####.nii"),
+        (2, "vol_#####.nii"),
+    ]
+    others = [e for e in events if e.code is EventCode.OTHER_SERIES]
+    assert len(others) == 1  # once, not once per file
+    assert "3 volume file(s)" in others[0].message
+    assert "before the bridge started" in others[0].message
+
+
+def test_two_series_interleaved_in_one_folder_each_volume_goes_to_its_own(
+    export_dir: Path, functional_run: RecordedRun
+) -> None:
+    """A run and a reference scan written at once: indices by series, geometry checked by series."""
+    raw, affine = functional_run.raw, functional_run.affine
+    events: list[BridgeEvent] = []
+    with DirectoryWatcher(export_dir, config=QUICK, on_event=events.append) as watcher:
+        for i in range(3):
+            (export_dir / f"run_{i:05d}.nii").write_bytes(nifti_bytes(raw[..., i], affine, tr_s=2.0))
+            small = raw[:8, :8, :, 10 + i]  # another shape: no mismatch, it is another series
+            (export_dir / f"ref_{i:05d}.nii").write_bytes(nifti_bytes(small, affine, tr_s=1.0))
+        threading.Timer(1.0, watcher.close).start()
+        got = list(watcher)
+    by_series = {
+        series: sorted((v.index, v.shape) for v in got if v.series == series)
+        for series in ("run_#####.nii", "ref_#####.nii")
+    }
+    assert by_series["run_#####.nii"] == [(i, raw.shape[:3]) for i in range(3)]
+    assert by_series["ref_#####.nii"] == [(i, (8, 8, raw.shape[2])) for i in range(3)]
+    for v in got:
+        expected = raw[..., v.index] if v.series == "run_#####.nii" else raw[:8, :8, :, 10 + v.index]
+        np.testing.assert_array_equal(v.data, expected)
+    started = [e for e in events if e.code is EventCode.SERIES_STARTED]
+    assert len(started) == 2
+    assert [e for e in events if e.level == "error"] == []
+
+
+def test_a_bridge_told_one_series_ignores_the_others_and_says_how_to_serve_them(
+    export_dir: Path, functional_run: RecordedRun
+) -> None:
+    raw, affine = functional_run.raw, functional_run.affine
+    events: list[BridgeEvent] = []
+    config = dataclasses.replace(QUICK, series="run_#####.nii")
+    with DirectoryWatcher(export_dir, config=config, on_event=events.append) as watcher:
+        for i in range(3):
+            (export_dir / f"run_{i:05d}.nii").write_bytes(nifti_bytes(raw[..., i], affine, tr_s=2.0))
+            (export_dir / f"ref_{i:05d}.nii").write_bytes(nifti_bytes(raw[..., 10 + i], affine, tr_s=2.0))
+        threading.Timer(1.0, watcher.close).start()
+        got = list(watcher)
+    assert sorted((v.index, v.series) for v in got) == [(i, "run_#####.nii") for i in range(3)]
     others = [e for e in events if e.code is EventCode.OTHER_SERIES]
     assert len(others) == 1  # once per series, not once per file
-    assert "old_run_####.nii" in others[0].message
-    assert "--series" in others[0].message
+    assert "ref_#####.nii" in others[0].message
+    assert "without --series" in others[0].message
 
 
 def test_a_change_of_shape_is_an_error_event_not_a_crash(

@@ -24,6 +24,8 @@ from scanner_bridge import (
     ReceiverConfig,
     ReceiveTimeoutError,
     ScaledClock,
+    SeriesChoice,
+    SeriesInfo,
     Spool,
     SpoolError,
     Volume,
@@ -98,7 +100,7 @@ def test_a_gap_is_declared_missing_then_a_late_arrival_is_still_delivered(
             "rejected": 0,
             "rejected_by_reason": {},
             "events": 0,
-            "old_series": 0,
+            "other_series": 0,
         }
 
 
@@ -194,11 +196,23 @@ class FakeBridge:
         self.endpoint = self.sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.seq = 0
 
-    def wait_for_hello(self) -> tuple[bytes, str]:
+    def wait_for_hello(self, *, announce: bool = True) -> tuple[bytes, str]:
+        """The first hello's sender, told (``announce``) the bridge has series "s", which it then takes."""
         assert self.sock.poll(5000)
         identity, *frames = self.sock.recv_multipart()
         hello = decode(self.signer, frames, max_bytes=1 << 16)
-        return identity, hello.header["session"]
+        nonce = hello.header["session"]
+        if not announce:
+            return identity, nonce
+        self.seq += 1
+        status = {"series": "", "joined": True, "catalog": [SeriesInfo.of(make_volume(0)).to_wire()]}
+        self.sock.send_multipart(
+            [
+                identity,
+                *encode(self.signer, MessageType.STATUS, status, session="fake", seq=self.seq, to=nonce),
+            ]
+        )
+        return identity, nonce
 
     def volume_frames(self, index: int, to: str, signer: Signer | None = None) -> list[bytes]:
         self.seq += 1
@@ -248,7 +262,7 @@ def test_oversized_messages_are_dropped(key: bytes) -> None:
     try:
         config = ReceiverConfig(default_tr_s=TR_S, heartbeat_s=0.05, max_message_bytes=200)
         with VolumeReceiver(bridge.endpoint, key, config=config) as receiver:
-            identity, nonce = bridge.wait_for_hello()
+            identity, nonce = bridge.wait_for_hello(announce=False)
             bridge.sock.send_multipart([identity, *bridge.volume_frames(0, nonce)])
             with pytest.raises(ReceiveTimeoutError):
                 receiver.get(timeout_s=0.3)
@@ -274,34 +288,52 @@ def test_the_bridge_drops_forged_hellos(publisher: VolumePublisher, key: bytes) 
 
 def test_spool_files_are_whole_or_absent(tmp_path: Path) -> None:
     spool = Spool(tmp_path)
-    spool.select("s")
     spool.put(make_volume(5))
-    assert spool.indices() == [5]
-    assert not list(spool.directory.glob("*.tmp"))
-    np.testing.assert_array_equal(spool.get(5).data, make_volume(5).data)
-    content_length = int.from_bytes((spool.directory / "00005.vol").read_bytes()[:4], "big")
-    assert json.loads((spool.directory / "00005.vol").read_bytes()[4 : 4 + content_length])["index"] == 5
+    spool.put(dataclasses.replace(make_volume(5), series="t", data=np.full((4, 5, 3), 50, np.int16)))
+    assert spool.indices("s") == [5]
+    assert not list(spool.run_dir.rglob("*.tmp"))
+    np.testing.assert_array_equal(spool.get("s", 5).data, make_volume(5).data)
+    assert int(spool.get("t", 5).data[0, 0, 0]) == 50  # each series its own volume 5
+    (entry,) = [p for p in spool.run_dir.rglob("00005.vol") if (p.parent / "series.txt").read_text() == "s\n"]
+    content_length = int.from_bytes(entry.read_bytes()[:4], "big")
+    assert json.loads(entry.read_bytes()[4 : 4 + content_length])["index"] == 5
 
 
-def test_a_bridge_still_serving_an_earlier_run_is_not_listened_to(tmp_path: Path, key: bytes) -> None:
-    """Between runs the bridge is restarted on the same endpoint; until then it serves the last run."""
-    with VolumePublisher(ANY_PORT, key, Spool(tmp_path / "old")) as old:
-        for i in range(3):
-            old.publish(make_volume(i))  # series "s": the run before
-        endpoint = old.endpoint
-        with VolumeReceiver(endpoint, key, config=FAST, refuse_series={"s"}) as receiver:
-            with pytest.raises(ReceiveTimeoutError):
-                receiver.get(timeout_s=0.5)
-            assert receiver.stats.old_series == 3
-            old.close()
-            with VolumePublisher(endpoint, key, Spool(tmp_path / "new")) as new:
-                for i in range(2):
-                    new.publish(dataclasses.replace(make_volume(i), series="t"))
-                arrivals = [receiver.get(timeout_s=5) for _ in range(2)]
-    assert [(a.index, a.status.value, a.volume and a.volume.series) for a in arrivals] == [
-        (0, "ok", "t"),
-        (1, "ok", "t"),
+def in_series(series: str, index: int, value: int | None = None) -> Volume:
+    data = np.full((4, 5, 3), index if value is None else value, np.int16)
+    return dataclasses.replace(make_volume(index), series=series, data=data)
+
+
+def test_one_bridge_serves_each_receiver_the_series_it_takes_and_no_other(
+    publisher: VolumePublisher, key: bytes
+) -> None:
+    """A session's series on one bridge: an earlier run, a localizer of another shape, the run."""
+    for i in range(3):
+        publisher.publish(in_series("run1", i, 100 + i))
+    localizer = dataclasses.replace(in_series("localizer", 0), data=np.zeros((8, 8, 3), np.int16))
+    publisher.publish(localizer)
+    run2 = SeriesChoice(shape=(4, 5, 3), exclude=frozenset({"run1"}))
+    with (
+        VolumeReceiver(publisher.endpoint, key, config=FAST, choice=run2) as receiver,
+        VolumeReceiver(publisher.endpoint, key, config=FAST, choice=SeriesChoice(name="run1")) as again,
+    ):
+        assert [s.series for s in receiver.wait_joined(5)] == ["run1", "localizer"]
+        with pytest.raises(ReceiveTimeoutError):
+            receiver.get(timeout_s=0.3)  # neither the earlier run nor the localizer is this run
+        for i in range(3):  # the run, its volumes interleaved with another series' of the same names
+            publisher.publish(in_series("run2", i, 200 + i))
+            publisher.publish(in_series("other", i, 900 + i))
+        arrivals = [receiver.get(timeout_s=5) for _ in range(3)]
+        earlier = [again.get(timeout_s=5) for _ in range(3)]
+        assert receiver.series == "run2"
+        assert [s.series for s in receiver.catalog] == ["run1", "localizer", "run2", "other"]
+        assert receiver.catalog[2].highest_index == 2
+    assert [(a.index, int(a.volume.data[0, 0, 0])) for a in arrivals if a.volume] == [
+        (0, 200),
+        (1, 201),
+        (2, 202),
     ]
+    assert [int(a.volume.data[0, 0, 0]) for a in earlier if a.volume] == [100, 101, 102]
 
 
 # --- the attack-and-fault probe: replayed hellos (case 2), the spool (cases 3 and 4) ---------------
