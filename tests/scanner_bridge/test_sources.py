@@ -362,3 +362,18 @@ def test_a_folder_written_by_replay_replays_again_as_the_same_run(
     for i in range(5):
         np.testing.assert_allclose(again.values(i), functional_run.values(i), rtol=1e-9)
     np.testing.assert_allclose(again.affine, functional_run.affine, atol=1e-6)
+
+
+def test_a_series_from_before_the_start_is_served_when_asked_for_by_name(
+    export_dir: Path, functional_run: RecordedRun
+) -> None:
+    """A bridge restarted after a run's last file: the resumed controller asks for the run by name."""
+    raw, affine = functional_run.raw, functional_run.affine
+    for i in range(3):
+        (export_dir / f"run_{i:05d}.nii").write_bytes(nifti_bytes(raw[..., i], affine, tr_s=2.0))
+        (export_dir / f"ref_{i:05d}.nii").write_bytes(nifti_bytes(raw[..., 10 + i], affine, tr_s=2.0))
+    with DirectoryWatcher(export_dir, config=QUICK) as watcher:
+        threading.Timer(0.5, watcher.want, args=("run_#####.nii",)).start()
+        threading.Timer(1.5, watcher.close).start()
+        got = list(watcher)
+    assert sorted((v.series, v.index) for v in got) == [("run_#####.nii", i) for i in range(3)]

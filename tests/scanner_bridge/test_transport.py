@@ -447,3 +447,19 @@ def test_volumes_a_frozen_bridge_sends_after_their_deadline_are_late_and_the_nex
     assert {statuses[i] for i in range(3, 15)} == {"late"}
     assert {statuses[i] for i in range(27, 30)} == {"ok"}
     assert receiver.stats.late == sum(s == "late" for s in statuses.values())
+
+
+def test_a_receiver_naming_a_series_the_bridge_lacks_has_it_asked_for(tmp_path: Path, key: bytes) -> None:
+    asked: list[str] = []
+    with VolumePublisher(ANY_PORT, key, Spool(tmp_path / "spool"), on_wanted=asked.append) as publisher:
+        choice = SeriesChoice(name="run2")
+        with VolumeReceiver(publisher.endpoint, key, config=FAST, choice=choice) as receiver:
+            receiver.wait_joined(5)
+            deadline = time.monotonic() + 5
+            while not asked and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert asked == ["run2"]  # the watcher then reads its files
+            publisher.publish(in_series("run2", 0, 7))
+            arrival = receiver.get(timeout_s=5)
+    assert arrival.volume is not None
+    assert int(arrival.volume.data[0, 0, 0]) == 7
