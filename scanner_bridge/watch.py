@@ -29,7 +29,6 @@ import queue
 import stat
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,19 +36,19 @@ from watchdog.events import DirMovedEvent, FileClosedEvent, FileMovedEvent, File
 from watchdog.observers import Observer
 
 from db.base import EventLevel
+from scanner_bridge.assembly import VolumeAssembly
 from scanner_bridge.config import WatchConfig
-from scanner_bridge.errors import BridgeError, IncompleteVolumeError, VolumeMismatchError, VolumeReadError
+from scanner_bridge.errors import BridgeError, IncompleteVolumeError, VolumeReadError
 from scanner_bridge.readers import (
     NIFTI_SUFFIXES,
     FilePart,
-    SliceAssembler,
     is_volume_file,
     nifti_series_and_number,
     read_part,
 )
 from scanner_bridge.series import series_matches
 from scanner_bridge.source import BridgeEvent, EventCode, EventSink, log_event
-from scanner_bridge.volume import RunGeometry, Volume
+from scanner_bridge.volume import Volume
 
 __all__ = ["DirectoryWatcher"]
 
@@ -75,14 +74,6 @@ class _Handler(FileSystemEventHandler):
     def on_moved(self, event: DirMovedEvent | FileMovedEvent) -> None:
         if not event.is_directory:
             self._inbox.put((os.fsdecode(event.dest_path), time.time()))
-
-
-@dataclasses.dataclass
-class _Series:
-    """A series being passed on: its geometry and the volumes passed on so far."""
-
-    geometry: RunGeometry | None = None
-    published: dict[int, tuple[str, int]] = dataclasses.field(default_factory=dict)  # index -> (file, CRC-32)
 
 
 def _name_hint(path: str) -> str | None:
@@ -137,14 +128,11 @@ class DirectoryWatcher:
         self._close_lock = threading.Lock()
         self._done: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) when handled
         self._pending: dict[str, _Pending] = {}
-        self._assembler = SliceAssembler()
+        self._assembly = VolumeAssembly(self.config, self._emit, where=str(self.directory))
         self._follow = self.config.series  # None: every series that begins
-        self._series: dict[str, _Series] = {}  # the series passed on
-        self._other_series: collections.Counter[str] = collections.Counter()
         self._before: dict[str, list[str]] = collections.defaultdict(list)  # earlier series' files, by series
         self._asked: set[str] = set()  # series receivers asked for by name
         self._ready: collections.deque[Volume] = collections.deque()
-        self._slices_since: dict[tuple[str, int], float] = {}  # first slice of an unfinished volume
         self._observer: Observer | None = None  # type: ignore[valid-type]
         # Files present at start: read when their series goes on, or is asked for, or is the one to follow.
         self._deferred = sorted(self._listing())
@@ -233,21 +221,7 @@ class DirectoryWatcher:
         for path, pending in list(self._pending.items()):
             if now >= pending.next_try:
                 self._consider(path, pending.seen)
-        self._give_up_on_slices(now)
-
-    def _give_up_on_slices(self, now: float) -> None:
-        for series, number, held, needed in self._assembler.waiting():
-            since = self._slices_since.get((series, number), now)
-            if now - since >= self.config.incomplete_timeout_s:
-                paths = self._assembler.discard(series, number)
-                self._slices_since.pop((series, number), None)
-                self._emit(
-                    EventLevel.ERROR,
-                    EventCode.UNREADABLE,
-                    f"gave up on acquisition {number} of series {series}: {held} of its {needed} slices "
-                    f"arrived in {self.config.incomplete_timeout_s:g} s (first: {min(paths)})",
-                    path=min(paths),
-                )
+        self._assembly.give_up_on_slices(now)
 
     def _listing(self) -> dict[str, tuple[int, int]]:
         """Volume files in the directory and their (size, mtime_ns)."""
@@ -282,7 +256,7 @@ class DirectoryWatcher:
 
     def _take_up(self, series: str) -> None:
         """Pass on an earlier series a receiver asks for by name (a resumed run whose bridge restarted)."""
-        if any(series_matches(series, s) for s in self._series) or (
+        if self._assembly.has(series) or (
             self._follow is not None and not series_matches(self._follow, series)
         ):
             return
@@ -376,122 +350,24 @@ class DirectoryWatcher:
         self._done[path] = signature
         self._emit(EventLevel.ERROR, EventCode.UNREADABLE, f"{path} {why}; not read", path=path)
 
-    def _series_of(self, part: FilePart, *, at_start: bool) -> _Series | None:
-        """The series ``part`` is passed on under, begun now if it is new; None: not passed on."""
-        series = self._series.get(part.series)
-        if series is not None:
-            return series
-        if self._follow is not None and not series_matches(self._follow, part.series):
-            self._other_series[part.series] += 1
-            if self._other_series[part.series] == 1:
-                self._emit(
-                    EventLevel.WARNING,
-                    EventCode.OTHER_SERIES,
-                    f"ignoring {part.path}: it belongs to series {part.series}, this bridge follows "
-                    f"{self._follow}. Other files of that series are ignored too; to serve every series "
-                    "of the session, run the bridge without --series.",
-                    path=part.path,
-                )
-            return None
-        if at_start and self._follow is None and not any(series_matches(a, part.series) for a in self._asked):
-            self._before[part.series].append(part.path)  # an earlier series: kept back, unless it goes on
-            return None
-        series = self._series[part.series] = _Series()
-        self._emit(
-            EventLevel.INFO,
-            EventCode.SERIES_STARTED,
-            f"series {part.series} began in {self.directory} (first file read: {part.path})",
-            path=part.path,
-        )
-        self._undefer(time.time(), part.series)  # a bridge restarted mid-run: the run's earlier files
-        for path in self._before.pop(part.series, []):
-            self._done.pop(path, None)
-            self._consider(path, time.time(), at_start=True)
-        return series
-
     def _handle(self, part: FilePart, *, seen: float, written: float, at_start: bool = False) -> None:
-        state = self._series_of(part, at_start=at_start)
-        if state is None:
-            return  # kept back files stay done (no rescan reads them again) until their series is asked for
-        nifti = part.path.lower().endswith(NIFTI_SUFFIXES)
-        first = self.config.nifti_first_number if nifti else self.config.dicom_first_number
-        index = part.number - first
-        if part.is_slice:
-            if index in state.published:
-                self._emit(
-                    EventLevel.WARNING,
-                    EventCode.DUPLICATE,
-                    f"{part.path} is a slice of volume {index}, which was complete already; ignored",
-                    path=part.path,
-                    index=index,
-                )
+        if not self._assembly.has(part.series):
+            if (
+                at_start
+                and self._follow is None
+                and not any(series_matches(a, part.series) for a in self._asked)
+            ):
+                self._before[part.series].append(part.path)  # an earlier series: kept back, unless it goes on
+                return  # and its file stays done (no rescan reads it again) until its series is asked for
+            if not self._assembly.begin(part):
                 return
-            try:
-                whole = self._assembler.add(part)
-            except VolumeReadError as exc:
-                self._emit(EventLevel.WARNING, EventCode.DUPLICATE, str(exc), path=part.path)
-                return
-            if whole is None:
-                self._slices_since.setdefault((part.series, part.number), time.monotonic())
-                return
-            self._slices_since.pop((part.series, part.number), None)
-            part = whole
-        if index < 0:
-            self._emit(
-                EventLevel.ERROR,
-                EventCode.UNREADABLE,
-                f"{part.path} is volume number {part.number}, before the first ({first}); "
-                "check the first-number setting",
-                path=part.path,
-            )
-            return
-        volume = part.as_volume(index, {"written": written, "seen": seen, "read": time.time()})
-        # CRC-32 tells a rewrite from a copy at a tenth of a millisecond per megabyte, off the latency path
-        # of SHA-256 (an export folder someone can write to is not defended against here).
-        digest = zlib.crc32(volume.data.reshape(-1, order="A").data)  # no copy: in the file's voxel order
-        if index in state.published:
-            self._duplicate(volume, *state.published[index], digest)
-            return
-        if state.geometry is None:
-            state.geometry = RunGeometry.of(volume)
-        try:
-            state.geometry.check(volume)
-        except VolumeMismatchError as exc:
-            self._emit(
-                EventLevel.ERROR, EventCode.MISMATCH, f"{exc}; not passed on", path=part.path, index=index
-            )
-            return
-        state.published[index] = (part.path, digest)
-        self._ready.append(volume)
-
-    def _duplicate(self, volume: Volume, first_path: str, first_digest: int, digest: int) -> None:
-        if digest == first_digest:
-            self._emit(
-                EventLevel.WARNING,
-                EventCode.DUPLICATE,
-                f"volume {volume.index} arrived again in {volume.source} "
-                f"(same data as {first_path}); ignored",
-                path=volume.source,
-                index=volume.index,
-            )
-        elif volume.source == first_path:
-            self._emit(
-                EventLevel.ERROR,
-                EventCode.REWRITTEN,
-                f"volume {volume.index}: {first_path} was written again with other data after it was "
-                "passed on; the first data were kept (is another run writing into this folder?)",
-                path=volume.source,
-                index=volume.index,
-            )
-        else:
-            self._emit(
-                EventLevel.ERROR,
-                EventCode.DUPLICATE,
-                f"volume {volume.index} arrived again in {volume.source} with different data from "
-                f"{first_path}; kept the first",
-                path=volume.source,
-                index=volume.index,
-            )
+            self._undefer(time.time(), part.series)  # a bridge restarted mid-run: the run's earlier files
+            for path in self._before.pop(part.series, []):
+                self._done.pop(path, None)
+                self._consider(path, time.time(), at_start=True)
+        volume = self._assembly.add(part, seen=seen, written=written)
+        if volume is not None:
+            self._ready.append(volume)
 
     def _emit(
         self, level: EventLevel, code: EventCode, message: str, *, path: str = "", index: int | None = None
