@@ -39,6 +39,7 @@ from scanner_bridge import (
     load_key,
     replay_to_directory,
 )
+from scanner_bridge.dicom_node import DEFAULT_AE_TITLE, DEFAULT_PORT, DicomNode
 from scanner_bridge.source import BridgeEvent, log_event
 from scanner_bridge.transport import default_spool_dir
 from scanner_bridge.volume import Volume
@@ -79,6 +80,14 @@ def keygen(path: Annotated[Path, typer.Argument(help="Where to write the key.", 
     console.print(f"wrote a new key to {path} (mode 0600); use the same file on both computers")
 
 
+SeriesOption = Annotated[
+    str | None,
+    typer.Option(help="Follow this series (number or UID) alone; default: every series of the session."),
+]
+SpoolOption = Annotated[Path | None, typer.Option(help="Where validated volumes are kept for resending.")]
+SlicesOption = Annotated[int | None, typer.Option(help="For single-slice DICOM that does not say.")]
+
+
 @app.command()
 def watch(
     export_dir: Annotated[
@@ -87,16 +96,9 @@ def watch(
     endpoint: EndpointOption,
     key_file: KeyOption,
     polling: Annotated[bool, typer.Option(help="Poll instead of inotify events (network shares).")] = False,
-    series: Annotated[
-        str | None,
-        typer.Option(help="Follow this series (number or UID) alone; default: every series of the session."),
-    ] = None,
-    spool: Annotated[
-        Path | None, typer.Option(help="Where validated volumes are kept for resending.")
-    ] = None,
-    slices_per_volume: Annotated[
-        int | None, typer.Option(help="For single-slice DICOM that does not say.")
-    ] = None,
+    series: SeriesOption = None,
+    spool: SpoolOption = None,
+    slices_per_volume: SlicesOption = None,
     incomplete_timeout: Annotated[
         float, typer.Option(help="Seconds to retry a file that does not parse.")
     ] = 5.0,
@@ -110,13 +112,67 @@ def watch(
     inside --spool (default: ~/.cache/cortexloop/spool, which must be a folder only you can write),
     so that any of them can be sent again.
     """
-    key = load_key(key_file)
     config = WatchConfig(
         polling=polling,
         series=series,
         slices_per_volume=slices_per_volume,
         incomplete_timeout_s=incomplete_timeout,
     )
+
+    def source(on_event: Callable[[BridgeEvent], None]) -> DirectoryWatcher:
+        return DirectoryWatcher(export_dir, config=config, on_event=on_event)
+
+    how = f"watching {export_dir} ({'polling' if config.polling else 'inotify'})"
+    _serve(source, how, endpoint=endpoint, key_file=key_file, spool=spool)
+
+
+@app.command()
+def receive(
+    endpoint: EndpointOption,
+    key_file: KeyOption,
+    store: Annotated[
+        Path, typer.Option(help="Folder where every object received is kept (the session's record).")
+    ],
+    port: Annotated[int, typer.Option(help="The TCP port the scanner sends to.")] = DEFAULT_PORT,
+    ae_title: Annotated[
+        str, typer.Option(help="This node's AE title, as set on the scanner.")
+    ] = DEFAULT_AE_TITLE,
+    series: SeriesOption = None,
+    spool: SpoolOption = None,
+    slices_per_volume: SlicesOption = None,
+    incomplete_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the rest of a volume's slices.")
+    ] = 5.0,
+) -> None:
+    """Be the DICOM node the scanner pushes images to, and publish every complete volume on ENDPOINT.
+
+    A DICOM Storage SCP (C-STORE) on --port, answering associations that call --ae-title. Each
+    object received is written to --store; slices wait for the rest of their volume; every series is
+    announced, as `bridge watch` does with files.
+    """
+    config = WatchConfig(
+        series=series, slices_per_volume=slices_per_volume, incomplete_timeout_s=incomplete_timeout
+    )
+
+    def source(on_event: Callable[[BridgeEvent], None]) -> DicomNode:
+        return DicomNode(store, port=port, ae_title=ae_title, config=config, on_event=on_event)
+
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # not a line per association at INFO
+
+    how = f"receiving DICOM as {ae_title} on port {port}, storing in {store}"
+    _serve(source, how, endpoint=endpoint, key_file=key_file, spool=spool)
+
+
+def _serve(
+    make_source: Callable[[Callable[[BridgeEvent], None]], DirectoryWatcher | DicomNode],
+    how: str,
+    *,
+    endpoint: str,
+    key_file: Path,
+    spool: Path | None,
+) -> None:
+    """Publish every volume of the source on ``endpoint`` until interrupted (SIGTERM or Ctrl-C)."""
+    key = load_key(key_file)
     spool_root = spool or default_spool_dir()
     with VolumePublisher(endpoint, key, Spool(spool_root)) as publisher:
 
@@ -124,19 +180,14 @@ def watch(
             log_event(event)
             publisher.publish(event)
 
-        with DirectoryWatcher(export_dir, config=config, on_event=on_event) as watcher:
-            publisher.on_wanted = watcher.want
+        with make_source(on_event) as source:
+            if isinstance(source, DirectoryWatcher):
+                publisher.on_wanted = source.want
             stop = threading.Event()
-            _stop_on_sigterm(stop, watcher.close)
-            logger.info(
-                "watching %s (%s), publishing on %s, spool %s",
-                export_dir,
-                "polling" if config.polling else "inotify",
-                publisher.endpoint,
-                spool_root,
-            )
+            _stop_on_sigterm(stop, source.close)
+            logger.info("%s, publishing on %s, spool %s", how, publisher.endpoint, spool_root)
             try:
-                for volume in watcher:
+                for volume in source:
                     publisher.publish(volume)
                     logger.debug("volume %d from %s", volume.index, volume.source)
             except KeyboardInterrupt:

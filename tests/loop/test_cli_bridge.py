@@ -6,6 +6,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +14,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import MRImageStorage
+
+from scanner_bridge import RecordedRun
+from scanner_bridge.readers import read_volume
+from scanner_bridge.writers import dicom_slice_files
 
 CORTEXLOOP = str(Path(sys.executable).with_name("cortexloop"))
 FUNCTIONAL = Path(nib.__file__).parent / "tests" / "data" / "functional.nii"
@@ -66,14 +74,16 @@ def bridge(tmp_path: Path, key_file: Path) -> Iterator[tuple[str, Path]]:
         assert "Traceback" not in err
 
 
-def _wait_until_watching(process: subprocess.Popen[str], timeout_s: float = 30) -> None:
+def _wait_until_watching(
+    process: subprocess.Popen[str], timeout_s: float = 30, word: str = "watching"
+) -> None:
     # Files written before the bridge watches count as leftovers of an earlier run (until the run
     # goes on), so a test must not start writing before the bridge says it is watching.
     assert process.stderr is not None
     ready, _, _ = select.select([process.stderr], [], [], timeout_s)
-    assert ready, "cortexloop bridge watch did not start"
+    assert ready, "the bridge did not start"
     line = process.stderr.readline()
-    assert "watching" in line, line
+    assert word in line, line
 
 
 def listen(endpoint: str, key_file: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
@@ -291,3 +301,53 @@ def test_replay_refuses_an_unknown_format_before_it_reads_the_run(tmp_path: Path
     assert "'dicom'" in result.stderr
     assert "does not exist" not in result.stderr  # refused before the source was looked at
     assert not (tmp_path / "x").exists()
+
+
+def test_a_run_pushed_to_bridge_receive_reaches_a_listener_as_read_from_its_files(
+    tmp_path: Path, key_file: Path
+) -> None:
+    run_ = RecordedRun.load(FUNCTIONAL)
+    files: dict[int, list[Path]] = {}
+    (tmp_path / "files").mkdir()
+    for k in range(3):
+        slices = dicom_slice_files(
+            run_.raw[..., k], run_.affine, acquisition=k + 1, tr_s=2.0,
+            series_uid="1.2.826.0.1.3680043.8.498.5", slope=run_.slope, inter=run_.inter,
+        )  # fmt: skip
+        files[k] = [tmp_path / "files" / name for name, _ in slices]
+        for (_, data), path in zip(slices, files[k], strict=True):
+            path.write_bytes(data)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"ipc://{tmp_path}/bridge.sock"
+    node = subprocess.Popen(
+        [CORTEXLOOP, "bridge", "receive", "--endpoint", endpoint, "--key-file", str(key_file),
+         "--store", str(tmp_path / "store"), "--port", str(port), "--spool", str(tmp_path / "spool")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _wait_until_watching(node, word="receiving DICOM")
+        listener = listen(endpoint, key_file, tmp_path / "received", "--count", "3", "--timeout", "60")
+        scu = AE(ae_title="SCANNER")
+        scu.add_requested_context(MRImageStorage)
+        association = scu.associate("127.0.0.1", port, ae_title="CORTEXLOOP")
+        assert association.is_established
+        statuses = [association.send_c_store(pydicom.dcmread(p)).Status for k in range(3) for p in files[k]]
+        association.release()
+        assert set(statuses) == {0}
+        stdout, stderr = listener.communicate(timeout=90)
+        assert listener.returncode == 0, stderr
+    finally:
+        node.send_signal(signal.SIGTERM)
+        _, err = node.communicate(timeout=20)
+    assert node.returncode == 0, err
+    assert "Traceback" not in err
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert [(line["index"], line["status"]) for line in lines[:-1]] == [(0, "ok"), (1, "ok"), (2, "ok")]
+    for k in range(3):
+        received = nib.load(tmp_path / "received" / f"vol_{k:05d}.nii.gz")
+        from_files = read_volume(files[k])
+        np.testing.assert_array_equal(received.get_fdata(), from_files.data)
+        np.testing.assert_allclose(received.affine, from_files.affine, atol=1e-5)
+    assert len(list((tmp_path / "store").glob("*.dcm"))) == 3 * len(files[0])
