@@ -27,7 +27,7 @@ from typing import Protocol
 
 from db.base import EventLevel
 from scanner_bridge.config import WatchConfig
-from scanner_bridge.errors import VolumeMismatchError, VolumeReadError
+from scanner_bridge.errors import DuplicateSliceError, VolumeMismatchError, VolumeReadError
 from scanner_bridge.readers import NIFTI_SUFFIXES, FilePart, SliceAssembler
 from scanner_bridge.series import series_matches
 from scanner_bridge.source import EventCode
@@ -122,8 +122,12 @@ class VolumeAssembly:
                 return None
             try:
                 whole = self._slices.add(part)
-            except VolumeReadError as exc:
+            except DuplicateSliceError as exc:
                 self._emit(EventLevel.WARNING, EventCode.DUPLICATE, str(exc), path=part.path)
+                return None
+            except VolumeReadError as exc:  # slices that are no volume (a localizer's): routine, a warning
+                self._slices_since.pop((part.series, part.number), None)
+                self._emit(EventLevel.WARNING, EventCode.UNREADABLE, str(exc), path=part.path, index=index)
                 return None
             if whole is None:
                 self._slices_since.setdefault((part.series, part.number), time.monotonic())

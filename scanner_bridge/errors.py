@@ -41,6 +41,10 @@ class IncompleteVolumeError(VolumeReadError):
     """A file (or a volume's set of slice files) is not complete yet."""
 
 
+class DuplicateSliceError(VolumeReadError):
+    """A slice at a position its volume holds already."""
+
+
 class VolumeMismatchError(BridgeError, ValueError):
     """A volume's shape, affine or dtype differs from the run's first volume."""
 

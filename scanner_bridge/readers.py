@@ -33,7 +33,7 @@ from nibabel.volumeutils import apply_read_scaling
 from pydicom.dataset import Dataset
 
 from db.base import read_regular
-from scanner_bridge.errors import IncompleteVolumeError, VolumeReadError
+from scanner_bridge.errors import DuplicateSliceError, IncompleteVolumeError, VolumeReadError
 from scanner_bridge.volume import Volume
 
 with warnings.catch_warnings():
@@ -47,6 +47,28 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
 ENHANCED_MR_SOP = "1.2.840.10008.5.1.4.1.1.4.1"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def _check_stack(parts: list[FilePart]) -> None:
+    """Raise :class:`VolumeReadError` unless ``parts`` stack into one volume: one orientation, even steps.
+
+    A tri-plane localizer's three slices, or a radial one's, share an acquisition number but are no volume.
+    """
+    first = parts[0]
+    what = f"the {len(parts)} slices of acquisition {first.number} of series {first.series}"
+    for part in parts[1:]:
+        if not np.allclose(part.affine[:3, :2], first.affine[:3, :2], atol=1e-3):
+            raise VolumeReadError(
+                f"{what} do not stack into a volume: {part.path} is oriented otherwise than {first.path} "
+                "(a localizer's slices in several planes?); not passed on"
+            )
+    if len(parts) > 2:
+        steps = np.diff([p.affine[:3, 3] for p in parts], axis=0)
+        if not np.allclose(steps, steps.mean(axis=0), atol=0.01):
+            gaps = ", ".join(f"{float(np.linalg.norm(step)):.3g}" for step in steps)
+            raise VolumeReadError(
+                f"{what} are not evenly spaced (steps of {gaps} mm); not passed on as a volume"
+            )
 
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
@@ -509,7 +531,7 @@ class SliceAssembler:
         slices = self._pending.setdefault(key, {})
         position = round(part.slice_position_mm, 3)
         if position in slices:
-            raise VolumeReadError(
+            raise DuplicateSliceError(
                 f"{part.path} repeats the slice at {position} mm of acquisition {part.number} "
                 f"(first read from {slices[position].path}); kept the first"
             )
@@ -517,6 +539,7 @@ class SliceAssembler:
         if part.slices_per_volume is None or len(slices) < part.slices_per_volume:
             return None
         del self._pending[key]
+        _check_stack([slices[p] for p in sorted(slices)])
         # Named by the slice that completed it: that file's time stamps the volume as written, and is
         # the one a later check for a rewrite looks at.
         return dataclasses.replace(self._assemble([slices[p] for p in sorted(slices)]), path=part.path)

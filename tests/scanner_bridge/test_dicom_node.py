@@ -135,3 +135,25 @@ def test_an_object_that_is_no_volume_is_stored_acknowledged_and_reported(
 def test_a_port_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
     with DicomNode(tmp_path / "a", port=0) as first, pytest.raises(BridgeError, match="another --port"):
         DicomNode(tmp_path / "b", port=first.port)
+
+
+PHILIPS_LOCALIZERS = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "98892003"
+
+
+def test_real_localizers_pushed_before_a_run_stay_out_of_it(
+    node: tuple[DicomNode, list[BridgeEvent]], run_files: dict[int, list[Path]]
+) -> None:
+    """pydicom's Philips survey scans: single slices, tri-plane and radial localizers, then the run."""
+    dicom_node, events = node
+    localizers = sorted(p for p in PHILIPS_LOCALIZERS.rglob("*") if p.is_file() and p.name.isdigit())
+    assert len(localizers) == 17
+    run_paths = [p for k in range(N_VOLUMES) for p in run_files[k]]
+    assert set(push(dicom_node.port, localizers + run_paths)) == {0}
+    got = collect(dicom_node, N_VOLUMES + 5, timeout_s=2.0)  # one fewer comes: until the slice deadline
+    run = sorted((v.index, v.shape) for v in got if v.series == f"7/{UID}")
+    assert run == [(k, (17, 21, 3)) for k in range(N_VOLUMES)]
+    others = [v for v in got if v.series != f"7/{UID}"]
+    assert sorted(v.shape for v in others) == [(16, 16, 1)] * 4  # the single-slice surveys, each its own
+    not_stacked = [e for e in events if "do not stack into a volume" in e.message]
+    assert len(not_stacked) == 2  # the two tri-plane localizers: three planes are no volume
+    assert any("7 of its 12 slices" in e.message for e in events)  # the radial one, short of slices
