@@ -76,13 +76,21 @@ class _Handler(FileSystemEventHandler):
             self._inbox.put((os.fsdecode(event.dest_path), time.time()))
 
 
-def _name_hint(path: str) -> str | None:
-    """The series a file's name tells without opening it (None: the name does not say)."""
+def _name_hints(path: str) -> set[str] | None:
+    """The series a file's name may belong to, without opening it (None: the name does not say).
+
+    NIfTI names are their series. DICOM names of numbers joined by ``_`` may carry the series number
+    first (``005_000017_001.dcm``: series, acquisition, slice) or second (a Siemens real-time export,
+    ``001_000005_000017.dcm``: session, series, acquisition); either is taken, and the header decides.
+    """
     name = os.path.basename(path)
     if name.lower().endswith(NIFTI_SUFFIXES):
-        return nifti_series_and_number(name)[0]
-    head, _, rest = name.partition("_")
-    return str(int(head)) if head.isdigit() and rest.lower().endswith(".dcm") else None
+        return {nifti_series_and_number(name)[0]}
+    stem, dot, suffix = name.rpartition(".")
+    fields = stem.split("_") if dot and suffix.lower() == "dcm" else []
+    if len(fields) >= 2 and all(f.isdigit() for f in fields):
+        return {str(int(f)) for f in fields[:2]}
+    return None
 
 
 @dataclasses.dataclass
@@ -246,8 +254,8 @@ class DirectoryWatcher:
 
     def _undefer(self, seen: float, series: str) -> None:
         """Read the files present at start that may belong to ``series`` (by name, where the name says)."""
-        maybe = [p for p in self._deferred if (hint := _name_hint(p)) is None or series_matches(hint, series)
-                 or series_matches(series, hint)]  # fmt: skip
+        maybe = [p for p in self._deferred if (hints := _name_hints(p)) is None
+                 or any(series_matches(h, series) or series_matches(series, h) for h in hints)]  # fmt: skip
         if maybe:
             taken = set(maybe)
             self._deferred = [p for p in self._deferred if p not in taken]

@@ -6,6 +6,7 @@ import gzip
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import nibabel as nib
@@ -13,7 +14,14 @@ import numpy as np
 import pydicom
 import pytest
 
-from scanner_bridge import IncompleteVolumeError, VolumeReadError
+from scanner_bridge import (
+    BridgeEvent,
+    DirectoryWatcher,
+    EventCode,
+    IncompleteVolumeError,
+    VolumeReadError,
+    WatchConfig,
+)
 from scanner_bridge.readers import SliceAssembler, read_part
 from scanner_bridge.writers import dicom_slice_files, nifti_bytes
 
@@ -184,3 +192,40 @@ def test_a_repeated_slice_is_reported_not_stacked(tmp_path: Path, functional_run
     assert assembler.add(read_part(tmp_path / "a.dcm")) is None
     with pytest.raises(VolumeReadError, match="repeats the slice"):
         assembler.add(read_part(tmp_path / "b.dcm"))
+
+
+def test_a_siemens_real_time_export_is_followed_across_a_bridge_restart_as_dcm2niix_reads_it(
+    tmp_path: Path,
+) -> None:
+    """Real mosaics named as Siemens' real-time export names them: 001_<series>_<acquisition>.dcm.
+
+    The bridge starts (again) with the run's first volume and an earlier series' file already there;
+    when the run goes on, it reads the run's first file too, and never the other series'.
+    """
+    export = tmp_path / "export"
+    export.mkdir()
+    first, second = (
+        pydicom.dcmread(pydicom.filebase.DicomBytesIO(gzip.decompress((NICOM_DATA / name).read_bytes())))
+        for name in ("siemens_dwi_0.dcm.gz", "siemens_dwi_1000.dcm.gz")
+    )  # series 12, acquisitions 1 and 2
+    earlier = pydicom.dcmread(
+        pydicom.filebase.DicomBytesIO(gzip.decompress((NICOM_DATA / "siemens_dwi_0.dcm.gz").read_bytes()))
+    )
+    earlier.SeriesNumber, earlier.SeriesInstanceUID = 11, pydicom.uid.generate_uid()
+    earlier.save_as(export / "001_000011_000001.dcm")
+    first.save_as(export / "001_000012_000001.dcm")
+    events: list[BridgeEvent] = []
+    with DirectoryWatcher(
+        export, config=WatchConfig(rescan_interval_s=0.2), on_event=events.append
+    ) as watcher:
+        second.save_as(export / "001_000012_000002.dcm")
+        threading.Timer(1.5, watcher.close).start()
+        got = sorted(watcher, key=lambda v: v.index)
+    assert [(v.index, v.series.split("/")[0]) for v in got] == [(0, "12"), (1, "12")]
+    for volume, name in zip(got, ("001_000012_000001.dcm", "001_000012_000002.dcm"), strict=True):
+        (tmp_path / name).mkdir()
+        shutil.copy(export / name, tmp_path / name / name)
+        reference = _dcm2niix(tmp_path / name, tmp_path / f"{name}.out")
+        np.testing.assert_array_equal(volume.data, np.asanyarray(reference.dataobj))
+        np.testing.assert_allclose(volume.affine, reference.affine, atol=1e-3)
+    assert [e.code for e in events if e.code is not EventCode.SERIES_STARTED] == [EventCode.OTHER_SERIES]
