@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -36,8 +37,18 @@ def init(
 
 
 @app.command()
-def check(path: Annotated[Path, typer.Argument(help="The session file.", show_default=False)]) -> None:
-    """Validate a session file, naming every problem at once, and print the runs the scanner must acquire."""
+def check(
+    path: Annotated[Path, typer.Argument(help="The session file.", show_default=False)],
+    live: Annotated[
+        bool, typer.Option("--live", help="Also ask the bridge, the presenter and the database.")
+    ] = False,
+    wait: Annotated[float, typer.Option(help="With --live: seconds to wait for each to answer.")] = 5.0,
+) -> None:
+    """Validate a session file, naming every problem at once, and print the runs the scanner must acquire.
+
+    With --live, also ask the bridge and the presenter at the file's endpoints (with its key) and the
+    database whether each answers and is ready for this session, and say what the bridge holds.
+    """
     try:
         config = load_config(path, checks=[_simulation_problems, _image_set_problems])
     except ConfigError as exc:
@@ -77,6 +88,69 @@ def check(path: Annotated[Path, typer.Argument(help="The session file.", show_de
         table.add_row(name, str(trials), str(volumes), _minutes(seconds))
     table.add_row("all", "", "", _minutes(total))
     console.print(table)
+    if live:
+        problems = _live_problems(config, path, wait)
+        if problems:
+            err = Console(stderr=True, highlight=False, soft_wrap=True)
+            err.print(f"{path}: {len(problems)} problem(s) with the computers of the session:", markup=False)
+            for problem in problems:
+                err.print(f"  - {problem}", markup=False)
+            raise typer.Exit(1)
+
+
+def _live_problems(config: SessionConfig, path: Path, wait_s: float) -> list[str]:
+    """Ask the bridge, the presenter and the database; print what each says; return what is wrong."""
+    from db import open_database
+    from scanner_bridge import ReceiveTimeoutError, VolumeReceiver, load_key
+    from stimulus import PresenterError
+    from stimulus.present.channel import PresenterClient
+
+    problems = []
+    key = load_key(config.resolve(config.scanner.key_file))
+    bridge = config.scanner.bridge
+    try:
+        with VolumeReceiver(bridge, key, choice=None) as receiver:
+            held = receiver.wait_joined(wait_s)
+    except ReceiveTimeoutError as exc:
+        problems.append(f"bridge: {exc}")
+    else:
+        console.print(f"bridge at {bridge}: answers, {len(held)} series so far", soft_wrap=True)
+        for info in held[-5:]:
+            console.print(f"  {info.describe()}", soft_wrap=True, markup=False)
+    presenter = config.scanner.presenter
+    try:
+        with PresenterClient(presenter, key, timeout_s=wait_s) as client:
+            status = client.hello(timeout_s=wait_s)
+    except PresenterError as exc:
+        problems.append(f"presenter: {exc}")
+    else:
+        state, run_id = status.get("state"), status.get("run_id")
+        console.print(
+            f"presenter at {presenter}: answers, {state}{f' ({run_id})' if run_id else ''}, "
+            f"{status.get('refresh_hz')} Hz, {status.get('peers')} peer(s)",
+            soft_wrap=True,
+        )
+        if status.get("refresh_warning"):
+            problems.append(f"presenter: {status['refresh_warning']}")
+        if state not in ("idle", None):
+            problems.append(f"presenter: it is {state} with run {run_id}; the session's next plan would wait")
+    target = config.database_target
+    if isinstance(target, Path) and not target.exists():  # made at the start; a check makes nothing
+        if not os.access(target.parent, os.W_OK):
+            problems.append(f"database: {target} would be made in {target.parent}, which cannot be written")
+        else:
+            console.print(f"database {target}: made when the session starts", soft_wrap=True)
+        return problems
+    again = f"cortexloop session run --config {path} --resume"
+    try:
+        with open_database(target, read_only=True) as database:
+            _check_can_run(database, config, resume=False, again=again)
+    except CortexloopError as exc:
+        problems.append(f"database: {exc}")
+    else:
+        ref = f"{config.session.subject}/{config.session.session}"
+        console.print(f"database {target}: answers, ready for session {ref}", soft_wrap=True)
+    return problems
 
 
 def _check_can_run(database: Database, config: SessionConfig, *, resume: bool, again: str) -> None:

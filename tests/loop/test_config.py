@@ -12,6 +12,8 @@ import pytest
 from db.base import ConfigError
 from loop.config import EXAMPLE, SessionConfig, load_config
 
+from .conftest import free_port
+
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -147,3 +149,36 @@ def test_every_strategy_a_session_file_may_name_exists_and_says_what_it_follows(
     assert set(typing.get_args(StrategyName)) == set(STRATEGIES)
     assert all(strategy.follows for strategy in STRATEGIES.values())
     assert SessionConfig().synthesis.strategy in STRATEGIES
+
+
+def test_check_live_asks_the_bridge_the_presenter_and_the_database(cortexloop: Cli, tmp_path: Path) -> None:
+    import numpy as np
+
+    from db.base import ScaledClock
+    from scanner_bridge import Spool, Volume, VolumePublisher, generate_key_file, load_key
+    from stimulus.present.channel import PresenterChannel
+
+    key = load_key(generate_key_file(tmp_path / "cortexloop.key"))
+    path = tmp_path / "s.toml"
+    nobody = f"tcp://127.0.0.1:{free_port()}"
+    data = np.zeros((4, 5, 3), np.int16)
+    with VolumePublisher("tcp://127.0.0.1:*", key, Spool(tmp_path / "spool")) as bridge:
+        bridge.publish(Volume(index=0, data=data, affine=np.eye(4), series="localizer_#####.nii", tr_s=2.0))
+        path.write_text(f'[scanner]\nbridge = "{bridge.endpoint}"\npresenter = "{nobody}"\n')
+        result = cortexloop("session", "check", path, "--live", "--wait", "1")
+        assert result.returncode == 1
+        assert f"bridge at {bridge.endpoint}: answers, 1 series so far" in result.stdout
+        assert "localizer_#####.nii: 4x5x3 int16, TR 2 s, up to volume 0" in result.stdout
+        assert f"{path}: 1 problem(s) with the computers of the session" in result.stderr
+        assert f"presenter: no presenter answered at {nobody} within 1 s" in result.stderr
+        assert f"database {tmp_path}/cortexloop.sqlite: made when the session starts" in result.stdout
+        assert not (tmp_path / "cortexloop.sqlite").exists()  # a check makes nothing
+        presenter = PresenterChannel("tcp://127.0.0.1:0", key, ScaledClock(1.0))
+        try:
+            presenter.set_status(state="idle", run_id=None, refresh_hz=60.0, refresh_warning=None)
+            path.write_text(f'[scanner]\nbridge = "{bridge.endpoint}"\npresenter = "{presenter.endpoint}"\n')
+            result = cortexloop("session", "check", path, "--live", "--wait", "5")
+        finally:
+            presenter.close()
+    assert result.returncode == 0, result.stderr
+    assert f"presenter at {presenter.endpoint}: answers, idle, 60.0 Hz" in result.stdout
