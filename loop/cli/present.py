@@ -26,6 +26,7 @@ class TriggerInput(enum.StrEnum):
     keyboard = "keyboard"
     network = "network"
     emulator = "emulator"
+    serial = "serial"
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -65,10 +66,16 @@ def present(
     triggers: Annotated[
         TriggerInput | None,
         typer.Option(
-            help="keyboard (the scanner's key), network (trigger messages on --endpoint), or emulator "
-            "(PsychoPy's launchScan metronome, for rehearsal). Default: keyboard; network with --no-window."
+            help="keyboard (the scanner's key), serial (a trigger box's byte on --serial-port), network "
+            "(trigger messages on --endpoint), or emulator (PsychoPy's launchScan metronome, for "
+            "rehearsal). Default: keyboard; network with --no-window."
         ),
     ] = None,
+    serial_port: Annotated[
+        str | None,
+        typer.Option(help="With --triggers serial: the trigger box's port (/dev/ttyUSB0, COM3)."),
+    ] = None,
+    serial_baud: Annotated[int, typer.Option(help="With --triggers serial: the box's line speed.")] = 115200,
     trigger_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for a run's first trigger.")
     ] = 120.0,
@@ -101,6 +108,10 @@ def present(
         raise typer.BadParameter("--no-window has no keyboard: use --triggers network")
     if speed != 1.0 and not no_window:
         raise typer.BadParameter("--speed is for --no-window; a window runs in real time")
+    if (source is TriggerInput.serial) != (serial_port is not None):
+        raise typer.BadParameter("--triggers serial and --serial-port go together")
+    if source is TriggerInput.serial and len(trigger_key.encode()) != 1:
+        raise typer.BadParameter(f"a serial trigger is one byte; --trigger-key {trigger_key!r} is not")
     display: Display
     clock: PsychoPyClock | ScaledClock
     if no_window:
@@ -116,11 +127,18 @@ def present(
         window = PsychoPyDisplay(
             size=_size(size), fullscreen=fullscreen, screen=screen, monitor=monitor,
             image_size=image_size or (8.0 if monitor else 400.0), fixation_size=0.3 if monitor else 8.0,
-            expected_hz=refresh_hz, trigger_keys=(trigger_key,) if source is not TriggerInput.network else (),
+            expected_hz=refresh_hz,
+            trigger_keys=(trigger_key,) if source in (TriggerInput.keyboard, TriggerInput.emulator) else (),
         )  # fmt: skip
         display, clock = window, window.clock
+        if serial_port is not None:  # the operator hears of a wrong port now, not when the first run is armed
+            from stimulus.present.triggers import SerialTriggers
+
+            SerialTriggers(serial_port, clock, byte=trigger_key.encode(), baudrate=serial_baud).stop()
         channel = PresenterChannel(endpoint, key, clock)
-        make_triggers = functools.partial(_window_triggers, source, window, channel, trigger_key)
+        make_triggers = functools.partial(
+            _window_triggers, source, window, channel, trigger_key, (serial_port or "", serial_baud)
+        )
 
     presenter = Presenter(
         channel,
@@ -150,13 +168,21 @@ def present(
 
 
 def _window_triggers(
-    source: TriggerInput, window: PsychoPyDisplay, channel: PresenterChannel, key: str, plan: RunPlan
+    source: TriggerInput,
+    window: PsychoPyDisplay,
+    channel: PresenterChannel,
+    key: str,
+    serial: tuple[str, int],
+    plan: RunPlan,
 ) -> TriggerSource:
     from stimulus.present.channel import ChannelTriggers
-    from stimulus.present.triggers import EmulatedScanTriggers, KeyboardTriggers
+    from stimulus.present.triggers import EmulatedScanTriggers, KeyboardTriggers, SerialTriggers
 
     if source is TriggerInput.network:
         return ChannelTriggers(channel)
+    if source is TriggerInput.serial:
+        port, baudrate = serial
+        return SerialTriggers(port, window.clock, byte=key.encode(), baudrate=baudrate)
     if source is TriggerInput.emulator:
         return EmulatedScanTriggers(window, window.clock, plan.tr_s, plan.n_volumes, key=key)
     return KeyboardTriggers(window, window.clock, key=key)

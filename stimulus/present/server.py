@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from db.base import Clock, MessageType
-from stimulus.errors import PlanError, TriggerTimeoutError
+from stimulus.errors import PlanError, PresenterError, TriggerTimeoutError
 from stimulus.present.bids import write_bids_events
 from stimulus.present.channel import PresenterChannel, Request
 from stimulus.present.events import (
@@ -148,7 +148,12 @@ class Presenter:
             log.warning("%d trigger(s) came before run %s was armed; ignored", stale, plan.run_id)
             self.channel.broadcast(StaleTriggers(run_id=plan.run_id, count=stale))
         self.display.pressed_keys()
-        triggers = self.make_triggers(plan)
+        try:
+            triggers = self.make_triggers(plan)
+        except PresenterError as exc:  # e.g. the trigger box's port gone since the last run
+            log.error("plan %s refused: %s", plan.run_id, exc)
+            self.channel.reply(request.peer, Refused(run_id=plan.run_id, error=str(exc)))
+            return None
         self.channel.set_status(state="armed", run_id=plan.run_id)
 
         def send(event: PresenterEvent) -> None:

@@ -83,6 +83,10 @@ def test_present_refuses_a_window_option_it_cannot_honour(cortexloop: Cli, tmp_p
     assert result.returncode == 1
     assert "readable by others" in result.stderr
     assert "chmod 600" in result.stderr
+    result = cortexloop("present", "--triggers", "serial", "--endpoint", "tcp://127.0.0.1:0",
+                        "--key-file", key_file)  # fmt: skip
+    assert result.returncode != 0
+    assert "--triggers serial and --serial-port go together" in " ".join(result.stderr.split())
 
 
 @pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (Xvfb)")
