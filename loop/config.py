@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from db.base import ConfigError
 from loop.plans import Design, Timing, planned_volumes
 from stimulus.names import BackboneName, CvKind, ObjectiveKind, ReductionMethod
+from stimulus.present.plan import FixationSettings
 
 if TYPE_CHECKING:
     from stimulus.encoding import EncodingConfig
@@ -183,6 +184,27 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class FixationConfig:
+    """The fixation point, and the attention task that keeps the subject looking at it."""
+
+    size_deg: float = 0.3
+    task: bool = False
+    changes_per_minute: float = 6.0
+    change_duration_s: float = 0.5
+    response_keys: tuple[str, ...] = ("1", "2")
+
+    def settings(self) -> FixationSettings:
+        """What every run plan carries to the presenter."""
+        return FixationSettings(
+            size_deg=self.size_deg,
+            task=self.task,
+            changes_per_minute=self.changes_per_minute,
+            change_duration_s=self.change_duration_s,
+            response_keys=self.response_keys,
+        )
+
+
+@dataclass(frozen=True)
 class SimulationConfig:
     subject: str = "default"
     speed: float = 20.0
@@ -201,6 +223,7 @@ class SessionConfig:
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
     synthesis: SynthesisSettings = field(default_factory=SynthesisSettings)
     model: ModelConfig = field(default_factory=ModelConfig)
+    fixation: FixationConfig = field(default_factory=FixationConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     source: str = "<defaults>"
 
@@ -283,6 +306,7 @@ SESSION_SECTIONS: dict[str, type[Any]] = {
     "rounds": RoundsConfig,
     "synthesis": SynthesisSettings,
     "model": ModelConfig,
+    "fixation": FixationConfig,
     "simulation": SimulationConfig,
 }
 
@@ -341,7 +365,9 @@ TR_RANGE_S = (0.1, 20.0)  # the TRs of BOLD sequences, multiband to sparse, with
 
 def _problems(c: SessionConfig) -> list[str]:
     """What the types cannot say: ranges, keys checked against each other, and the files named."""
-    problems = []
+    problems = [f"[fixation] {p.removeprefix('fixation ')}" for p in c.fixation.settings().problems()]
+    if not c.fixation.response_keys and c.fixation.task:
+        problems.append("[fixation] response_keys is empty; the attention task needs at least one key")
     low, high = TR_RANGE_S
     if not low <= c.scanner.tr_s <= high:
         problems.append(f"[scanner] tr_s must be between {low:g} and {high:g} s, got {c.scanner.tr_s:g}")
@@ -511,6 +537,14 @@ budget = 1000        # features per layer
 reduction = "pool"   # pool or smooth
 cv = "loo"           # each voxel's ridge penalty by exact leave-one-out, or "kfold"
 folds = 5            # with cv = "kfold": folds of images in the order they were first shown
+
+[fixation]
+size_deg = 0.3            # the fixation point (degrees with a calibrated monitor)
+task = false              # the attention task: the point changes colour at random times and the
+                          # subject presses a response key; hits and reaction times are recorded per run
+changes_per_minute = 6.0
+change_duration_s = 0.5
+response_keys = ["1", "2"]
 
 [simulation]
 subject = "default"  # or a TOML file of virtual-subject settings

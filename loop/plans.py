@@ -26,6 +26,7 @@ from PIL import Image
 
 from db.base import write_atomic
 from stimulus.present import PlannedTrial, RunPlan
+from stimulus.present.plan import FixationSettings
 
 __all__ = [
     "BLOCK_REST_S",
@@ -105,8 +106,9 @@ def plan_run(
     tr_s: float,
     timing: Timing,
     shuffle_seed: int | None = None,
+    fixation: FixationSettings | None = None,
 ) -> RunPlan:
-    """A plan showing ``stimuli`` (in their order, or shuffled with ``shuffle_seed``)."""
+    """A plan showing ``stimuli`` (in their order, or shuffled with ``shuffle_seed``), with ``fixation``."""
     order = list(range(len(stimuli)))
     if shuffle_seed is not None:
         order = [int(i) for i in np.random.default_rng(shuffle_seed).permutation(len(stimuli))]
@@ -130,4 +132,10 @@ def plan_run(
         )
         for i, onset in zip(order, onsets, strict=True)
     )
-    return RunPlan(run_id=run_id, tr_s=tr_s, n_volumes=math.ceil(end / tr_s), trials=trials)
+    return RunPlan(
+        run_id=run_id,
+        tr_s=tr_s,
+        n_volumes=math.ceil(end / tr_s),
+        trials=trials,
+        fixation=fixation or FixationSettings(),
+    )

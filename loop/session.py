@@ -245,8 +245,9 @@ class Controller:
             )
         order = training_order(t.images, t.repeated, t.repeats, seed=self.config.session.seed)
         return plan_run(
-            run.label, [natural[k] for k in order], tr_s=self.config.scanner.tr_s, timing=t.timing
-        )
+            run.label, [natural[k] for k in order], tr_s=self.config.scanner.tr_s, timing=t.timing,
+            fixation=self.config.fixation.settings(),
+        )  # fmt: skip
 
     def _lab_images(self) -> npt.NDArray[np.float32]:
         """``[training] images`` of the lab's image set, drawn with the session's seed, at display size."""
@@ -282,6 +283,7 @@ class Controller:
                 tr_s=self.config.scanner.tr_s,
                 timing=self.config.rounds.timing,
                 shuffle_seed=self.config.session.seed * 1000 + run.number,
+                fixation=self.config.fixation.settings(),
             )
             self._acquire(run, plan, kind=RunKind.CLOSED_LOOP, round_id=round_id)
         assert model_id is not None, "a round is scored with the model it synthesized with"
@@ -441,6 +443,7 @@ class Controller:
             for t in presented.trials
         ])  # fmt: skip
         self._check_timing(plan, presented, run_id)
+        self._check_attention(run, presented, run_id)
         design = [
             Trial(
                 p.onset_s if t.actual_onset_s is None else t.actual_onset_s,
@@ -524,6 +527,28 @@ class Controller:
             tr_s=plan.tr_s,
             exclude=frozenset(name for other, name in series.items() if other != run_id),
         )
+
+    def _check_attention(self, run: RunRef, presented: RunLog, run_id: int) -> None:
+        """Record the attention task's score, if the plan had one; warn when most changes went unanswered."""
+        score = presented.attention
+        if score is None or not score.changes:
+            return
+        rate = score.hits / score.changes
+        reaction = (
+            f", median reaction {float(np.median(score.reaction_times_s)):.2f} s"
+            if score.reaction_times_s
+            else ""
+        )
+        message = (
+            f"run {run.label}: the subject answered {score.hits} of {score.changes} fixation colour changes "
+            f"({score.false_alarms} false alarm(s){reaction})"
+        )
+        if rate < 0.5:
+            message += "; is the subject awake and looking at the fixation point?"
+        self._event(
+            "info" if rate >= 0.5 else "warning", "run.attention", message, run_id=run_id,
+            hits=score.hits, changes=score.changes, false_alarms=score.false_alarms, hit_rate=rate,
+        )  # fmt: skip
 
     def _check_timing(self, plan: RunPlan, presented: RunLog, run_id: int) -> None:
         """Warn when images were shown far from their plan: their responses are less certain."""

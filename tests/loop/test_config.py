@@ -51,6 +51,8 @@ def test_the_example_is_the_defaults(tmp_path: Path) -> None:
         ),
         ('[session]\nkind = "scanner"\n', r"\[atlas\] labels and names are required in a scanner session"),
         ("[session\n", r"is not valid TOML"),
+        ("[fixation]\nchanges_per_minute = -1\n", r"\[fixation\] changes_per_minute -1.0 must be in"),
+        ("[fixation]\ntask = true\nresponse_keys = []\n", r"\[fixation\] response_keys is empty"),
     ],
 )
 def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:

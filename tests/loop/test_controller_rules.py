@@ -8,6 +8,7 @@ network can: a volume that never comes, a presenter that gives up.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -188,19 +189,35 @@ class Watching(InProcessAcquisition):
 
 
 def test_each_run_refuses_the_series_of_the_runs_recorded_before_it(tmp_path: Path) -> None:
-    # What a resumed controller relies on: the series come from the database, not from memory.
+    """What a resumed controller relies on: the series come from the database, not from memory.
+
+    Also: the session file's attention task reaches every plan, and its score every run's record (the
+    virtual subject never presses a key: a warning).
+    """
+
     def one_quick_round(c: SessionConfig) -> SessionConfig:
         rounds = dataclasses.replace(c.rounds, count=1, targets=("FFA", "PPA"), targets_per_round=2)
         return dataclasses.replace(
             c,
             rounds=dataclasses.replace(rounds, images_per_target=1),
             synthesis=dataclasses.replace(c.synthesis, steps=2),
+            fixation=dataclasses.replace(c.fixation, task=True, changes_per_minute=12.0),
         )
 
-    session, _ = controller(tmp_path, Watching, adjust=one_quick_round)
+    session, out = controller(tmp_path, Watching, adjust=one_quick_round)
     session.run()
     assert isinstance(session.acquisition, Watching)
     assert session.acquisition.refused == {1: set(), 2: {"run01_vol_#####.nii"}}
+    with sqlite3.connect(out / "db.sqlite") as db:
+        rows = db.execute(
+            "SELECT level, message, details FROM events WHERE code = 'run.attention'"
+        ).fetchall()
+    assert len(rows) == 2  # one per run
+    for level, message, details in rows:
+        changes = json.loads(details)["changes"]
+        assert changes > 0
+        assert level == "warning"
+        assert f"answered 0 of {changes} fixation colour changes" in message
 
 
 def test_a_session_scanned_as_single_slice_dicom_records_what_nifti_does(tmp_path: Path) -> None:
