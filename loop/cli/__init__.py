@@ -27,6 +27,7 @@ from loop.cli.present import present
 from loop.cli.session import app as session_app
 from loop.cli.simulate import simulate
 from loop.cli.synth import decode, synth
+from loop.cli.web import web_console
 
 __all__ = ["app", "main"]
 
@@ -48,6 +49,7 @@ app.command()(present)
 app.command()(simulate)
 app.command()(replay)
 app.command()(report)
+app.command("console")(web_console)
 
 EXIT_ERROR = 1
 
