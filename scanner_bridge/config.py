@@ -7,7 +7,10 @@ import math
 
 from db.base import ConfigError
 
-__all__ = ["PublisherConfig", "ReceiverConfig", "WatchConfig"]
+__all__ = ["DEFAULT_AE_TITLE", "DEFAULT_PORT", "PublisherConfig", "ReceiverConfig", "WatchConfig"]
+
+DEFAULT_PORT = 11112  # the DICOM node's: the port DICOM assigns to DICOM over TCP without TLS
+DEFAULT_AE_TITLE = "CORTEXLOOP"
 
 
 def _positive(owner: object, *names: str) -> None:

@@ -36,7 +36,7 @@ from pynetdicom.events import Event
 
 from db.base import EventLevel, write_atomic
 from scanner_bridge.assembly import VolumeAssembly
-from scanner_bridge.config import WatchConfig
+from scanner_bridge.config import DEFAULT_AE_TITLE, DEFAULT_PORT, WatchConfig
 from scanner_bridge.errors import BridgeError, VolumeReadError
 from scanner_bridge.readers import FilePart, read_part
 from scanner_bridge.source import BridgeEvent, EventCode, EventSink, log_event
@@ -46,8 +46,6 @@ __all__ = ["DEFAULT_AE_TITLE", "DEFAULT_PORT", "DicomNode"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PORT = 11112  # the port DICOM assigns to DICOM over TCP without TLS
-DEFAULT_AE_TITLE = "CORTEXLOOP"
 SUCCESS, OUT_OF_RESOURCES, CANNOT_UNDERSTAND = 0x0000, 0xA700, 0xC000
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _TICK_S = 0.1  # how often slices are checked against their deadline while nothing comes

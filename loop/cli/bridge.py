@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -39,7 +39,10 @@ from scanner_bridge import (
     load_key,
     replay_to_directory,
 )
-from scanner_bridge.dicom_node import DEFAULT_AE_TITLE, DEFAULT_PORT, DicomNode
+from scanner_bridge.config import DEFAULT_AE_TITLE, DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from scanner_bridge.dicom_node import DicomNode
 from scanner_bridge.source import BridgeEvent, log_event
 from scanner_bridge.transport import default_spool_dir
 from scanner_bridge.volume import Volume
@@ -153,6 +156,8 @@ def receive(
     config = WatchConfig(
         series=series, slices_per_volume=slices_per_volume, incomplete_timeout_s=incomplete_timeout
     )
+
+    from scanner_bridge.dicom_node import DicomNode  # pynetdicom: loaded by this command alone
 
     def source(on_event: Callable[[BridgeEvent], None]) -> DicomNode:
         return DicomNode(store, port=port, ae_title=ae_title, config=config, on_event=on_event)
