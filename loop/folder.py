@@ -223,11 +223,15 @@ class Relocation:
             return cls(None, folder)
         import tomllib
 
-        from loop.config import parse_config
+        from loop.config import SessionConfig, SessionSection
 
-        try:
-            config = parse_config(tomllib.loads(config_toml))
-        except Exception:  # an old or hand-edited session file: nothing to say
+        try:  # only [session] says where things are; the rest may be another cortexloop version's
+            table = tomllib.loads(config_toml).get("session", {})
+            default = SessionSection()
+            output = str(table.get("output", default.output))
+            database = str(table.get("database", default.database))
+            config = SessionConfig(session=SessionSection(output=output, database=database), source="<text>")
+        except (tomllib.TOMLDecodeError, AttributeError):  # a hand-edited session file: nothing to say
             return cls(None, folder)
         recorded = config.resolve(config.session.output).absolute()
         if folder is not None or recorded.exists():

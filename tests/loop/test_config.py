@@ -184,3 +184,21 @@ def test_check_live_asks_the_bridge_the_presenter_and_the_database(cortexloop: C
             presenter.close()
     assert result.returncode == 0, result.stderr
     assert f"presenter at {presenter.endpoint}: answers, idle, 60.0 Hz" in result.stdout
+
+
+def test_a_session_recorded_by_another_version_still_says_where_its_folder_is(tmp_path: Path) -> None:
+    """The report and the replay find a session's images from [session] alone (a newer section is no bar)."""
+    from loop.folder import Relocation
+
+    folder = tmp_path / "session"
+    folder.mkdir()
+    recorded = (
+        f'[session]\noutput = "{folder}"\ndatabase = "{folder}/cortexloop.sqlite"\n'
+        "[from_a_later_version]\nx = 1\n"
+    )
+    assert Relocation.find(recorded, database_file=None, folder=None).actual == folder
+    moved = tmp_path / "moved"
+    folder.rename(moved)
+    (moved / "stimuli").mkdir()
+    found = Relocation.find(recorded, database_file=moved / "cortexloop.sqlite", folder=None)
+    assert found.path(folder / "stimuli") == moved / "stimuli"
