@@ -37,6 +37,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import DirMovedEvent, FileClosedEvent, FileMovedEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -92,8 +93,9 @@ class _KernelEvents:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._closed = False
-        weakref.finalize(self, self.close)
+        self._lock = threading.Lock()  # a wake-up never writes to a descriptor closed (and reused) since
+        # Released when closed, or when collected (a watcher closed without being iterated to its end).
+        self._release = weakref.finalize(self, _release, self._inotify, self._wake_r, self._wake_w)
 
     def wait(self, timeout_s: float) -> tuple[list[str], bool]:
         """Names closed or moved into the folder within ``timeout_s``, and whether the kernel dropped some."""
@@ -107,15 +109,20 @@ class _KernelEvents:
         return [e.name for e in events if e.name], any(e.mask & self._overflow for e in events)
 
     def wake(self) -> None:
-        with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
-            os.write(self._wake_w, b"!")
+        with self._lock:
+            if self._release.alive:
+                with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
+                    os.write(self._wake_w, b"!")
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._inotify.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+        with self._lock:
+            self._release()  # once; later calls do nothing
+
+
+def _release(inotify: Any, *descriptors: int) -> None:
+    inotify.close()
+    for fd in descriptors:
+        os.close(fd)
 
 
 class _Handler(FileSystemEventHandler):
