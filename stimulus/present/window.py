@@ -141,6 +141,10 @@ class PsychoPyDisplay:
         return float(self.win.flip())
 
     def _collect_keys(self) -> None:
+        # PsychoPy's hardware Keyboard stamps keys in the HID driver only with psychtoolbox; without it
+        # (this project's CI) it falls back to the event module and, as measured with psychopy-lib
+        # 2025, returns each key's name as [name, time] and the time of the call as its rt. The event
+        # module's own stamps (pyglet's, each frame) are the better ones there, so they are used.
         for key, t in self._event.getKeys(timeStamped=self.clock._clock):
             if key in self.trigger_keys:
                 self._trigger_times.append(float(t))
