@@ -197,6 +197,7 @@ def console_app(database: Database, settings: ConsoleSettings) -> Starlette:
         routes=[
             Route("/", page),
             Route("/plotly.min.js", plotly),
+            Route("/favicon.ico", lambda request: Response(status_code=204)),
             Route("/state", now),
             Route("/stream", stream),
         ]
