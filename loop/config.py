@@ -194,14 +194,8 @@ class FixationConfig:
     response_keys: tuple[str, ...] = ("1", "2")
 
     def settings(self) -> FixationSettings:
-        """What every run plan carries to the presenter."""
-        return FixationSettings(
-            size_deg=self.size_deg,
-            task=self.task,
-            changes_per_minute=self.changes_per_minute,
-            change_duration_s=self.change_duration_s,
-            response_keys=self.response_keys,
-        )
+        """What every run plan carries to the presenter (these keys; its colours and window as they are)."""
+        return FixationSettings(**dataclasses.asdict(self))
 
 
 @dataclass(frozen=True)

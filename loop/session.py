@@ -531,9 +531,9 @@ class Controller:
     def _check_attention(self, run: RunRef, presented: RunLog, run_id: int) -> None:
         """Record the attention task's score, if the plan had one; warn when most changes went unanswered."""
         score = presented.attention
-        if score is None or not score.changes:
+        rate = None if score is None else score.hit_rate
+        if score is None or rate is None:  # no task, or no colour change in the run
             return
-        rate = score.hits / score.changes
         reaction = (
             f", median reaction {float(np.median(score.reaction_times_s)):.2f} s"
             if score.reaction_times_s

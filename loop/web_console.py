@@ -82,9 +82,9 @@ def session_state(database: Database, ref: str | None, fd_threshold_mm: float) -
         ref = ref or sessions[-1]
         info = session_info(s, ref)
         runs = session_runs(s, info.id)
-        run_rows = []
+        run_rows, volumes = [], []
         for run in runs:
-            volumes = run_volumes(s, run.id)
+            volumes = run_volumes(s, run.id)  # the last run's are drawn below
             statuses = [v.status.value for v in volumes]
             run_rows.append({
                 "index": run.index, "kind": run.kind, "status": run.status, "round": run.round_index,
@@ -94,7 +94,6 @@ def session_state(database: Database, ref: str | None, fd_threshold_mm: float) -
         current: dict[str, Any] | None = None
         if runs:
             run = runs[-1]
-            volumes = run_volumes(s, run.id)
             series = roi_timeseries(s, run.id)
             current = {
                 "index": run.index,

@@ -163,33 +163,23 @@ class VolumeAssembly:
         return volume
 
     def _duplicate(self, volume: Volume, first_path: str, first_digest: int, digest: int) -> None:
+        index, source = volume.index, volume.source
         if digest == first_digest:
-            self._emit(
-                EventLevel.WARNING,
-                EventCode.DUPLICATE,
-                f"volume {volume.index} arrived again in {volume.source} "
-                f"(same data as {first_path}); ignored",
-                path=volume.source,
-                index=volume.index,
-            )
-        elif volume.source == first_path:
-            self._emit(
-                EventLevel.ERROR,
-                EventCode.REWRITTEN,
-                f"volume {volume.index}: {first_path} was written again with other data after it was "
-                "passed on; the first data were kept (is another run writing into this folder?)",
-                path=volume.source,
-                index=volume.index,
+            level, code = EventLevel.WARNING, EventCode.DUPLICATE
+            message = f"volume {index} arrived again in {source} (same data as {first_path}); ignored"
+        elif source == first_path:
+            level, code = EventLevel.ERROR, EventCode.REWRITTEN
+            message = (
+                f"volume {index}: {first_path} was written again with other data after it was passed on; "
+                "the first data were kept (is another run writing into this folder?)"
             )
         else:
-            self._emit(
-                EventLevel.ERROR,
-                EventCode.DUPLICATE,
-                f"volume {volume.index} arrived again in {volume.source} with different data from "
-                f"{first_path}; kept the first",
-                path=volume.source,
-                index=volume.index,
+            level, code = EventLevel.ERROR, EventCode.DUPLICATE
+            message = (
+                f"volume {index} arrived again in {source} with different data from {first_path}; "
+                "kept the first"
             )
+        self._emit(level, code, message, path=source, index=index)
 
     def give_up_on_slices(self, now: float) -> None:
         """Report, and forget, volumes whose slices stopped coming ``incomplete_timeout_s`` ago."""

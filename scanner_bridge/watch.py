@@ -353,11 +353,15 @@ class DirectoryWatcher:
         ):
             return
         self._asked.add(series)
+        self._read_earlier(series)
+
+    def _read_earlier(self, series: str) -> None:
+        """Read the files of ``series`` that were here at start: unread ones, and those kept back."""
         seen = time.time()
         self._undefer(seen, series)
         for name in [s for s in self._before if series_matches(series, s)]:
             for path in self._before.pop(name):
-                self._done.pop(path, None)
+                self._done.pop(path, None)  # done when kept back, so that no rescan read it again
                 self._consider(path, seen, at_start=True)
 
     # One file.
@@ -453,10 +457,7 @@ class DirectoryWatcher:
                 return  # and its file stays done (no rescan reads it again) until its series is asked for
             if not self._assembly.begin(part):
                 return
-            self._undefer(time.time(), part.series)  # a bridge restarted mid-run: the run's earlier files
-            for path in self._before.pop(part.series, []):
-                self._done.pop(path, None)
-                self._consider(path, time.time(), at_start=True)
+            self._read_earlier(part.series)  # a bridge restarted mid-run: the run's earlier files
         volume = self._assembly.add(part, seen=seen, written=written)
         if volume is not None:
             self._ready.append(volume)

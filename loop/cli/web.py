@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Annotated
 
@@ -43,7 +44,7 @@ def web_console(
         raise typer.BadParameter("--token must have at least 8 characters")
     settings = ConsoleSettings(session=session, fd_threshold_mm=fd_threshold)
     if token is not None:
-        settings = ConsoleSettings(token=token, session=session, fd_threshold_mm=fd_threshold)
+        settings = dataclasses.replace(settings, token=token)
     with open_database(db, read_only=True) as database:
         app = console_app(database, settings)
         shown = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host
