@@ -64,6 +64,8 @@ __all__ = [
     "Session",
     "Stimulus",
     "Subject",
+    "Sweep",
+    "SweepSession",
     "Volume",
 ]
 
@@ -350,6 +352,43 @@ class Event(Base):
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
     volume_index: Mapped[int | None]
     details: Mapped[dict[str, Any] | None]
+
+
+class Sweep(Base):
+    """A protocol sweep (``cortexloop sweep``): simulated sessions, settings x seeds, under one name."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    definition: Mapped[str] = mapped_column(Text)  # the sweep file, verbatim, as last run
+    base_toml: Mapped[str | None] = mapped_column(Text)  # the base session file it varies
+    cortexloop_version: Mapped[str] = mapped_column(String(32))
+
+    sessions: Mapped[list[SweepSession]] = relationship(back_populates="sweep", order_by="SweepSession.id")
+
+
+class SweepSession(Base):
+    """One setting and seed of a sweep: the session it ran (its records copied in), or why it failed."""
+
+    __tablename__ = "sweep_sessions"
+    __table_args__ = (UniqueConstraint("sweep_id", "setting", "seed"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id"))
+    setting: Mapped[str] = mapped_column(String(128))  # its name in the sweep file
+    seed: Mapped[int]
+    overrides: Mapped[dict[str, Any]]  # the setting's changes to the base session file, by section
+    status: Mapped[Status] = mapped_column(_enum(Status))  # completed, or aborted (see error)
+    session_id: Mapped[int | None] = mapped_column(ForeignKey("sessions.id"), unique=True)
+    worker: Mapped[str | None] = mapped_column(String(256))  # where it ran
+    seconds: Mapped[float | None] = mapped_column(Float)  # how long the session took there
+    figures: Mapped[dict[str, Any] | None]  # the control benchmark's measures (loop.efficacy)
+    error: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    sweep: Mapped[Sweep] = relationship(back_populates="sessions")
 
 
 class SchemaHistory(Base):
