@@ -35,15 +35,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from db import open_database
-from db.queries import session_info, session_scores
 from loop.config import SessionConfig, to_toml
-from loop.scoring import Metric
+from loop.sweep.efficacy import PoolTruth, RoundFigures, pool_responses, session_figures
 
 TARGETS = ("V1", "V4", "LO", "FFA", "PPA")
-POOL_SEED = 900_000  # no session draws natural images with seeds this high
 
 # Each arm: the session file's [synthesis] (and [rounds]) changes from the defaults. The named sets
 # pin every setting they judge, so an arm keeps its meaning when the defaults move on.
@@ -110,53 +107,24 @@ def _run_session(arm: str, seed: int, out: Path, rounds: int) -> tuple[str, int,
 
 
 def _pool_truth(seed: int, n: int, out: Path) -> dict[str, np.ndarray]:
-    """The true ROI responses to an unseen natural pool, seen as a session's images are (PNG, then 128 px)."""
+    """The true ROI responses to an unseen natural pool (``loop.sweep.efficacy``), cached in ``out``."""
     cache = out / f"pool-seed{seed}-{n}.npz"
     if not cache.exists():
         import torch
 
-        from loop.simulation.subject import SubjectConfig, VirtualSubject
-        from stimulus.images import resize_pixels
-        from stimulus.natural import natural_image_set
-
         torch.set_num_threads(1)
-        subject = VirtualSubject(SubjectConfig.from_spec("default", seed=seed))
         size = SessionConfig().synthesis.display_size
-        pool = natural_image_set(n, size=size, seed=POOL_SEED + seed).pixels
-        bilinear = Image.Resampling.BILINEAR
-        seen = np.stack([resize_pixels(p, subject.config.image_size, resample=bilinear) for p in pool])
-        np.savez(cache, **subject.roi_responses(seen))
+        np.savez(cache, **pool_responses(seed, n, display_size=size))
     data = np.load(cache)
     return {k: data[k] for k in data.files}
 
 
-@dataclasses.dataclass
-class Round:
-    measured_vs_best: float  # measured response to the target's images / the best natural control's
-    vs_best_p: float  # one-sided p that they beat it
-    true: float  # true response to the target's images
-    true_t: float  # target against non-target images, true responses
-
-
-def _rounds(folder: Path) -> dict[str, dict[int, Round]]:
-    with open_database(folder / "cortexloop.sqlite") as database, database.reader() as s:
-        scores = session_scores(s, session_info(s, "sub-01/ses-01").id)
-    table: dict[tuple[str, int], dict[str, float]] = {}
-    for score in scores:
-        if score.roi is not None and score.round_index is not None:
-            row = table.setdefault((score.roi, score.round_index), {})
-            row[score.metric] = score.value
-            if score.metric == Metric.VS_BEST_T and score.details:
-                row["vs_best_p"] = float(score.details.get("p", np.nan))
-    out: dict[str, dict[int, Round]] = {}
-    for (roi, index), row in table.items():
-        if Metric.TARGET_TRUE in row:
-            out.setdefault(roi, {})[index] = Round(
-                measured_vs_best=row.get(Metric.DRIVE_VS_BEST, np.nan),
-                vs_best_p=row.get("vs_best_p", np.nan),
-                true=row[Metric.TARGET_TRUE],
-                true_t=row.get(Metric.TRUTH_TARGET_T, np.nan),
-            )
+def _rounds(folder: Path, pool: PoolTruth) -> dict[str, dict[int, RoundFigures]]:
+    with open_database(folder / "cortexloop.sqlite") as database:
+        figures = session_figures(database, "sub-01/ses-01", pool)
+    out: dict[str, dict[int, RoundFigures]] = {}
+    for f in figures:
+        out.setdefault(f.roi, {})[f.round] = f
     return out
 
 
@@ -187,8 +155,10 @@ def main() -> None:
                 print(failure)
         truth = {seed: f.result() for seed, f in pools.items()}
     print(f"\nall sessions and pools in {time.perf_counter() - started:.0f} s; seeds {args.seeds}\n")
+    pools = {seed: PoolTruth.of(seed, truth[seed]) for seed in args.seeds}
     results = {
-        arm: {seed: _rounds(args.out / arm / f"seed{seed}") for seed in args.seeds} for arm in args.arms
+        arm: {seed: _rounds(args.out / arm / f"seed{seed}", pools[seed]) for seed in args.seeds}
+        for arm in args.arms
     }
     last = args.rounds
     for arm in args.arms:
@@ -197,8 +167,8 @@ def main() -> None:
         for roi in TARGETS:
             for index in range(1, last + 1):
                 rows = [results[arm][seed][roi][index] for seed in args.seeds]
-                best = [r.true / truth[seed][roi].max() for r, seed in zip(rows, args.seeds, strict=True)]
-                mean = [r.true / truth[seed][roi].mean() for r, seed in zip(rows, args.seeds, strict=True)]
+                best = [r.true_vs_pool_best for r in rows]
+                mean = [r.true_vs_pool_mean for r in rows]
                 significant = sum(r.vs_best_p < 0.05 for r in rows)
                 print(
                     f"{roi:4} {index:5}  {np.mean([r.measured_vs_best for r in rows]):8.2f}"
@@ -207,9 +177,7 @@ def main() -> None:
                     f"{np.mean([r.true_t for r in rows]):6.1f}"
                 )
         final = {seed: results[arm][seed] for seed in args.seeds}
-        above = {
-            s: int(sum(final[s][roi][last].true > truth[s][roi].max() for roi in TARGETS)) for s in final
-        }
+        above = {s: int(sum(final[s][roi][last].true_vs_pool_best > 1 for roi in TARGETS)) for s in final}
         measured = {s: int(sum(final[s][roi][last].measured_vs_best > 1 for roi in TARGETS)) for s in final}
         rising = {
             seed: bool(

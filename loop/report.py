@@ -45,7 +45,7 @@ from loop.folder import Relocation, SessionFolder
 from loop.scoring import Metric
 from loop.summary import session_outcome
 
-__all__ = ["write_report"]
+__all__ = ["PAGE", "ci_text", "figure_html", "write_report"]
 
 ROW_METRICS = (
     Metric.TARGET_PREDICTED,
@@ -82,7 +82,7 @@ def write_report(
             ) from None
         parts = [_header(s, session), _scores(s, session.id), control, _scatter(s, session.id)]
         parts += [_runs(s, session.id), _events(s, session.id)]
-    document = _PAGE.format(
+    document = PAGE.format(
         title=html.escape(f"cortexloop report: {parts[0][1]}"), body="\n".join(p[0] for p in parts)
     )
     write_atomic(out, document.encode())
@@ -171,8 +171,8 @@ def _control(s: Reader, session: SessionInfo, located: Relocation) -> tuple[str,
             float(np.mean(means)) / float(np.mean(best)) if means and best and np.mean(best) else float("nan")
         )
         rows.append(
-            f"<tr><td>{index}</td><td>{html.escape(target)}</td><td>{_ci(means)}</td><td>{_ci(best)}</td>"
-            f"<td>{_ci(median)}</td><td>{_n(ratio)}</td><td>{_n(true.get((index, target)))}</td>"
+            f"<tr><td>{index}</td><td>{html.escape(target)}</td><td>{ci_text(means)}</td><td>{ci_text(best)}</td>"
+            f"<td>{ci_text(median)}</td><td>{_n(ratio)}</td><td>{_n(true.get((index, target)))}</td>"
             f"<td>{moved_text}</td><td>{radius_text}</td></tr>"
         )
         if folder is None:
@@ -222,7 +222,7 @@ def _mean_text(values: list[float | None]) -> str:
     return _n(float(np.mean(known))) if known else "-"
 
 
-def _ci(values: list[float]) -> str:
+def ci_text(values: list[float]) -> str:
     """``mean [low, high]`` with a 95% Student's t interval (just the mean for one value, '-' for none)."""
     if not values:
         return "-"
@@ -256,7 +256,7 @@ def _drive_plot(
     ax.set(xlabel="round", ylabel="response to its images (%)", title="drive by round")
     ax.set_xticks(sorted({i for i, _ in groups}))
     ax.legend(fontsize=6, ncol=2)
-    return _figure(fig)
+    return figure_html(fig)
 
 
 class _GoneError(Exception):
@@ -304,7 +304,7 @@ def _scatter(s: Reader, session_id: int) -> tuple[str, str]:
         ax.set(title=f"round {record.index}", xlabel="predicted (% signal change)", ylabel="measured")
         ax.axline((0, 0), slope=1, color="grey", lw=0.5)
     axes[0][-1].legend(fontsize=7)
-    return f"<h2>Predicted against measured</h2>{_figure(fig)}", ""
+    return f"<h2>Predicted against measured</h2>{figure_html(fig)}", ""
 
 
 def _runs(s: Reader, session_id: int) -> tuple[str, str]:
@@ -343,7 +343,7 @@ def _runs(s: Reader, session_id: int) -> tuple[str, str]:
         if fd:
             bottom.plot(*zip(*fd, strict=True), lw=0.8)
         bottom.set(ylabel="FD (mm)", xlabel="seconds from the first trigger")
-        parts.append(_figure(fig))
+        parts.append(figure_html(fig))
     return "\n".join(parts), ""
 
 
@@ -361,7 +361,7 @@ def _events(s: Reader, session_id: int) -> tuple[str, str]:
     ), ""
 
 
-def _figure(fig: Any) -> str:
+def figure_html(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -375,7 +375,7 @@ def _n(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.3g}"
 
 
-_PAGE = """<!doctype html>
+PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>
 body {{ font-family: sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from db import Database, RoiSpec, SessionKind, SessionRecorder, open_database
+from db import Database, RoiSpec, SessionKind, SessionRecorder, make_engine, open_database
 
 ROI_NAMES = [f"roi{i:02d}" for i in range(20)]
 
@@ -43,3 +44,16 @@ def make_recorder(database: Database) -> Callable[..., SessionRecorder]:
         )
 
     return make
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """CORTEXLOOP_TEST_POSTGRES_URL, its public schema emptied (the tests that use it skip without one)."""
+    url = os.environ.get("CORTEXLOOP_TEST_POSTGRES_URL")
+    assert url is not None
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP SCHEMA public CASCADE")
+        connection.exec_driver_sql("CREATE SCHEMA public")
+    engine.dispose()
+    return url

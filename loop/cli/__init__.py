@@ -26,6 +26,7 @@ from loop.cli.model import app as model_app
 from loop.cli.present import present
 from loop.cli.session import app as session_app
 from loop.cli.simulate import simulate
+from loop.cli.sweep import sweep
 from loop.cli.synth import decode, synth
 from loop.cli.web import web_console
 
@@ -47,6 +48,7 @@ app.command()(synth)
 app.command()(decode)
 app.command()(present)
 app.command()(simulate)
+app.command()(sweep)
 app.command()(replay)
 app.command()(report)
 app.command("console")(web_console)

@@ -177,6 +177,62 @@ def export(
 
 
 @app.command()
+def sweeps(db: DbOption = DEFAULT_DB_FILENAME, json: JsonOption = False) -> None:
+    """List the protocol sweeps (cortexloop sweep) in the database, with their sessions' counts."""
+    from db.sweeps import list_sweeps
+
+    with open_database(db, read_only=True) as database, database.reader() as s:
+        rows = list_sweeps(s)
+    if json:
+        print_json(rows)
+        return
+    table = Table(box=box.SIMPLE_HEAD, title=f"sweeps in {database.name}")
+    for column in ("id", "sweep", "created (UTC)", "completed", "failed"):
+        table.add_column(column, justify="left" if column in {"sweep", "created (UTC)"} else "right")
+    for r in rows:
+        table.add_row(str(r.id), r.name, when(r.created_at), str(r.completed), str(r.failed))
+    console.print(table)
+    if not rows:
+        console.print("no sweeps recorded yet")
+
+
+@app.command()
+def sweep(
+    name: Annotated[str, typer.Argument(help="The sweep's name.", show_default=False)],
+    db: DbOption = DEFAULT_DB_FILENAME,
+    json: JsonOption = False,
+) -> None:
+    """List one sweep's sessions: each setting and seed, its session, where it ran, or why it failed."""
+    from db.sweeps import sweep_sessions
+
+    with open_database(db, read_only=True) as database, database.reader() as s:
+        rows = sweep_sessions(s, name)
+    if json:
+        print_json(rows)
+        return
+    table = Table(box=box.SIMPLE_HEAD, title=f"sweep {name}")
+    for column in (
+        "setting",
+        "seed",
+        "status",
+        "session",
+        "worker",
+        "minutes",
+        "true / pool's best",
+        "error",
+    ):
+        table.add_column(column)
+    for r in rows:
+        figure = (r.figures or {}).get("summary", {}).get("mean_vs_pool_best")
+        table.add_row(
+            r.setting, str(r.seed), r.status, r.session or "-", r.worker or "-",
+            "-" if r.seconds is None else f"{r.seconds / 60:.1f}",
+            "-" if figure is None else f"{figure:.3f}", r.error or "",
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
 def revision() -> None:
     """Print the newest schema revision this cortexloop knows."""
     console.print(head_revision())

@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from db.base import ConfigError, write_atomic
+from db.base import ConfigError
 from loop.cli._common import console
-from loop.config import SessionConfig, load_config, to_toml
+from loop.config import SessionConfig, load_config
 
 __all__ = ["simulate"]
 
@@ -71,7 +71,10 @@ def simulate(
             )
     started = time.monotonic()
     if in_process:
-        _run_in_process(config, out, device, resume=resume)
+        from loop.console import ConsoleObserver
+        from loop.simulation.inprocess import simulate_in_process
+
+        simulate_in_process(config, out, device=device, resume=resume, observer=ConsoleObserver(console))
     else:
         from loop.simulation.processes import SimulatedSession
 
@@ -135,41 +138,6 @@ def _override(
     if speed is not None:
         config = dataclasses.replace(config, simulation=dataclasses.replace(config.simulation, speed=speed))
     return dataclasses.replace(config, session=session)
-
-
-def _run_in_process(config: SessionConfig, out: Path, device: str | None, *, resume: bool = False) -> None:
-    from db import open_database
-    from loop.acquisition import InProcessAcquisition
-    from loop.console import ConsoleObserver
-    from loop.session import Controller
-    from loop.simulation.processes import simulation_config
-    from loop.simulation.scanner import SimulatedScanner
-    from loop.simulation.subject import SubjectConfig, VirtualSubject
-    from stimulus._torch import reuse_freed_memory
-    from stimulus.present import VirtualClock
-
-    reuse_freed_memory()
-    out.mkdir(parents=True, exist_ok=True)
-    config = simulation_config(config, out)  # no network here: its endpoints go unused
-    write_atomic(out / "session.toml", to_toml(config).encode())  # recorded with the session
-    subject = VirtualSubject(SubjectConfig.from_spec(config.simulation.subject, seed=config.session.seed))
-    scanner = SimulatedScanner(
-        subject,
-        out / "export",
-        tr_s=config.scanner.tr_s,
-        clock=VirtualClock(),
-        fmt=config.simulation.format,
-        stimulus_dir=Path(config.scanner.stimulus_dir),
-        truth_dir=Path(config.simulation.truth),
-    )
-    with open_database(config.database_target, create=True) as database:
-        Controller(
-            config,
-            database,
-            InProcessAcquisition(scanner, export_dir=out / "export"),
-            observer=ConsoleObserver(console),
-            device=device,
-        ).run(resume=resume)
 
 
 def _print_outcome(config: SessionConfig, out: Path) -> Path:

@@ -10,7 +10,9 @@
   the presenter, its onsets back, volumes written into an export folder
   where the bridge reads them as a real scanner's;
 - :mod:`~loop.simulation.processes`: ``cortexloop simulate``, every part in a
-  process of its own, supervised.
+  process of its own, supervised;
+- :mod:`~loop.simulation.inprocess`: the same session in one process, as
+  fast as it goes (``--in-process``, and each session of a sweep).
 
 The controller never imports this package: it sees the virtual subject
 only through the presenter, the bridge and, for scoring, the ground-truth
@@ -26,6 +28,7 @@ from db.base.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from loop.simulation.bold import BoldRun
+    from loop.simulation.inprocess import simulate_in_process
     from loop.simulation.processes import SimulatedSession, simulation_config
     from loop.simulation.scanner import RunRecord, SimulatedScanner
     from loop.simulation.subject import SubjectConfig, VirtualSubject
@@ -37,6 +40,7 @@ _EXPORTS = {
     "SimulatedSession": "loop.simulation.processes",
     "SubjectConfig": "loop.simulation.subject",
     "VirtualSubject": "loop.simulation.subject",
+    "simulate_in_process": "loop.simulation.inprocess",
     "simulation_config": "loop.simulation.processes",
 }
 
@@ -47,6 +51,7 @@ __all__ = [
     "SimulatedSession",
     "SubjectConfig",
     "VirtualSubject",
+    "simulate_in_process",
     "simulation_config",
 ]
 __getattr__ = lazy_exports(__name__, _EXPORTS)
