@@ -38,6 +38,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/presentation_timing.py
 	$(BIN)/python benchmarks/simulate_speed.py
 	$(BIN)/python benchmarks/loop_speed.py
+	$(BIN)/python benchmarks/sweep_scaling.py
 	$(BIN)/python benchmarks/efficacy.py  # whole sessions, seeds x strategies: about 20 minutes
 
 $(BIN)/python:

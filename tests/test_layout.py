@@ -146,7 +146,16 @@ def _isort(name: str) -> tuple[int, str]:
     return (0 if name.isupper() else 1 if name[0].isupper() else 2, name)
 
 
-SURFACES = ("loop", "stimulus", "scanner_bridge", "db", "db.base", "stimulus.present", "loop.simulation")
+SURFACES = (
+    "loop",
+    "stimulus",
+    "scanner_bridge",
+    "db",
+    "db.base",
+    "stimulus.present",
+    "loop.simulation",
+    "loop.sweep",
+)
 
 
 @pytest.mark.parametrize("package", SURFACES)

@@ -141,7 +141,7 @@ class _Cluster:
             n_workers=n,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",
             silence_logs=logging.ERROR,
         )
         self.client = Client(self.cluster)

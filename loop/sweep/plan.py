@@ -258,6 +258,12 @@ def _setting(name: str, overrides: dict[str, dict[str, Any]], base: SessionConfi
     for section, keys in overrides.items():
         data[section] = {**data[section], **keys}
     try:
-        return Setting(name, overrides, parse_config(data, source=base.source))
+        config = parse_config(data, source=base.source)
     except ConfigError as exc:
         return Setting(name, overrides, None, "; ".join(exc.problems) or str(exc))
+    if config.training.image_set:  # a worker reads it from its own folder: the path must not be relative
+        training = dataclasses.replace(
+            config.training, image_set=str(config.resolve(config.training.image_set).resolve())
+        )
+        config = dataclasses.replace(config, training=training)
+    return Setting(name, overrides, config)

@@ -14,10 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
+from PIL import Image
 
 import db
+from db.sweeps import sweep_sessions
 from tests.loop.conftest import CORTEXLOOP, Cli
 
 pytestmark = pytest.mark.timeout(600)
@@ -154,6 +157,12 @@ def test_the_sweep_is_listed_with_its_sessions_and_reported_with_its_settings_ra
     assert "pair" in listing.stdout
     row = next(line for line in listing.stdout.splitlines() if " pair " in line)
     assert row.split()[-2:] == ["4", "0"]  # completed, failed
+    with db.open_database(out / "cortexloop.sqlite") as database, database.reader() as s:
+        rows = sweep_sessions(s, "pair")
+    for row in rows:  # judged against the unseen pool of its seed, as the control benchmark judges
+        assert row.figures is not None
+        assert [(f["round"], f["roi"]) for f in row.figures["rounds"]] == [(1, "FFA"), (1, "PPA")]
+        assert 0 < row.figures["summary"]["mean_vs_pool_best"] < 3
     sessions = _listed(out / "cortexloop.sqlite")
     assert sorted(sessions) == [
         (s, k) for s in ("strategy=adaptive", "strategy=best-measured") for k in (1, 2)
@@ -180,6 +189,9 @@ rounds.count = 2
 
 [settings.wrong]
 synthesis.steps = 0
+
+[settings.few-images]
+training.image_set = "three-images"
 """
 
 
@@ -187,6 +199,11 @@ def test_a_worker_killed_mid_session_loses_only_that_session_and_a_wrong_setting
     tmp_path: Path,
 ) -> None:
     sweep = _sweep_folder(tmp_path, KILLED)
+    (tmp_path / "three-images").mkdir()  # the training run needs 12: found only when a session starts
+    for k in range(3):
+        Image.fromarray(np.full((64, 64, 3), 60 * k, dtype=np.uint8)).save(
+            tmp_path / "three-images" / f"{k}.png"
+        )
     out = tmp_path / "out"
     process = subprocess.Popen(
         [str(CORTEXLOOP), "--log-level", "warning", "sweep", str(sweep), "--out", str(out), "--workers", "2"],
@@ -200,10 +217,18 @@ def test_a_worker_killed_mid_session_loses_only_that_session_and_a_wrong_setting
         process.kill()
     assert process.returncode == 1, stdout[-3000:] + stderr[-3000:]
     assert stdout.count("'wrong'") == 1, stdout
+    assert stdout.count("'few-images'") == 1, stdout  # found by a worker, reported once
+    assert "has 3 usable image(s)" in stdout
     assert "steps and later_steps must be at least 1" in stdout
     assert "2 session(s) run and stored" in stdout
     with sqlite3.connect(out / "cortexloop.sqlite") as connection:
-        rows = connection.execute("SELECT setting, seed, status FROM sweep_sessions ORDER BY seed").fetchall()
+        rows = connection.execute(
+            "SELECT setting, seed, status FROM sweep_sessions WHERE setting = 'slow' ORDER BY seed"
+        ).fetchall()
+        failed = connection.execute(
+            "SELECT DISTINCT setting, status FROM sweep_sessions WHERE setting != 'slow'"
+        )
+        assert failed.fetchall() == [("few-images", "aborted")]
         sessions = connection.execute("SELECT count(*), count(DISTINCT label) FROM sessions").fetchone()
         volumes = connection.execute(
             "SELECT count(*), count(DISTINCT run_id || '-' || \"index\") FROM volumes"
@@ -248,7 +273,7 @@ if sys.platform != "linux":  # pragma: no cover
 def test_a_lab_s_postgresql_receives_a_sweep_s_sessions_whole(
     swept: tuple[Path, subprocess.CompletedProcess[str]], pg_url: str
 ) -> None:
-    from db.sweeps import record_sweep, store_session, sweep_sessions
+    from db.sweeps import record_sweep, store_session
 
     folder, first = swept
     assert first.returncode == 0
