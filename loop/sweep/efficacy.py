@@ -138,8 +138,8 @@ def summary(figures: list[RoundFigures]) -> dict[str, float]:
     ``above_pool_best``: target ROIs whose images beat the pool's best in
     truth; ``measured_above_best``: whose images beat the best natural
     control as measured; ``mean_vs_pool_best``: the mean over targets of the
-    true response over the pool's best; ``rising``: 1 when the mean true
-    response rose round over round.
+    true response over the pool's best; ``rising`` (with two rounds or more):
+    1 when the mean true response rose round over round.
     """
     if not figures:
         return {}
@@ -148,10 +148,12 @@ def summary(figures: list[RoundFigures]) -> dict[str, float]:
     by_round = [
         np.mean([f.true for f in figures if f.round == k]) for k in sorted({f.round for f in figures})
     ]
-    return {
+    out = {
         "rounds": float(last),
         "above_pool_best": float(sum(f.true_vs_pool_best > 1 for f in final)),
         "measured_above_best": float(sum(f.measured_vs_best > 1 for f in final)),
         "mean_vs_pool_best": float(np.mean([f.true_vs_pool_best for f in final])),
-        "rising": float(all(b > a for a, b in itertools.pairwise(by_round))),
     }
+    if len(by_round) > 1:  # one round neither rises nor falls
+        out["rising"] = float(all(b > a for a, b in itertools.pairwise(by_round)))
+    return out

@@ -7,7 +7,7 @@ seeds), the target ROIs above the pool's best, the ROIs measured above the
 best natural control, and the seeds whose true drive rose round over round;
 the settings ranked by the mean over targets of the true response over the
 pool's best. Then the same by round, as a plot, and the failed sessions
-with why they failed.
+with why they failed, and the sweep file.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 
 from db import Database, Status
 from db.base import write_atomic
-from db.sweeps import SweepSessionRow, sweep_sessions
+from db.sweeps import SweepSessionRow, list_sweeps, sweep_sessions
 from loop.report import PAGE, ci_text, figure_html
 from loop.sweep.plan import slug
 
@@ -97,6 +97,9 @@ def write_sweep_report(database: Database, name: str, out: Path, *, sessions: Pa
     if any(f.rows for f in ranked):
         body += ["<h2>By round</h2>", _by_round_plot(ranked), _last_round_plot(ranked, rois)]
     body += [_sessions(rows, sessions, out.parent), _failures(rows)]
+    with database.reader() as s:
+        definition = next(w.definition for w in list_sweeps(s) if w.name == name)
+    body.append(f"<h2>The sweep file</h2><pre>{html.escape(definition)}</pre>")
     write_atomic(
         out, PAGE.format(title=html.escape(f"cortexloop sweep {name}"), body="\n".join(body)).encode()
     )
@@ -118,7 +121,7 @@ def _ranking(ranked: list[SettingFigures], rois: list[str]) -> str:
             f"<tr><td>{rank}</td><td>{html.escape(f.setting)}</td><td>{len(f.seeds)}</td>"
             f"<td>{ci_text(f.summary('mean_vs_pool_best'))}</td>{cells}"
             f"<td>{ci_text(f.summary('above_pool_best'))}</td><td>{ci_text(f.summary('measured_above_best'))}</td>"
-            f"<td>{int(sum(rising))} of {len(rising)}</td></tr>"
+            f"<td>{f'{int(sum(rising))} of {len(rising)}' if rising else '-'}</td></tr>"
         )
     return "\n".join([*lines, "</table>"])
 
@@ -132,6 +135,7 @@ def _by_round_plot(ranked: list[SettingFigures]) -> str:
         means = [float(np.mean([np.mean(v) for v in f.by_roi(round_=k).values()])) for k in rounds]
         ax.plot(rounds, means, "o-", label=f.setting)
     ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(sorted({k for f in ranked for k in f.rounds}))
     ax.set(xlabel="round", ylabel="true response / pool's best", title="mean over targets and seeds")
     ax.legend(fontsize=6)
     return figure_html(fig)
