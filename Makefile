@@ -11,6 +11,7 @@ VENV ?= .venv
 TORCH_CONSTRAINTS ?= constraints.txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cortexloop-installed
+NODE_STAMP := $(VENV)/node/.installed
 
 .PHONY: demo test lint typecheck pytest benchmark xvfb clean
 
@@ -27,7 +28,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) xvfb
+pytest: $(STAMP) xvfb $(NODE_STAMP)
 	$(BIN)/pytest
 
 benchmark: $(STAMP)
@@ -49,6 +50,17 @@ $(STAMP): pyproject.toml $(TORCH_CONSTRAINTS) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c $(TORCH_CONSTRAINTS) -e '.[test]'
 	touch $@
+
+# The BIDS reference validator checks the export (tests/loop/test_session.py), from npm into .venv/node;
+# without npm that test skips, saying so.
+$(NODE_STAMP): | $(BIN)/python
+	@if command -v npm >/dev/null 2>&1; then \
+	  echo "installing the BIDS validator (npm)"; \
+	  npm install --silent --no-audit --no-fund --prefix $(VENV)/node bids-validator@1.15.0 >/dev/null 2>&1 \
+	    && touch $@ || echo "warning: npm could not install bids-validator; the BIDS export's test will skip"; \
+	else \
+	  echo "warning: npm is missing; the BIDS export's test will skip"; \
+	fi
 
 # PsychoPy windows need a display; tests start Xvfb themselves (pytest-xvfb).
 xvfb:

@@ -211,6 +211,20 @@ class Relocation:
         # The folder where it is now first: a copy resumed elsewhere wrote its later files there only.
         return moved if moved.exists() or not path.exists() else path
 
+    def stimuli(self, config_toml: str | None) -> Path | None:
+        """Where the session's images are now (None when its session file cannot say)."""
+        if not config_toml:
+            return None
+        import tomllib
+
+        from loop.config import parse_config
+
+        try:
+            config = parse_config(tomllib.loads(config_toml))
+        except Exception:  # an old or hand-edited session file: nothing to say
+            return None
+        return self.path(SessionFolder.of(config).stimuli.absolute())
+
     @classmethod
     def find(cls, config_toml: str | None, *, database_file: Path | None, folder: Path | None) -> Relocation:
         """From the session file the database keeps: ``folder`` if given, else beside ``database_file``.

@@ -16,7 +16,6 @@ import base64
 import html
 import io
 import math
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,7 @@ from db.queries import (
     session_scores,
     session_stimuli,
 )
-from loop.config import parse_config
-from loop.folder import Relocation, SessionFolder
+from loop.folder import Relocation
 from loop.scoring import Metric
 from loop.summary import session_outcome
 
@@ -128,20 +126,9 @@ def _scores(s: Reader, session_id: int) -> tuple[str, str]:
     return f"<h2>Rounds</h2><table><tr><th>round</th><th>target</th>{head}</tr>{body}</table>", "scores"
 
 
-def _stimulus_dir(session: SessionInfo, located: Relocation) -> Path | None:
-    """Where the session's images are now (None when its session file cannot say)."""
-    if not session.config_toml:
-        return None
-    try:
-        config = parse_config(tomllib.loads(session.config_toml))
-    except Exception:  # an old or hand-edited file: the report goes on without images
-        return None
-    return located.path(SessionFolder.of(config).stimuli.absolute())
-
-
 def _control(s: Reader, session: SessionInfo, located: Relocation) -> tuple[str, str]:
     """Per target and round: its images beside their starts, and the drive against the natural controls."""
-    folder = _stimulus_dir(session, located)
+    folder = located.stimuli(session.config_toml)
     made = {row.path: row.synthesis or {} for row in session_stimuli(s, session.id)}
     responses = measured_responses(s, session.id, run_kind=RunKind.CLOSED_LOOP)
     # (round, target) -> condition -> image path -> its single-trial responses of the target ROI.

@@ -27,6 +27,10 @@ DbOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+FolderOption = Annotated[
+    Path | None,
+    typer.Option("--folder", help="Where the session's folder is now, if it moved away from its database."),
+]
 
 # Piped output (a log file, `less`) gets room for whole tables rather than 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 132)

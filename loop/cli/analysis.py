@@ -11,17 +11,11 @@ from rich.table import Table
 
 from db import open_database
 from db.engine import DEFAULT_DB_FILENAME
-from loop.cli._common import DbOption, console
+from loop.cli._common import DbOption, FolderOption, console
 
 __all__ = ["replay", "report"]
 
 SessionArgument = Annotated[str, typer.Argument(help="Session id or sub-X/ses-Y.", show_default=False)]
-
-
-FolderOption = Annotated[
-    Path | None,
-    typer.Option("--folder", help="Where the session's folder is now, if it moved away from its database."),
-]
 
 
 def replay(session: SessionArgument, db: DbOption = DEFAULT_DB_FILENAME, folder: FolderOption = None) -> None:

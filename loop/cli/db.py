@@ -15,7 +15,7 @@ from db.database import upgrade_database
 from db.engine import DEFAULT_DB_FILENAME
 from db.queries import list_sessions, session_detail, session_events, session_id
 from db.schema import head_revision
-from loop.cli._common import DbOption, JsonOption, console, print_json, when
+from loop.cli._common import DbOption, FolderOption, JsonOption, console, print_json, when
 
 app = typer.Typer(help="The session database: create, upgrade, query, export.", no_args_is_help=True)
 
@@ -160,20 +160,32 @@ def events(
 @app.command()
 def export(
     session: SessionArg,
-    out: Annotated[Path, typer.Option("--out", help="Folder to write into (created if needed).")],
+    out: Annotated[Path, typer.Option("--out", help="The BIDS dataset to write into (made if needed).")],
     db: DbOption = DEFAULT_DB_FILENAME,
+    folder: FolderOption = None,
 ) -> None:
-    """Export a session as BIDS-style events, ROI time series and a stimuli table."""
+    """Export a session as a BIDS dataset: events, stimuli, BOLD runs; cortexloop's analysis as derivatives.
+
+    The images and volume files are read where the session wrote them; a session folder that moved (with
+    its database) is found beside the database, or give --folder.
+    """
+    from db.queries import session_info
+    from loop.folder import Relocation
+
     with open_database(db, read_only=True) as database:
+        with database.reader() as s:
+            config_toml = session_info(s, session).config_toml
+        located = Relocation.find(config_toml, database_file=None if "://" in db else Path(db), folder=folder)
         try:
-            written = export_session(database, session, out)
+            written = export_session(
+                database, session, out, stimuli=located.stimuli(config_toml), locate=located.path
+            )
         except OSError as exc:
             raise CortexloopError(
                 f"cannot write the export into {exc.filename or out} ({exc.strerror or exc}); "
                 "choose a folder you can write with --out"
             ) from None
-    for path in written:
-        console.print(str(path))
+    console.print(f"{len(written)} files written into {out}")
 
 
 @app.command()

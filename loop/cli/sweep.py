@@ -127,7 +127,7 @@ class _Cluster:
 
         if self.address is not None:
             try:
-                self.client = Client(self.address, timeout="10s")
+                self.client = Client(self.address, timeout="5s")
             except (OSError, TimeoutError) as exc:
                 raise SchedulerError(
                     f"cannot reach the Dask scheduler at {self.address} ({exc}); start one with "

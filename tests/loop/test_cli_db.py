@@ -62,7 +62,10 @@ def test_export_writes_bids_events_and_roi_timeseries(
     result = cortexloop("db", "export", "1", "--db", recorded, "--out", out)
     assert result.returncode == 0, result.stderr
     stem = "sub-rehearsal_ses-01_task-training_run-01"
-    with (out / f"{stem}_events.tsv").open() as f:
+    raw, derived = (
+        root / "sub-rehearsal" / "ses-01" / "func" for root in (out, out / "derivatives" / "cortexloop")
+    )
+    with (raw / f"{stem}_events.tsv").open() as f:
         events = list(csv.DictReader(f, delimiter="\t"))
     assert len(events) == 8
     assert [float(e["planned_onset"]) for e in events] == [24.0 * i for i in range(8)]
@@ -70,18 +73,20 @@ def test_export_writes_bids_events_and_roi_timeseries(
         assert 0 < float(e["onset"]) - float(e["planned_onset"]) < 0.02
         assert e["onset_measured"] == "true"
         assert len(e["stim_sha256"]) == 64
-    sidecar = json.loads((out / f"{stem}_events.json").read_text())
+        assert (out / "stimuli" / e["stim_file"]).is_file()  # the image, beside the events that show it
+    sidecar = json.loads((raw / f"{stem}_events.json").read_text())
     assert sidecar["onset"]["Units"] == "s"
 
-    with (out / f"{stem}_desc-roi_timeseries.tsv").open() as f:
+    with (derived / f"{stem}_desc-roi_timeseries.tsv").open() as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     assert len(rows) == 104
     assert list(rows[0]) == ["volume", "status", *ROIS]
     assert rows[3]["status"] == "missing"
     assert rows[3]["V1"] == "n/a"
     assert 900 < float(rows[4]["V1"]) < 1100
-    assert json.loads((out / f"{stem}_desc-roi_timeseries.json").read_text())["RepetitionTime"] == 2.0
-    assert not list(out.glob("*.part"))
+    assert json.loads((derived / f"{stem}_desc-roi_timeseries.json").read_text())["RepetitionTime"] == 2.0
+    assert json.loads((out / "dataset_description.json").read_text())["DatasetType"] == "raw"
+    assert not list(out.rglob("*.part"))
 
 
 def test_db_default_comes_from_the_environment(cortexloop: Cli, recorded: Path) -> None:

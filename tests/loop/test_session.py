@@ -10,6 +10,7 @@ truth, is ``benchmarks/efficacy.py``'s.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -17,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -198,6 +200,42 @@ def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Pat
     assert text.count("<h3>round ") == 15  # 3 rounds x 5 targets, each with its images beside their starts
     assert text.count("&rarr;") >= 15 * 3  # start -> image pairs (an image made twice is shown once)
     assert text.count('class=figure src="data:image/png') == 1 + 1 + 4  # drive by round, scatter, runs
+
+
+def _bids_validator() -> str | None:
+    """The BIDS reference validator (npm's bids-validator): $CORTEXLOOP_BIDS_VALIDATOR, make's, or PATH's."""
+    installed = Path(sys.executable).parent.parent / "node" / "node_modules" / ".bin" / "bids-validator"
+    for candidate in (os.environ.get("CORTEXLOOP_BIDS_VALIDATOR"), installed, shutil.which("bids-validator")):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    return None
+
+
+@pytest.mark.timeout(SESSION_TIMEOUT_S)
+def test_the_exported_session_is_a_bids_dataset_the_reference_validator_accepts(
+    sessions: dict[int, Path], tmp_path: Path
+) -> None:
+    validator = _bids_validator()
+    if validator is None:
+        if os.environ.get("CORTEXLOOP_REQUIRE_BIDS_VALIDATOR"):  # CI: this must hold there
+            pytest.fail("no BIDS validator, though CI installs one (make test: npm install bids-validator)")
+        pytest.skip("no BIDS validator: `make test` installs it with npm (npm install bids-validator)")
+    out = tmp_path / "bids"
+    exported = cli("db", "export", "sub-01/ses-01", "--db", sessions[0] / "cortexloop.sqlite", "--out", out)
+    assert exported.returncode == 0, exported.stderr
+    checked = subprocess.run([validator, str(out), "--json"], capture_output=True, text=True, timeout=300)
+    issues = json.loads(checked.stdout)["issues"]
+    assert issues["errors"] == [], [e["key"] for e in issues["errors"]]
+    func = out / "sub-01" / "ses-01" / "func"
+    with open_database(sessions[0] / "cortexloop.sqlite") as database, database.reader() as s:
+        config = SessionConfig()
+        planned = [n for _, _, n in config.scanner_runs()]
+        shown = {r.path for r in session_stimuli(s, session_id(s, "sub-01/ses-01")) if r.n_presentations}
+    bold = sorted(func.glob("*_bold.nii.gz"), key=lambda p: p.name.split("_run-")[1])  # in run order
+    assert [nib.load(p).shape[3] for p in bold] == planned  # every run, every volume, as the sequence ran
+    assert sorted(str(p.relative_to(out / "stimuli")) for p in (out / "stimuli").rglob("*.png")) == sorted(
+        shown
+    )
 
 
 @pytest.mark.timeout(SESSION_TIMEOUT_S)

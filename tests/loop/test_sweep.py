@@ -94,24 +94,26 @@ def test_a_sweep_on_two_workers_gives_what_its_sessions_give_run_one_by_one(
     with db.open(out / "cortexloop.sqlite") as study:
         sessions = study.sessions()
     assert len(sessions) == 4
-    # The same sessions, each alone, as a user reruns one: `simulate` with the setting's file and the seed.
+    # Two of them again, each alone, as a user reruns one: `simulate` with the setting's file and seed.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a Dask worker's one thread
-    alone = {}
-    for setting in ("strategy=adaptive", "strategy=best-measured"):
-        processes = []
-        for seed in (1, 2):  # two at a time: two cores
-            alone[setting, seed] = folder / f"alone-{setting}-{seed}"
-            command = [
+    alone = {
+        key: folder / f"alone-{key[0]}-{key[1]}"
+        for key in (("strategy=adaptive", 1), ("strategy=best-measured", 2))
+    }
+    processes = [
+        subprocess.Popen(
+            [
                 str(CORTEXLOOP), "--log-level", "warning", "simulate", "--in-process",
                 "--config", str(out / "settings" / f"{setting}.toml"), "--seed", str(seed),
-                "--out", str(alone[setting, seed]),
-            ]  # fmt: skip
-            processes.append(
-                subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-            )
-        for process in processes:
-            output, _ = process.communicate(timeout=300)
-            assert process.returncode == 0, output[-3000:]
+                "--out", str(there),
+            ],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+        )
+        for (setting, seed), there in alone.items()
+    ]  # fmt: skip
+    for process in processes:  # two at once: two cores
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output[-3000:]
     listed = _listed(out / "cortexloop.sqlite")
     for (setting, seed), folder_alone in alone.items():
         in_sweep = _scores(out / "cortexloop.sqlite", listed[setting, seed])
@@ -185,7 +187,7 @@ seeds = [1, 2]
 pool = 20
 
 [settings.slow]
-rounds.count = 2
+rounds.images_per_target = 2
 
 [settings.wrong]
 synthesis.steps = 0
@@ -237,7 +239,7 @@ def test_a_worker_killed_mid_session_loses_only_that_session_and_a_wrong_setting
     assert rows == [("slow", 1, "completed"), ("slow", 2, "completed")]
     assert sessions == (2, 1)  # one label (the setting's), one subject per seed
     assert volumes[0] == volumes[1]  # no volume twice
-    assert runs == [("completed", 6)]  # 2 sessions x (training + 2 rounds), all complete
+    assert runs == [("completed", 4)]  # 2 sessions x (training + 1 round), all complete
 
 
 def _worker_in_a_session(sweep_pid: int, *, deadline: float) -> psutil.Process:
