@@ -7,7 +7,9 @@ synthesis started from, how far each moved, the drive against the best and
 the median natural control with confidence intervals, and the drive by
 round), predicted against measured responses, every run's ROI time courses
 with the onsets, each volume's processing latency and framewise
-displacement, and the warnings and errors of the event log.
+displacement, the warnings and errors of the event log, and the session
+file with the software versions. Links after the title lead to each
+section; image thumbnails are JPEG.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import base64
 import html
 import io
 import math
+import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +83,26 @@ def write_report(
                 "made. If the session folder moved, give its new place with --folder"
             ) from None
         parts = [_header(s, session), _scores(s, session.id), control, _scatter(s, session.id)]
-        parts += [_runs(s, session.id), _events(s, session.id)]
+        parts += [_runs(s, session.id), _events(s, session.id), _configuration(session)]
     document = PAGE.format(
-        title=html.escape(f"cortexloop report: {parts[0][1]}"), body="\n".join(p[0] for p in parts)
+        title=html.escape(f"cortexloop report: {parts[0][1]}"),
+        body=_navigable("\n".join(p[0] for p in parts)),
     )
     write_atomic(out, document.encode())
     return out
+
+
+def _navigable(body: str) -> str:
+    """``body`` with an anchor before each section and, after the title, links to them all."""
+    titles = re.findall(r"<h2>(.*?)</h2>", body)
+    slugs = [re.sub(r"[^a-z0-9]+", "-", html.unescape(t).lower()).strip("-") for t in titles]
+    for title, slug in zip(titles, slugs, strict=True):
+        body = body.replace(f"<h2>{title}</h2>", f'<a id="{slug}"></a><h2>{title}</h2>', 1)
+    links = " &middot; ".join(
+        f'<a href="#{slug}">{title}</a>' for title, slug in zip(titles, slugs, strict=True)
+    )
+    head, _, rest = body.partition("</h1>")
+    return f"{head}</h1>\n<nav>{links}</nav>{rest}" if rest else body
 
 
 # --- sections: each returns (html, title) -------------------------------------------------------
@@ -260,9 +278,9 @@ def _thumbnail(path: Path, size: int = 96) -> str:
         raise _GoneError(path) from None
     image.thumbnail((size, size))
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="JPEG", quality=85)  # a tenth of a PNG's bytes, for a thumbnail
     data = base64.b64encode(buffer.getvalue()).decode()
-    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+    return f'<img alt="{html.escape(path.name)}" src="data:image/jpeg;base64,{data}">'
 
 
 def _scatter(s: Reader, session_id: int) -> tuple[str, str]:
@@ -346,6 +364,23 @@ def _events(s: Reader, session_id: int) -> tuple[str, str]:
         if rows
         else "<h2>Warnings and errors</h2><p>None.</p>"
     ), ""
+
+
+def _configuration(session: SessionInfo) -> tuple[str, str]:
+    """The session file the session ran with, and the software that recorded it and wrote this report."""
+    from db.schema import cortexloop_version
+
+    recorded = (
+        f"<pre>{html.escape(session.config_toml)}</pre>"
+        if session.config_toml
+        else "<p>No session file recorded.</p>"
+    )
+    return (
+        "<h2>Session file and software</h2>"
+        f"<p>Recorded by cortexloop {html.escape(session.cortexloop_version)}; this report by cortexloop "
+        f"{html.escape(cortexloop_version())} on Python {platform.python_version()}.</p>{recorded}",
+        "",
+    )
 
 
 def figure_html(fig: Any) -> str:

@@ -194,9 +194,17 @@ def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Pat
     text = path.read_text()
     result = outcome(folder)
     assert f"{len(result.driven)} of 5 target ROIs" in text
-    sections = ("Outcome", "Rounds", "Control", "Predicted against measured", "Runs", "Warnings and errors")
+    sections = (
+        "Outcome", "Rounds", "Control", "Predicted against measured", "Runs", "Warnings and errors",
+        "Session file and software",
+    )  # fmt: skip
     for section in sections:
         assert f"<h2>{section}</h2>" in text
+    nav = text[text.index("<nav>") : text.index("</nav>")]
+    assert [section in nav for section in sections] == [True] * len(sections)  # each section a link away
+    assert '<a href="#predicted-against-measured">' in nav
+    assert '<a id="predicted-against-measured"></a>' in text
+    assert "[synthesis]" in text  # the session file it ran with
     assert text.count("<h3>round ") == 15  # 3 rounds x 5 targets, each with its images beside their starts
     assert text.count("&rarr;") >= 15 * 3  # start -> image pairs (an image made twice is shown once)
     assert text.count('class=figure src="data:image/png') == 1 + 1 + 4  # drive by round, scatter, runs
