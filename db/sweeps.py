@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session as OrmSession
 
-from db._types import utcnow
 from db.base import RecordNotFoundError, Status
 from db.database import Database, open_database
 from db.models import Session, Subject, Sweep, SweepSession
@@ -148,19 +147,10 @@ def store_session(
     with open_database(Path(source)) as origin, origin.reader() as reader, database.transaction() as s:
         _forget_failure(s, sweep_id, setting, seed)
         session_id = copy_session(reader, s, ref)
-        s.add(
-            SweepSession(
-                sweep_id=sweep_id,
-                setting=setting,
-                seed=seed,
-                overrides=overrides,
-                status=Status.COMPLETED,
-                session_id=session_id,
-                worker=worker,
-                seconds=seconds,
-                figures=figures,
-            )
-        )
+        s.add(SweepSession(
+            sweep_id=sweep_id, setting=setting, seed=seed, overrides=overrides, status=Status.COMPLETED,
+            session_id=session_id, worker=worker, seconds=seconds, figures=figures,
+        ))  # fmt: skip
     return session_id
 
 
@@ -178,19 +168,10 @@ def record_failure(
     """Record that a setting and seed failed (the last failure is kept; a later success replaces it)."""
     with database.transaction() as s:
         _forget_failure(s, sweep_id, setting, seed)
-        s.add(
-            SweepSession(
-                sweep_id=sweep_id,
-                setting=setting,
-                seed=seed,
-                overrides=overrides,
-                status=Status.ABORTED,
-                worker=worker,
-                seconds=seconds,
-                error=error,
-                finished_at=utcnow(),
-            )
-        )
+        s.add(SweepSession(
+            sweep_id=sweep_id, setting=setting, seed=seed, overrides=overrides, status=Status.ABORTED,
+            worker=worker, seconds=seconds, error=error,
+        ))  # fmt: skip
 
 
 def _forget_failure(s: OrmSession, sweep_id: int, setting: str, seed: int) -> None:

@@ -147,9 +147,9 @@ def load_sweep(path: Path) -> SweepPlan:
             f"{path}: unknown section(s) [{'], ['.join(unknown)}]; sections: sweep, grid, settings"
         )
     head = _table(data, "sweep", path)
-    problems = [f"[sweep] has unknown key(s) {', '.join(sorted(set(head) - SWEEP_KEYS))}"] * bool(
-        set(head) - SWEEP_KEYS
-    )
+    problems = []
+    if set(head) - SWEEP_KEYS:
+        problems.append(f"[sweep] has unknown key(s) {', '.join(sorted(set(head) - SWEEP_KEYS))}")
     name = head.get("name", path.stem)
     if not isinstance(name, str) or not NAME.fullmatch(name):
         problems.append(

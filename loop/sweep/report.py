@@ -15,7 +15,6 @@ from __future__ import annotations
 import html
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -189,7 +188,7 @@ def _failures(rows: list[SweepSessionRow]) -> str:
     return f"<h2>Failed sessions</h2><ul>{items}</ul>"
 
 
-def _relative(path: Path, here: Path) -> Path | Any:
+def _relative(path: Path, here: Path) -> Path:
     try:
         return path.resolve().relative_to(here.resolve())
     except ValueError:

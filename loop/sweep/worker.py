@@ -21,6 +21,7 @@ import tomllib
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from db.base import ConfigError
 from loop.config import parse_config
@@ -46,21 +47,27 @@ class SessionResult:
 
 def scratch_folder() -> Path:
     """Where sessions run here: the Dask worker's local directory, or the system's temporary folder."""
-    try:
-        from distributed import get_worker
-
-        return Path(get_worker().local_directory)
-    except (ImportError, ValueError):  # not on a worker
-        return Path(tempfile.gettempdir())
+    worker = _worker()
+    return Path(worker.local_directory) if worker is not None else Path(tempfile.gettempdir())
 
 
 def _where() -> str:
+    worker = _worker()
+    return (
+        f"{worker.address} ({socket.gethostname()})"
+        if worker is not None
+        else f"{socket.gethostname()} (in process)"
+    )
+
+
+def _worker() -> Any:
+    """The Dask worker this runs on, or None."""
     try:
         from distributed import get_worker
 
-        return f"{get_worker().address} ({socket.gethostname()})"
-    except (ImportError, ValueError):
-        return f"{socket.gethostname()} (in process)"
+        return get_worker()
+    except (ImportError, ValueError):  # no Dask here, or not on one of its workers
+        return None
 
 
 def run_session(task: SessionTask) -> SessionResult:
