@@ -48,7 +48,7 @@ $(BIN)/python:
 # Reinstall only when the declared dependencies change.
 $(STAMP): pyproject.toml $(TORCH_CONSTRAINTS) | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c $(TORCH_CONSTRAINTS) -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c $(TORCH_CONSTRAINTS) -e '.[all,test]'
 	touch $@
 
 # The BIDS reference validator checks the export (tests/loop/test_session.py), from npm into .venv/node;

@@ -57,3 +57,79 @@ def pg_url() -> str:
         connection.exec_driver_sql("CREATE SCHEMA public")
     engine.dispose()
     return url
+
+
+_UNINSTALLER = '''\
+"""Makes the packages named in CORTEXLOOP_TEST_UNINSTALLED fail to import, as on a computer without them."""
+import os
+import sys
+
+_GONE = frozenset(filter(None, os.environ.get("CORTEXLOOP_TEST_UNINSTALLED", "").split(",")))
+
+
+class _Uninstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in _GONE:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _Uninstalled())
+'''
+
+
+def _installed_by(extras: tuple[str, ...]) -> set[str]:
+    """The distributions ``pip install '.[EXTRAS]'`` installs: cortexloop's core and extras, and theirs."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    wanted: list[tuple[str, tuple[str, ...]]] = [("cortexloop", extras)]
+    seen: set[tuple[str, str]] = set()
+    names: set[str] = set()
+    while wanted:
+        name, its_extras = wanted.pop()
+        for extra in ("", *its_extras):
+            if (canonicalize_name(name), extra) in seen:
+                continue
+            seen.add((canonicalize_name(name), extra))
+            names.add(canonicalize_name(name))
+            try:
+                requirements = metadata.requires(name) or []
+            except metadata.PackageNotFoundError:  # an optional package nobody installed here
+                continue
+            for line in requirements:
+                requirement = Requirement(line)
+                if requirement.marker is None or requirement.marker.evaluate({"extra": extra}):
+                    wanted.append((requirement.name, tuple(sorted(requirement.extras))))
+    return names
+
+
+@pytest.fixture(scope="session")
+def installed_only(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict[str, str]]:
+    """The environment of a computer that installed ``pip install '.[EXTRAS]'`` and nothing else.
+
+    Every package of this test environment that such an install would not bring fails to import
+    (a finder first on ``sys.meta_path``, set up by a ``sitecustomize`` on PYTHONPATH), so a
+    command run under it starts as it would on that computer.
+    """
+    import importlib.metadata as metadata
+
+    from packaging.utils import canonicalize_name
+
+    folder = tmp_path_factory.mktemp("uninstaller")
+    (folder / "sitecustomize.py").write_text(_UNINSTALLER)
+    providers = metadata.packages_distributions()
+    always = {"pip", "setuptools", "_distutils_hack", "pkg_resources"}  # in every virtual environment
+
+    def env(*extras: str) -> dict[str, str]:
+        kept = _installed_by(extras)
+        gone = sorted(
+            top
+            for top, dists in providers.items()
+            if top not in always and not {canonicalize_name(d) for d in dists} & kept
+        )
+        return {**os.environ, "PYTHONPATH": str(folder), "CORTEXLOOP_TEST_UNINSTALLED": ",".join(gone)}
+
+    return env

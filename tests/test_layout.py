@@ -199,3 +199,19 @@ def test_every_package_cortexloop_imports_is_declared_in_pyproject() -> None:
     assert undeclared == {}, (
         f"imported but not declared in pyproject.toml (dependencies or an extra): {undeclared}"
     )
+
+
+def test_the_missing_package_line_knows_every_package_of_each_computers_extra() -> None:
+    import re
+    import tomllib
+
+    from loop.cli._computers import EXTRA_OF
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    declared = {
+        (re.split(r"[\s<>=!~\[;]", r, maxsplit=1)[0].lower(), extra)
+        for extra in ("bridge", "presenter", "controller")
+        for r in extras[extra]
+    }
+    assert set(EXTRA_OF.values()) == declared
+    assert extras["all"] == ["cortexloop[bridge,presenter,controller]"]

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from db.base import CortexloopError
+from loop.cli._computers import missing_package
 from loop.cli.analysis import replay, report
 from loop.cli.bridge import app as bridge_app
 from loop.cli.db import app as db_app
@@ -91,4 +92,10 @@ def main() -> None:
             raise
         where = f" {exc.filename}" if exc.filename else ""
         err.print(f"cortexloop: error: cannot use{where}: {exc.strerror or exc}", markup=False)
+        sys.exit(EXIT_ERROR)
+    except ModuleNotFoundError as exc:  # a package of another computer's extra (pyproject.toml)
+        advice = missing_package(exc)
+        if advice is None or os.environ.get("CORTEXLOOP_DEBUG"):
+            raise
+        err.print(f"cortexloop: error: {advice}", markup=False)
         sys.exit(EXIT_ERROR)

@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -40,8 +40,13 @@ def key_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def bridge(tmp_path: Path, key_file: Path) -> Iterator[tuple[str, Path]]:
-    """A running `cortexloop bridge watch` on an ipc endpoint in tmp_path (no fixed port)."""
+def bridge(
+    tmp_path: Path, key_file: Path, installed_only: Callable[..., dict[str, str]]
+) -> Iterator[tuple[str, Path]]:
+    """A running `cortexloop bridge watch` on an ipc endpoint in tmp_path (no fixed port).
+
+    It runs as on a scanner's computer that ran pip install '.[bridge]': no torch, no PsychoPy.
+    """
     export = tmp_path / "export"
     export.mkdir()
     endpoint = f"ipc://{tmp_path}/bridge.sock"
@@ -63,6 +68,7 @@ def bridge(tmp_path: Path, key_file: Path) -> Iterator[tuple[str, Path]]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=installed_only("bridge"),
     )
     try:
         _wait_until_watching(process)
@@ -304,7 +310,7 @@ def test_replay_refuses_an_unknown_format_before_it_reads_the_run(tmp_path: Path
 
 
 def test_a_run_pushed_to_bridge_receive_reaches_a_listener_as_read_from_its_files(
-    tmp_path: Path, key_file: Path
+    tmp_path: Path, key_file: Path, installed_only: Callable[..., dict[str, str]]
 ) -> None:
     run_ = RecordedRun.load(FUNCTIONAL)
     files: dict[int, list[Path]] = {}
@@ -324,7 +330,7 @@ def test_a_run_pushed_to_bridge_receive_reaches_a_listener_as_read_from_its_file
     node = subprocess.Popen(
         [CORTEXLOOP, "bridge", "receive", "--endpoint", endpoint, "--key-file", str(key_file),
          "--store", str(tmp_path / "store"), "--port", str(port), "--spool", str(tmp_path / "spool")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=installed_only("bridge"),
     )  # fmt: skip
     try:
         _wait_until_watching(node, word="receiving DICOM")
@@ -351,3 +357,19 @@ def test_a_run_pushed_to_bridge_receive_reaches_a_listener_as_read_from_its_file
         np.testing.assert_array_equal(received.get_fdata(), from_files.data)
         np.testing.assert_allclose(received.affine, from_files.affine, atol=1e-5)
     assert len(list((tmp_path / "store").glob("*.dcm"))) == 3 * len(files[0])
+
+
+def test_a_controller_command_on_the_scanners_computer_names_the_line_that_installs_it(
+    tmp_path: Path, installed_only: Callable[..., dict[str, str]]
+) -> None:
+    (tmp_path / "images").mkdir()
+    result = subprocess.run(
+        [CORTEXLOOP, "model", "predict", str(tmp_path / "model.cortexloop"), str(tmp_path / "images"),
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=60, env=installed_only("bridge"),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("cortexloop: error: this command needs ")
+    assert "pip install -c constraints.txt '.[controller]'" in line

@@ -22,14 +22,19 @@ from .conftest import CORTEXLOOP, free_port
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def _serve(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[str], str, bytes]:
-    """``cortexloop present OPTIONS`` on a free port, serving tmp_path's images: (process, endpoint, key)."""
+def _serve(
+    tmp_path: Path, *options: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str, bytes]:
+    """``cortexloop present OPTIONS`` on a free port, serving tmp_path's images: (process, endpoint, key).
+
+    ``env``: the environment it runs in (the tests' own by default).
+    """
     key_file = generate_key_file(tmp_path / "key")
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     server = subprocess.Popen(
         [str(CORTEXLOOP), "present", *options, "--endpoint", endpoint, "--key-file", str(key_file),
          "--stimulus-dir", str(tmp_path), "--events-dir", str(tmp_path / "ev")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     return server, endpoint, load_key(key_file)
 
@@ -90,14 +95,19 @@ def test_present_refuses_a_window_option_it_cannot_honour(cortexloop: Cli, tmp_p
 
 
 @pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (Xvfb)")
-def test_present_in_a_window_runs_a_plan_on_launchscan_triggers(tmp_path: Path) -> None:
+def test_present_in_a_window_runs_a_plan_on_launchscan_triggers_with_only_the_stimulus_computers_packages(
+    tmp_path: Path, installed_only: Callable[..., dict[str, str]]
+) -> None:
+    # As on a stimulus computer that ran pip install '.[presenter]': no torch, no scikit-image, no report.
     Image.new("RGB", (64, 64), (200, 0, 0)).save(tmp_path / "a.png")
     sha = hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
     plan = RunPlan(run_id="window", tr_s=0.5, n_volumes=6, trials=(
         PlannedTrial(stimulus="a.png", sha256=sha, onset_s=0.5, duration_s=0.5),
         PlannedTrial(stimulus="a.png", sha256=sha, onset_s=1.5, duration_s=0.5),
     ))  # fmt: skip
-    server, endpoint, key = _serve(tmp_path, "--triggers", "emulator", "--size", "320x240")
+    server, endpoint, key = _serve(
+        tmp_path, "--triggers", "emulator", "--size", "320x240", env=installed_only("presenter")
+    )
     try:
         with PresenterClient(endpoint, key, timeout_s=60) as client:
             assert client.status["state"] == "idle"
