@@ -1,18 +1,20 @@
 """Latency of the scanner bridge: from a volume file's close to the volume in the consumer's hands.
 
-A writer process closes NIfTI volume files into a watched directory at a steady
-rate. Two pipelines run side by side on the same files, one after the other for
-each volume size:
+A writer process closes NIfTI volume files at a steady rate, one into each of
+two watched directories in turn. Two pipelines run side by side, at the same
+time, each on its own directory, so that whatever else the machine does touches
+both alike:
 
-- cortexloop: ``cortexloop bridge watch`` in its own process (watchdog inotify,
+- cortexloop: ``cortexloop bridge watch`` in its own process (inotify read by the watcher,
   complete-file check, NIfTI parse, run consistency, SHA-256 + HMAC signing,
   spool) -> ZeroMQ -> :class:`scanner_bridge.VolumeReceiver` in this process
   (verification, replay check, index ordering).
 - floor: a bare inotify watch (ctypes, IN_CLOSE_WRITE) in its own process that
-  reads the file and sends its bytes on a ZeroMQ PUSH socket -> PULL here. No
-  parsing, no signing, no ordering: what any bridge has to pay at least.
+  reads the file and sends its bytes on a ZeroMQ PUSH socket -> PULL in a
+  process of its own. No parsing, no signing, no ordering: what any bridge has
+  to pay at least.
 
-Latency is this process's receive time minus the writer's time just after
+Latency is the receiving process's time minus the writer's time just after
 ``close()``, both ``time.time()`` on one machine. Prints median, p99 and max per
 pipeline and size, and the ratio cortexloop / floor.
 
@@ -47,23 +49,24 @@ WARMUP = 10
 
 
 def writer(
-    directory: str, shape: tuple[int, int, int], count: int, interval_s: float, out: Connection
+    directories: list[str], shape: tuple[int, int, int], count: int, interval_s: float, out: Connection
 ) -> None:
-    """Close ``count`` volume files into ``directory``; send back the time after each close."""
+    """Close ``count`` volume files into each of ``directories`` in turn; send back their close times."""
     rng = np.random.default_rng(0)
     payloads = [
         nifti_bytes(rng.integers(0, 2000, size=shape, dtype=np.int16), np.eye(4), tr_s=interval_s)
         for _ in range(8)
     ]
     out.recv()  # go
-    closed = []
+    closed: list[list[float]] = [[] for _ in directories]
     next_t = time.monotonic()
     for i in range(count):
-        next_t += interval_s
-        time.sleep(max(0.0, next_t - time.monotonic()))
-        with open(os.path.join(directory, f"vol_{i:05d}.nii"), "wb") as f:
-            f.write(payloads[i % len(payloads)])
-        closed.append(time.time())
+        for directory, times in zip(directories, closed, strict=True):
+            next_t += interval_s / len(directories)  # each directory gets one every interval_s
+            time.sleep(max(0.0, next_t - time.monotonic()))
+            with open(os.path.join(directory, f"vol_{i:05d}.nii"), "wb") as f:
+                f.write(payloads[i % len(payloads)])
+            times.append(time.time())
     out.send(closed)
 
 
@@ -87,18 +90,26 @@ def bare_forwarder(directory: str, endpoint: str, ready: Connection) -> None:
             push.send_multipart([name, data], copy=False)
 
 
-def _start_writer(directory: Path, shape: tuple[int, int, int], count: int, interval_s: float):
-    mine, theirs = mp.Pipe()
-    process = mp.Process(target=writer, args=(str(directory), shape, count, interval_s, theirs), daemon=True)
-    process.start()
-    return process, mine
+def floor_receiver(endpoint: str, count: int, out: Connection) -> None:
+    """The floor's consumer: the arrival time of each of ``count`` volumes, by index."""
+    pull = zmq.Context.instance().socket(zmq.PULL)
+    pull.bind(endpoint)
+    out.send(True)  # bound
+    received: dict[int, float] = {}
+    while len(received) < count:
+        name, data = pull.recv_multipart()
+        received[int(name[4:9])] = time.time()
+        assert len(data) > 0
+    out.send(received)
 
 
-def run_cortexloop(
+def run_side_by_side(
     work: Path, shape: tuple[int, int, int], count: int, interval_s: float
-) -> dict[str, np.ndarray]:
-    export = work / f"export-cortexloop-{shape[2]}"
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Both pipelines at once, fed in turn: cortexloop's latencies and stages, and the floor's latencies."""
+    export, floor_export = work / f"export-cortexloop-{shape[2]}", work / f"export-floor-{shape[2]}"
     export.mkdir()
+    floor_export.mkdir()
     key_file = generate_key_file(work / f"key-{shape[2]}")
     endpoint = f"ipc://{work}/bridge-{shape[2]}.sock"
     cli = str(Path(sys.executable).with_name("cortexloop"))
@@ -118,11 +129,30 @@ def run_cortexloop(
             str(work / f"spool-{shape[2]}"),
         ],
     )
+    floor_endpoint = f"ipc://{work}/floor-{shape[2]}.sock"
+    floor_results, floor_results_theirs = mp.Pipe()
+    consumer = mp.Process(
+        target=floor_receiver, args=(floor_endpoint, count, floor_results_theirs), daemon=True
+    )
+    consumer.start()
+    floor_results.recv()  # bound
+    ready_mine, ready_theirs = mp.Pipe()
+    forwarder = mp.Process(
+        target=bare_forwarder, args=(str(floor_export), floor_endpoint, ready_theirs), daemon=True
+    )
+    forwarder.start()
+    ready_mine.recv()
     receiver = VolumeReceiver(endpoint, load_key(key_file), config=ReceiverConfig(default_tr_s=interval_s))
     try:
         time.sleep(1.5)  # the bridge starts and the receiver joins
-        process, pipe = _start_writer(export, shape, count, interval_s)
-        pipe.send(True)
+        mine, theirs = mp.Pipe()
+        process = mp.Process(
+            target=writer,
+            args=([str(export), str(floor_export)], shape, count, interval_s, theirs),
+            daemon=True,
+        )
+        process.start()
+        mine.send(True)
         received: dict[int, float] = {}
         stages: dict[str, list[float]] = {
             "seen-written": [],
@@ -139,40 +169,18 @@ def run_cortexloop(
             for name in stages:
                 end, start = name.split("-")
                 stages[name].append((volume.stamps[end] - volume.stamps[start]) * 1000)
-        closed = pipe.recv()
+        closed, floor_closed = mine.recv()
+        floor_received = floor_results.recv()
         process.join()
     finally:
         receiver.close()
+        forwarder.terminate()
+        consumer.terminate()
         bridge.send_signal(signal.SIGTERM)
         bridge.wait(timeout=20)
     latency = np.array([(received[i] - closed[i]) * 1000 for i in range(count)])[WARMUP:]
-    return {"total": latency, **{k: np.array(v[WARMUP:]) for k, v in stages.items()}}
-
-
-def run_floor(work: Path, shape: tuple[int, int, int], count: int, interval_s: float) -> np.ndarray:
-    export = work / f"export-floor-{shape[2]}"
-    export.mkdir()
-    pull = zmq.Context.instance().socket(zmq.PULL)
-    endpoint = f"ipc://{work}/floor-{shape[2]}.sock"
-    pull.bind(endpoint)
-    ready_mine, ready_theirs = mp.Pipe()
-    forwarder = mp.Process(target=bare_forwarder, args=(str(export), endpoint, ready_theirs), daemon=True)
-    forwarder.start()
-    ready_mine.recv()
-    try:
-        process, pipe = _start_writer(export, shape, count, interval_s)
-        pipe.send(True)
-        received: dict[int, float] = {}
-        while len(received) < count:
-            name, data = pull.recv_multipart()
-            received[int(name[4:9])] = time.time()
-            assert len(data) > 0
-        closed = pipe.recv()
-        process.join()
-    finally:
-        forwarder.terminate()
-        pull.close(linger=0)
-    return np.array([(received[i] - closed[i]) * 1000 for i in range(count)])[WARMUP:]
+    floor = np.array([(floor_received[i] - floor_closed[i]) * 1000 for i in range(count)])[WARMUP:]
+    return {"total": latency, **{k: np.array(v[WARMUP:]) for k, v in stages.items()}}, floor
 
 
 def _fmt(ms: np.ndarray) -> str:
@@ -184,18 +192,23 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--count", type=int, default=500, help="volumes per size and pipeline (default 500)")
-    parser.add_argument("--interval-ms", type=float, default=50.0, help="time between volumes (default 50)")
+    parser.add_argument(
+        "--interval-ms",
+        type=float,
+        default=50.0,
+        help="time between volumes to each pipeline (default 50)",
+    )
     args = parser.parse_args()
     interval_s = args.interval_ms / 1000
     sys.stdout.write(
-        f"bridge latency, file close -> consumer, {args.count} volumes each, one every "
-        f"{args.interval_ms:g} ms, first {WARMUP} dropped ({os.cpu_count()} CPUs)\n"
+        f"bridge latency, file close -> consumer, {args.count} volumes each, both pipelines at once, "
+        f"one volume every {args.interval_ms:g} ms to each (files to each in turn), first {WARMUP} dropped "
+        f"({os.cpu_count()} CPUs)\n"
     )
     with tempfile.TemporaryDirectory(prefix="cortexloop-bench-") as tmp:
         work = Path(tmp)
         for label, shape in SIZES.items():
-            ours = run_cortexloop(work, shape, args.count, interval_s)
-            floor = run_floor(work, shape, args.count, interval_s)
+            ours, floor = run_side_by_side(work, shape, args.count, interval_s)
             sys.stdout.write(f"\n{label}, {np.prod(shape) * 2 / 1e6:.2f} MB per volume\n")
             sys.stdout.write(f"  cortexloop  {_fmt(ours['total'])}\n")
             sys.stdout.write(f"  floor       {_fmt(floor)}\n")
