@@ -7,8 +7,10 @@ synthesis started from, how far each moved, the drive against the best and
 the median natural control with confidence intervals, and the drive by
 round), predicted against measured responses, every run's ROI time courses
 with the onsets, each volume's processing latency and framewise
-displacement, the warnings and errors of the event log, and the session
-file with the software versions. Links after the title lead to each
+displacement, the image quality of every run from its volume files (the
+atlas and the last model's per-voxel accuracy over the mean image, tSNR, a
+carpet plot, six motion parameters), the warnings and errors of the event
+log, and the session file with the software versions. Links after the title lead to each
 section; image thumbnails are JPEG.
 """
 
@@ -20,6 +22,7 @@ import io
 import math
 import platform
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from db.queries import (
     Reader,
     SessionInfo,
     measured_responses,
+    model_versions,
     predictions,
     roi_timeseries,
     run_trials,
@@ -83,7 +87,8 @@ def write_report(
                 "made. If the session folder moved, give its new place with --folder"
             ) from None
         parts = [_header(s, session), _scores(s, session.id), control, _scatter(s, session.id)]
-        parts += [_runs(s, session.id), _events(s, session.id), _configuration(session)]
+        parts += [_runs(s, session.id), _image_quality(s, session, located)]
+        parts += [_events(s, session.id), _configuration(session)]
     document = PAGE.format(
         title=html.escape(f"cortexloop report: {parts[0][1]}"),
         body=_navigable("\n".join(p[0] for p in parts)),
@@ -352,6 +357,130 @@ def _runs(s: Reader, session_id: int) -> tuple[str, str]:
     return "\n".join(parts), ""
 
 
+def _image_quality(s: Reader, session: SessionInfo, located: Relocation) -> tuple[str, str]:
+    """Each run's image quality from its volume files, where they are at hand (:mod:`loop.quality`)."""
+    from loop.analysis.roi import RoiSignals
+    from loop.quality import QualityUnavailableError, run_quality
+    from loop.replay import session_atlas
+
+    title = "<h2>Image quality</h2>"
+    try:
+        atlas = session_atlas(session, located)
+    except ConfigError as exc:
+        return f"{title}<p>No image quality: {html.escape(str(exc))}.</p>", ""
+    signals = RoiSignals(atlas)
+    parts, table, brain = [], [], ""
+    for run in session_runs(s, session.id):
+        files = [
+            (v.index, located.path(v.file_path) if v.file_path else None) for v in run_volumes(s, run.id)
+        ]
+        try:
+            quality = run_quality(files, run.tr_s, signals)
+        except QualityUnavailableError as exc:
+            parts.append(f"<p>Run {run.index}: no image quality, {html.escape(str(exc))}.</p>")
+            continue
+        if not brain:
+            brain = _brain_figure(s, session, located, atlas, quality, run.index)
+        largest = np.abs(quality.motion).max(0)
+        cells = "".join(f"<td>{quality.roi_tsnr[name]:.0f}</td>" for name in signals.roi_names)
+        table.append(
+            f"<tr><td>{run.index}</td><td>{run.kind}</td><td>{len(quality.times_s)}</td>"
+            f"<td>{quality.left_out}</td>{cells}<td>{largest[:3].max():.2f}</td><td>{largest[3:].max():.2f}</td></tr>"
+        )
+        parts.append(_carpet_figure(run.index, quality))
+    head = "".join(f"<th>tSNR {html.escape(name)}</th>" for name in signals.roi_names)
+    summary = (
+        "<p>From each run's volume files: the median temporal signal-to-noise ratio in each ROI (each "
+        "voxel's mean over the sd of what a line through its time course leaves) and the largest "
+        "translation (mm) and rotation (degrees) against the run's first volume.</p>"
+        f"<table><tr><th>run</th><th>kind</th><th>volumes</th><th>left out</th>{head}"
+        f"<th>translation</th><th>rotation</th></tr>{''.join(table)}</table>"
+        if table
+        else ""
+    )
+    return title + summary + brain + "\n".join(parts), ""
+
+
+def _brain_figure(
+    s: Reader, session: SessionInfo, located: Relocation, atlas: Any, quality: Any, run_index: int
+) -> str:
+    """The atlas, the tSNR and the last model's cross-validated r over run ``run_index``'s mean image."""
+    import matplotlib.pyplot as plt
+    import nibabel as nib
+    from nilearn import plotting
+
+    nifti: Any = nib.Nifti1Image
+    mean = nifti(quality.mean.astype(np.float32), quality.affine)
+    maps: list[tuple[str, Any]] = [
+        ("ROIs of the atlas", nifti(atlas.labels, atlas.affine)),
+        ("tSNR", nifti(quality.tsnr.astype(np.float32), quality.affine)),
+    ]
+    score = _score_map(s, session, located, atlas)
+    if score is not None:
+        maps.append(score)
+    fig = plt.figure(figsize=(11, 2.3 * len(maps)))
+    with warnings.catch_warnings():  # nilearn's own notes on masked and resampled images
+        warnings.simplefilter("ignore")
+        for k, (label, image) in enumerate(maps):
+            axes = fig.add_axes((0, 1 - (k + 1) / len(maps), 1, 1 / len(maps)))
+            common = {"bg_img": mean, "display_mode": "z", "cut_coords": 7, "axes": axes, "black_bg": True}
+            if label.startswith("ROIs"):
+                plotting.plot_roi(image, title=label, cmap="tab10", alpha=0.6, **common)
+            else:
+                plotting.plot_stat_map(image, title=label, cmap="inferno", colorbar=True, **common)
+    caption = f"Over the mean image of run {run_index}"
+    if score is not None:
+        caption += "; the last model's r is drawn where it is above 0.1"
+    return f"<p>{caption}.</p>{figure_html(fig, photo=True, layout=False)}"
+
+
+def _score_map(s: Reader, session: SessionInfo, located: Relocation, atlas: Any) -> tuple[str, Any] | None:
+    """The last model's cross-validated r per voxel, on the atlas's grid (None without a model file)."""
+    import nibabel as nib
+
+    from stimulus.encoding import read_model_file
+
+    versions = model_versions(s, session.id)
+    if not versions:
+        return None
+    path = located.path(versions[-1].artifact_path)
+    if not path.is_file():
+        return None
+    _, tensors, _ = read_model_file(path)
+    values = np.zeros(atlas.labels.size, dtype=np.float32)
+    values[tensors["voxel_indices"].numpy()] = tensors["cv_r"].numpy()
+    values[values < 0.1] = 0
+    nifti: Any = nib.Nifti1Image
+    image = nifti(values.reshape(atlas.labels.shape), atlas.affine)
+    return f"cross-validated r of model {len(versions)}", image
+
+
+def _carpet_figure(run_index: int, quality: Any) -> str:
+    """A run's carpet plot over its six motion parameters."""
+    import matplotlib.pyplot as plt
+
+    fig, (carpet, move, turn) = plt.subplots(3, 1, figsize=(11, 5.5), sharex=True, height_ratios=(3, 1, 1))
+    t = quality.times_s
+    carpet.imshow(
+        quality.carpet, aspect="auto", cmap="gray", vmin=-2, vmax=2, interpolation="nearest",
+        extent=(t[0], t[-1], len(quality.carpet), 0),
+    )  # fmt: skip
+    starts = [start for _, start in quality.carpet_rois]
+    for start in starts[1:]:
+        carpet.axhline(start, color="tab:orange", lw=0.8)
+    ends = [*starts[1:], len(quality.carpet)]
+    carpet.set_yticks([(a + b) / 2 for a, b in zip(starts, ends, strict=True)])
+    carpet.set_yticklabels([name for name, _ in quality.carpet_rois], fontsize=8)
+    carpet.set(ylabel="ROI voxels", title=f"run {run_index}: each ROI voxel, less its trend, in sd")
+    for axis, label in enumerate("xyz"):
+        move.plot(t, quality.motion[:, axis], lw=0.8, label=label)
+        turn.plot(t, quality.motion[:, 3 + axis], lw=0.8, label=label)
+    move.set(ylabel="translation\n(mm)")
+    turn.set(ylabel="rotation\n(degrees)", xlabel="seconds from the first trigger")
+    move.legend(fontsize=7, ncol=3)
+    return figure_html(fig, photo=True)
+
+
 def _events(s: Reader, session_id: int) -> tuple[str, str]:
     rows = [e for e in session_events(s, session_id) if e.level != EventLevel.INFO.value]
     body = "".join(
@@ -383,14 +512,18 @@ def _configuration(session: SessionInfo) -> tuple[str, str]:
     )
 
 
-def figure_html(fig: Any) -> str:
+def figure_html(fig: Any, *, photo: bool = False, layout: bool = True) -> str:
+    """``fig`` inlined as an image: PNG for line plots, JPEG for ``photo`` (brain images, carpets)."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=90)
+    if layout:
+        fig.tight_layout()
+    kind = "jpeg" if photo else "png"
+    options = {"pil_kwargs": {"quality": 85}} if photo else {}
+    fig.savefig(buffer, format=kind, dpi=90 if not photo else 80, **options)
     plt.close(fig)
-    return f'<img class=figure src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+    return f'<img class=figure src="data:image/{kind};base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
 def _n(value: float | None) -> str:

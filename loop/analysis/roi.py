@@ -141,6 +141,11 @@ class RoiSignals:
         self._rois_in_volume = [in_volume[idx] for idx in self._roi_index]
         self._voxels_in_volume = in_volume[self.voxel_index]
 
+    @property
+    def rois_in_volume(self) -> list[npt.NDArray[np.intp]]:
+        """Each ROI's voxels (in ``roi_names`` order) as flat indices into the volumes :meth:`check` took."""
+        return list(self._rois_in_volume)
+
     def extract(self, volume: npt.ArrayLike) -> tuple[Array, Array]:
         """(ROI means in atlas order, model-voxel values) of one volume."""
         flat = np.asarray(volume).ravel()

@@ -25,6 +25,7 @@ EXTRA_OF: dict[str, tuple[str, str]] = {
     "skimage": ("scikit-image", "controller"),
     "sklearn": ("scikit-learn", "controller"),
     "matplotlib": ("matplotlib", "controller"),
+    "nilearn": ("nilearn", "controller"),
     "starlette": ("starlette", "controller"),
     "uvicorn": ("uvicorn", "controller"),
     "plotly": ("plotly", "controller"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -195,8 +196,8 @@ def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Pat
     result = outcome(folder)
     assert f"{len(result.driven)} of 5 target ROIs" in text
     sections = (
-        "Outcome", "Rounds", "Control", "Predicted against measured", "Runs", "Warnings and errors",
-        "Session file and software",
+        "Outcome", "Rounds", "Control", "Predicted against measured", "Runs", "Image quality",
+        "Warnings and errors", "Session file and software",
     )  # fmt: skip
     for section in sections:
         assert f"<h2>{section}</h2>" in text
@@ -208,6 +209,21 @@ def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Pat
     assert text.count("<h3>round ") == 15  # 3 rounds x 5 targets, each with its images beside their starts
     assert text.count("&rarr;") >= 15 * 3  # start -> image pairs (an image made twice is shown once)
     assert text.count('class=figure src="data:image/png') == 1 + 1 + 4  # drive by round, scatter, runs
+    # Image quality: the atlas, tSNR and the last model's r over the mean image, then a carpet per run.
+    quality = text[text.index("<h2>Image quality</h2>") : text.index("<h2>Warnings and errors</h2>")]
+    assert quality.count('class=figure src="data:image/jpeg') == 1 + 4
+    assert "the last model's r is drawn" in quality
+    rows = re.findall(
+        r"<tr><td>(\d)</td><td>\w+</td><td>(\d+)</td><td>(\d+)</td>((?:<td>[\d.]+</td>)+)</tr>", quality
+    )
+    planned = [n for _, _, n in SessionConfig().scanner_runs()]
+    assert [(int(run), int(n), int(out)) for run, n, out, _ in rows] == [
+        (k + 1, n, 0) for k, n in enumerate(planned)
+    ]  # every run, every volume read from its file
+    for *_, cells in rows:  # six ROIs' median tSNR, then the largest translation and rotation
+        values = [float(v) for v in re.findall(r"<td>([\d.]+)</td>", cells)]
+        assert len(values) == 6 + 2
+        assert all(20 < v < 1000 for v in values[:6]), values
 
 
 def _bids_validator() -> str | None:

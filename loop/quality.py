@@ -1,0 +1,138 @@
+"""A run's image quality from its volume files: mean image, tSNR, a carpet plot, six motion parameters.
+
+What MRIQC and fMRIPrep show of a functional run, computed from the files the
+bridge received, one volume at a time (a run of hundreds of volumes holds in
+memory its sums and its ROI voxels only):
+
+- the mean image and the temporal signal-to-noise ratio, each voxel's mean over
+  the standard deviation of what a straight line through its time course
+  leaves (so that scanner drift does not count as noise), and its median in
+  each ROI;
+- a carpet plot: every ROI voxel's time course, less its line, in units of its
+  own standard deviation, one row a voxel, grouped by ROI;
+- six rigid motion parameters of each volume against the run's first
+  (:class:`loop.analysis.motion.RigidRegistration`, the estimate the controller makes
+  as volumes arrive), translations in millimetres and rotations in degrees.
+
+Volumes recorded missing, or whose file is gone, are left out; their times
+are not, so the line each voxel is measured against is the run's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from loop.analysis.motion import RigidRegistration
+from loop.analysis.roi import RoiSignals
+from loop.errors import SessionError
+
+__all__ = ["QualityUnavailableError", "RunQuality", "run_quality"]
+
+Array = npt.NDArray[np.float64]
+
+
+class QualityUnavailableError(SessionError):
+    """The run's volume files cannot give its image quality (none at hand, or not whole volumes)."""
+
+
+@dataclass(frozen=True)
+class RunQuality:
+    """One run's image quality, on its volumes' own grid."""
+
+    times_s: Array  # (n,) each volume read, from the first trigger
+    mean: Array  # (x, y, z)
+    tsnr: Array  # (x, y, z); 0 where a voxel does not vary or its mean is not positive
+    affine: Array  # the volumes' (4, 4)
+    roi_tsnr: dict[str, float]  # median tSNR over each ROI's voxels
+    carpet: npt.NDArray[np.float32]  # (ROI voxels, n): detrended, in units of each voxel's sd
+    carpet_rois: list[tuple[str, int]]  # each ROI's name and its first row in the carpet
+    motion: Array  # (n, 6): translations (mm) and rotations (degrees) against the first volume
+    left_out: int  # volumes recorded without a file at hand
+
+
+def run_quality(files: Sequence[tuple[int, Path | None]], tr_s: float, signals: RoiSignals) -> RunQuality:
+    """The image quality of a run from ``files``, (volume index, its file or None), in index order.
+
+    ``signals`` knows the session's atlas; the volumes may lie on its grid with their axes another way.
+    Raises :class:`QualityUnavailableError` when fewer than three volumes can be read.
+    """
+    from scanner_bridge.errors import VolumeReadError
+    from scanner_bridge.readers import read_volume
+
+    at_hand = [(index, path) for index, path in files if path is not None and path.is_file()]
+    if len(at_hand) < 3:
+        raise QualityUnavailableError(f"{len(at_hand)} of the run's {len(files)} volume files are at hand")
+    times, rows, motion = [], [], []
+    sums: list[Array] = []
+    registration: RigidRegistration | None = None
+    for index, path in at_hand:
+        try:
+            part = read_volume([path])
+        except VolumeReadError as exc:  # single-slice DICOM: the record names one file of many
+            raise QualityUnavailableError(f"{path.name} is not a whole volume ({exc})") from None
+        data = np.asarray(part.data, dtype=np.float64)
+        if registration is None:
+            signals.check(data.shape, part.affine)
+            affine = np.asarray(part.affine, dtype=np.float64)
+            registration = RigidRegistration(data, np.sqrt((affine[:3, :3] ** 2).sum(0)))
+            sums = [np.zeros(data.shape) for _ in range(3)]
+            roi_voxels = np.concatenate(signals.rois_in_volume)
+        t = index * tr_s
+        sums[0] += data
+        sums[1] += t * data
+        sums[2] += data * data
+        times.append(t)
+        flat = np.ascontiguousarray(data).ravel()  # the ROIs' flat indices count in C order
+        rows.append(flat[roi_voxels].astype(np.float32))
+        motion.append(registration.register(data))
+    n, t_s = len(times), np.asarray(times)
+    mean, tsnr = _trend_tsnr(n, t_s, *sums)
+    carpet = _standardized(np.stack(rows, 1), t_s)
+    starts = np.cumsum([0, *(len(idx) for idx in signals.rois_in_volume)])[:-1]
+    flat_tsnr = tsnr.ravel()
+    params = np.asarray(motion)
+    params[:, 3:] = np.degrees(params[:, 3:])
+    return RunQuality(
+        times_s=t_s,
+        mean=mean,
+        tsnr=tsnr,
+        affine=affine,
+        roi_tsnr={
+            name: float(np.median(flat_tsnr[idx]))
+            for name, idx in zip(signals.roi_names, signals.rois_in_volume, strict=True)
+        },
+        carpet=carpet,
+        carpet_rois=[(name, int(s)) for name, s in zip(signals.roi_names, starts, strict=True)],
+        motion=params,
+        left_out=len(files) - n,
+    )
+
+
+def _trend_tsnr(n: int, t: Array, sy: Array, sty: Array, syy: Array) -> tuple[Array, Array]:
+    """Each voxel's mean, and its mean over the sd of its residual from a least-squares line in time."""
+    st, stt = t.sum(), (t * t).sum()
+    denominator = n * stt - st * st
+    slope = (n * sty - st * sy) / denominator if denominator > 0 else np.zeros_like(sy)
+    intercept = (sy - slope * st) / n
+    residual = np.maximum(syy - intercept * sy - slope * sty, 0.0)  # the residual sum of squares
+    sd = np.sqrt(residual / max(n - 2, 1))
+    mean = sy / n
+    tsnr = np.divide(mean, sd, out=np.zeros_like(mean), where=(sd > 1e-9 * np.abs(mean)) & (mean > 0))
+    return mean, tsnr
+
+
+def _standardized(rows: npt.NDArray[np.float32], t: Array) -> npt.NDArray[np.float32]:
+    """Each row less its least-squares line in ``t``, divided by what is left's sd (0 where it is 0)."""
+    design = np.stack([np.ones_like(t), t - t.mean()], 1)
+    coef, *_ = np.linalg.lstsq(design, rows.T.astype(np.float64), rcond=None)
+    residual = rows - (design @ coef).T
+    sd = residual.std(1, keepdims=True)
+    standardized: npt.NDArray[np.float32] = np.divide(
+        residual, sd, out=np.zeros_like(residual), where=sd > 0
+    ).astype(np.float32)
+    return standardized
