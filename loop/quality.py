@@ -1,4 +1,4 @@
-"""A run's image quality from its volume files: mean image, tSNR, a carpet plot, six motion parameters.
+"""A run's quality: its image quality from its volume files, and how well its design separates its trials.
 
 What MRIQC and fMRIPrep show of a functional run, computed from the files the
 bridge received, one volume at a time (a run of hundreds of volumes holds in
@@ -16,6 +16,12 @@ memory its sums and its ROI voxels only):
 
 Volumes recorded missing, or whose file is gone, are left out; their times
 are not, so the line each voxel is measured against is the run's.
+
+The design (:func:`design_diagnostics`) is the one the session's single-trial
+estimates are fitted with: each trial's HRF regressor, from its measured
+onset, and the cosine drifts. Trials whose regressors overlap much cannot be
+told apart: the correlations between them and each trial's variance inflation
+say how much.
 """
 
 from __future__ import annotations
@@ -27,11 +33,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from loop.analysis.design import Trial, cosine_drifts, frame_times, trial_regressors
 from loop.analysis.motion import RigidRegistration
 from loop.analysis.roi import RoiSignals
 from loop.errors import SessionError
 
-__all__ = ["QualityUnavailableError", "RunQuality", "run_quality"]
+__all__ = ["DesignDiagnostics", "QualityUnavailableError", "RunQuality", "design_diagnostics", "run_quality"]
 
 Array = npt.NDArray[np.float64]
 
@@ -136,3 +143,35 @@ def _standardized(rows: npt.NDArray[np.float32], t: Array) -> npt.NDArray[np.flo
         residual, sd, out=np.zeros_like(residual), where=sd > 0
     ).astype(np.float32)
     return standardized
+
+
+@dataclass(frozen=True)
+class DesignDiagnostics:
+    """How well a run's design separates its trials: what a single-trial estimate can tell apart."""
+
+    matrix: Array  # (volumes, trials + drifts): each trial's HRF regressor, then the cosine drifts
+    n_trials: int
+    correlation: Array  # (trials, trials) between the trials' regressors
+    vif: Array  # (trials,) each trial's variance inflation in the all-trials model (LSA)
+
+    @property
+    def largest_neighbour_r(self) -> float:
+        """The largest correlation between two trials' regressors."""
+        off = self.correlation - np.eye(self.n_trials)
+        return float(off.max()) if self.n_trials > 1 else 0.0
+
+
+def design_diagnostics(trials: Sequence[Trial], tr_s: float, n_volumes: int) -> DesignDiagnostics:
+    """A run's design, its trials' correlations and variance inflation, as the analysis models it."""
+    times = frame_times(n_volumes, tr_s)
+    regressors = trial_regressors(times, trials)
+    matrix = np.concatenate([regressors, cosine_drifts(times)], 1)
+    centred = regressors - regressors.mean(0)
+    norms = np.linalg.norm(centred, axis=0)
+    unit = centred / np.where(norms > 0, norms, 1.0)
+    # Variance inflation of each trial's estimate with every other column in the model: the diagonal
+    # of (X'X)^-1 times each column's own sum of squares, X the whole design (drifts included).
+    gram_inverse = np.linalg.pinv(matrix.T @ matrix)
+    own = (matrix * matrix).sum(0) - matrix.sum(0) ** 2 / n_volumes
+    vif = np.diag(gram_inverse)[: len(trials)] * own[: len(trials)]
+    return DesignDiagnostics(matrix=matrix, n_trials=len(trials), correlation=unit.T @ unit, vif=vif)

@@ -7,7 +7,9 @@ synthesis started from, how far each moved, the drive against the best and
 the median natural control with confidence intervals, and the drive by
 round), predicted against measured responses, every run's ROI time courses
 with the onsets, each volume's processing latency and framewise
-displacement, the image quality of every run from its volume files (the
+displacement, each run's design (its trials' regressors, their
+correlations and variance inflation), the model's accuracy by version, the
+image quality of every run from its volume files (the
 atlas and the last model's per-voxel accuracy over the mean image, tSNR, a
 carpet plot, six motion parameters), the warnings and errors of the event
 log, and the session file with the software versions. Links after the title lead to each
@@ -87,7 +89,8 @@ def write_report(
                 "made. If the session folder moved, give its new place with --folder"
             ) from None
         parts = [_header(s, session), _scores(s, session.id), control, _scatter(s, session.id)]
-        parts += [_runs(s, session.id), _image_quality(s, session, located)]
+        parts += [_runs(s, session.id), _design(s, session.id), _models(s, session, located)]
+        parts += [_image_quality(s, session, located)]
         parts += [_events(s, session.id), _configuration(session)]
     document = PAGE.format(
         title=html.escape(f"cortexloop report: {parts[0][1]}"),
@@ -355,6 +358,97 @@ def _runs(s: Reader, session_id: int) -> tuple[str, str]:
         bottom.set(ylabel="FD (mm)", xlabel="seconds from the first trigger")
         parts.append(figure_html(fig))
     return "\n".join(parts), ""
+
+
+def _design(s: Reader, session_id: int) -> tuple[str, str]:
+    """Each run's design as the single-trial estimates model it, and how much its trials overlap."""
+    import matplotlib.pyplot as plt
+
+    from loop.analysis.design import Trial
+    from loop.quality import design_diagnostics
+
+    rows, figures = [], []
+    for run in session_runs(s, session_id):
+        trials = run_trials(s, run.id)
+        n = run.n_volumes_planned or len(run_volumes(s, run.id))
+        if not trials or not n:
+            continue
+        design = design_diagnostics(
+            [Trial(t.actual_onset_s or t.planned_onset_s, t.actual_duration_s or t.planned_duration_s)
+             for t in trials],
+            run.tr_s, n,
+        )  # fmt: skip
+        rows.append(
+            f"<tr><td>{run.index}</td><td>{run.kind}</td><td>{design.n_trials}</td><td>{n}</td>"
+            f"<td>{design.largest_neighbour_r:.2f}</td><td>{np.median(design.vif):.2f}</td>"
+            f"<td>{design.vif.max():.2f}</td></tr>"
+        )
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), width_ratios=(1.4, 1))
+        scaled = design.matrix / np.abs(design.matrix).max(0).clip(1e-12)
+        left.imshow(scaled, aspect="auto", cmap="gray", interpolation="nearest")
+        left.axvline(design.n_trials - 0.5, color="tab:orange", lw=0.8)
+        left.set(xlabel=f"{design.n_trials} trials, then the drifts", ylabel="volume",
+                 title=f"run {run.index}: design")  # fmt: skip
+        image = right.imshow(design.correlation, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+        right.set(xlabel="trial", ylabel="trial", title="correlation between the trials' regressors")
+        fig.colorbar(image, ax=right, shrink=0.8)
+        figures.append(figure_html(fig))
+    if not rows:
+        return "<h2>Design</h2><p>No run with trials.</p>", ""
+    table = (
+        "<table><tr><th>run</th><th>kind</th><th>trials</th><th>volumes</th>"
+        "<th>largest r between two trials</th><th>median VIF</th><th>largest VIF</th></tr>"
+        f"{''.join(rows)}</table>"
+    )
+    return (
+        "<h2>Design</h2><p>Each run's design as its single-trial responses are estimated: each trial's "
+        "HRF regressor from its measured onset, and the cosine drifts. A trial whose regressor overlaps "
+        "its neighbours' is estimated less surely: the variance inflation (VIF) says by how much, in the "
+        f"model of all trials at once.</p>{table}" + "\n".join(figures),
+        "",
+    )
+
+
+def _models(s: Reader, session: SessionInfo, located: Relocation) -> tuple[str, str]:
+    """The encoding model's accuracy by version: each ROI's median cross-validated r, from its files."""
+    from stimulus.encoding import read_model_file
+
+    versions = model_versions(s, session.id)
+    rows, medians, names = [], [], None
+    for k, version in enumerate(versions, 1):
+        path = located.path(version.artifact_path)
+        if not path.is_file():
+            rows.append(f"<tr><td>{k}</td><td colspan=9>its file {html.escape(str(path))} is gone</td></tr>")
+            continue
+        meta, tensors, _ = read_model_file(path)
+        roi_names = [str(n) for n in meta["roi_names"]]
+        codes, r = tensors["roi_codes"].numpy(), tensors["cv_r"].numpy()
+        names = names or roi_names
+        median = {name: float(np.median(r[codes == j])) for j, name in enumerate(roi_names)}
+        medians.append((k, median))
+        cells = "".join(f"<td>{median.get(name, float('nan')):.3f}</td>" for name in names)
+        rows.append(f"<tr><td>{k}</td><td>{version.n_training_stimuli or '-'}</td>{cells}</tr>")
+    if not versions:
+        return "<h2>Model by version</h2><p>No model was fitted.</p>", ""
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in names or [])
+    figure = ""
+    if len(medians) > 1 and names:
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(figsize=(7, 3))
+        for name in names:
+            axes.plot([k for k, _ in medians], [m[name] for _, m in medians], "o-", label=name)
+        axes.set(xlabel="model version", ylabel="median cross-validated r")
+        axes.set_xticks([k for k, _ in medians])
+        axes.legend(fontsize=7, ncol=len(names))
+        figure = figure_html(fig)
+    return (
+        "<h2>Model by version</h2><p>Each refit's accuracy: the median over each ROI's voxels of the "
+        "cross-validated r the model file records (version 1 is fitted on the training run, each later "
+        "one refitted on everything measured up to the run before it).</p>"
+        f"<table><tr><th>version</th><th>training images</th>{head}</tr>{''.join(rows)}</table>{figure}",
+        "",
+    )
 
 
 def _image_quality(s: Reader, session: SessionInfo, located: Relocation) -> tuple[str, str]:

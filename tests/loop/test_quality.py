@@ -1,4 +1,4 @@
-"""A run's image quality from its files, checked against volumes made with a known noise, drift and motion."""
+"""A run's quality, checked against volumes made with a known noise, drift and motion, and known designs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from loop.analysis.design import Trial
 from loop.analysis.roi import RoiAtlas, RoiSignals
-from loop.quality import QualityUnavailableError, run_quality
+from loop.quality import QualityUnavailableError, design_diagnostics, run_quality
 from scanner_bridge.writers import nifti_bytes
 
 SHAPE = (32, 32, 16)
@@ -75,3 +76,18 @@ def test_a_run_without_its_files_says_how_many_are_at_hand(tmp_path: Path) -> No
     files = [*_write_run(tmp_path, sd=10.0, drift_per_s=0.0)[:2], (2, None)]
     with pytest.raises(QualityUnavailableError, match="2 of the run's 3 volume files are at hand"):
         run_quality(files, TR_S, RoiSignals(_atlas()))
+
+
+def test_trials_packed_closer_overlap_more_and_their_estimates_inflate_as_a_regression_says() -> None:
+    sparse = design_diagnostics([Trial(10 + 30 * k, 1.0) for k in range(8)], TR_S, 130)
+    packed = design_diagnostics([Trial(4 + 4 * k, 1.0) for k in range(60)], TR_S, 130)
+    assert sparse.largest_neighbour_r < 0.05
+    assert sparse.vif.max() < 1.5  # each trial alone, but for the drifts
+    assert 0.3 < packed.largest_neighbour_r < 0.6
+    assert np.median(packed.vif) > 5 * np.median(sparse.vif)
+    # Each VIF is 1 / (1 - R^2) of that trial's regressor on every other column of the design.
+    matrix, j = packed.matrix, 10
+    others = np.delete(matrix, j, 1)
+    fitted = others @ np.linalg.lstsq(others, matrix[:, j], rcond=None)[0]
+    r2 = 1 - ((matrix[:, j] - fitted) ** 2).sum() / ((matrix[:, j] - matrix[:, j].mean()) ** 2).sum()
+    assert packed.vif[j] == pytest.approx(1 / (1 - r2), rel=1e-6)

@@ -196,8 +196,8 @@ def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Pat
     result = outcome(folder)
     assert f"{len(result.driven)} of 5 target ROIs" in text
     sections = (
-        "Outcome", "Rounds", "Control", "Predicted against measured", "Runs", "Image quality",
-        "Warnings and errors", "Session file and software",
+        "Outcome", "Rounds", "Control", "Predicted against measured", "Runs", "Design", "Model by version",
+        "Image quality", "Warnings and errors", "Session file and software",
     )  # fmt: skip
     for section in sections:
         assert f"<h2>{section}</h2>" in text
@@ -208,7 +208,17 @@ def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Pat
     assert "[synthesis]" in text  # the session file it ran with
     assert text.count("<h3>round ") == 15  # 3 rounds x 5 targets, each with its images beside their starts
     assert text.count("&rarr;") >= 15 * 3  # start -> image pairs (an image made twice is shown once)
-    assert text.count('class=figure src="data:image/png') == 1 + 1 + 4  # drive by round, scatter, runs
+    # drive by round, scatter, a time course and a design per run, the models' accuracy by version
+    assert text.count('class=figure src="data:image/png') == 1 + 1 + 4 + 4 + 1
+    config = SessionConfig()
+    design = text[text.index("<h2>Design</h2>") : text.index("<h2>Model by version</h2>")]
+    rows = re.findall(r"<tr><td>(\d)</td><td>\w+</td><td>(\d+)</td><td>(\d+)</td><td>([\d.]+)</td>", design)
+    assert [(int(t), int(n)) for _, t, n, _ in rows] == [(t, n) for _, t, n in config.scanner_runs()]
+    assert all(0 < float(r) < 1 for *_, r in rows)  # neighbouring trials overlap, none twice over
+    models = text[text.index("<h2>Model by version</h2>") : text.index("<h2>Image quality</h2>")]
+    trained = [int(n) for n in re.findall(r"<tr><td>\d</td><td>(\d+)</td>", models)]
+    assert len(trained) == 1 + config.rounds.count  # fitted on the training run, refitted after each round
+    assert trained == sorted(set(trained))  # each refit on more images
     # Image quality: the atlas, tSNR and the last model's r over the mean image, then a carpet per run.
     quality = text[text.index("<h2>Image quality</h2>") : text.index("<h2>Warnings and errors</h2>")]
     assert quality.count('class=figure src="data:image/jpeg') == 1 + 4
@@ -216,7 +226,7 @@ def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Pat
     rows = re.findall(
         r"<tr><td>(\d)</td><td>\w+</td><td>(\d+)</td><td>(\d+)</td>((?:<td>[\d.]+</td>)+)</tr>", quality
     )
-    planned = [n for _, _, n in SessionConfig().scanner_runs()]
+    planned = [n for _, _, n in config.scanner_runs()]
     assert [(int(run), int(n), int(out)) for run, n, out, _ in rows] == [
         (k + 1, n, 0) for k, n in enumerate(planned)
     ]  # every run, every volume read from its file
