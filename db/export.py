@@ -28,7 +28,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from db.base import EVENTS_SIDECAR, RunKind, write_atomic, write_json, write_tsv
+from db.base import (
+    TASK_DESCRIPTIONS,
+    TASKS,
+    BidsEvent,
+    attention_events,
+    trial_event,
+    write_atomic,
+    write_events,
+    write_json,
+    write_tsv,
+)
 from db.database import Database
 from db.queries import (
     Reader,
@@ -50,12 +60,6 @@ logger = logging.getLogger(__name__)
 
 BIDS_VERSION = "1.8.0"
 PIPELINE = "cortexloop"
-_TASK = {RunKind.TRAINING: "training", RunKind.CLOSED_LOOP: "closedloop", RunKind.LOCALIZER: "localizer"}
-_TASK_NAMES = {
-    "training": "natural images for the encoding model",
-    "closedloop": "closed-loop round: images synthesized to drive target ROIs, with natural controls",
-    "localizer": "localizer",
-}
 
 
 def export_session(
@@ -90,16 +94,16 @@ def export_session(
             root / f"sub-{subject}" / f"ses-{label}" / "func" for root in (out_dir, derived)
         )
         shown: dict[str, str] = {}  # recorded image path -> its file under OUT/stimuli
+        attention = {e.run_index: e.details for e in session_events(s, sess.id) if e.code == "run.attention"}
         for run in sess.runs:
-            task = _TASK[run.kind]
+            task = TASKS[run.kind.value]
             stem = f"{prefix}_task-{task}_run-{run.index:02d}"
             trials = run_trials(s, run.id)
             for t in trials:
                 shown.setdefault(t.stimulus_path, _stimulus_name(t.stimulus_path, stimuli))
-            events = func / f"{stem}_events.tsv"
-            write_tsv(events, list(EVENTS_SIDECAR), (_event_row(t, shown[t.stimulus_path]) for t in trials))
-            write_json(events.with_suffix(".json"), EVENTS_SIDECAR)
-            written += [events, events.with_suffix(".json")]
+            rows = [_event_row(t, shown[t.stimulus_path]) for t in trials]
+            rows += _attention_rows(attention.get(run.index))
+            written += write_events(func / f"{stem}_events.tsv", rows, {"TaskName": task})
             written += _bold(s, run.id, run.tr_s, task, func / f"{stem}_bold.nii.gz", locate)
             written += _run_derivatives(s, sess.id, run, derived_func / stem)
         written += _copy_stimuli(out_dir / "stimuli", shown, stimuli, locate)
@@ -162,18 +166,22 @@ def _stimulus_name(recorded: str, stimuli: Path | None) -> str:
     return f"other/{path.name}"
 
 
-def _event_row(t: Any, stim_file: str) -> tuple[object, ...]:
-    return (
-        t.actual_onset_s if t.actual_onset_s is not None else t.planned_onset_s,
-        t.actual_duration_s if t.actual_duration_s is not None else t.planned_duration_s,
-        t.condition,
-        t.planned_onset_s,
-        t.actual_onset_s is not None,
-        stim_file,
-        t.stimulus_sha256,
-        t.stimulus_kind,
-        t.target_roi,
-        t.dropped_frames,
+def _event_row(t: Any, stim_file: str) -> BidsEvent:
+    return trial_event(
+        planned_onset_s=t.planned_onset_s, planned_duration_s=t.planned_duration_s,
+        actual_onset_s=t.actual_onset_s, actual_duration_s=t.actual_duration_s, trial_type=t.condition,
+        stim_file=stim_file, stim_sha256=t.stimulus_sha256, stim_kind=t.stimulus_kind,
+        target_roi=t.target_roi, dropped_frames=t.dropped_frames,
+    )  # fmt: skip
+
+
+def _attention_rows(details: dict[str, Any] | None) -> list[BidsEvent]:
+    """The attention task's rows from the run's recorded score (absent before the task was recorded so)."""
+    if not details or "fixation_changes_s" not in details:
+        return []
+    responses = [(str(key), float(t)) for key, t in details.get("responses", [])]
+    return attention_events(
+        [float(t) for t in details["fixation_changes_s"]], float(details["change_duration_s"]), responses
     )
 
 
@@ -225,7 +233,7 @@ def _bold(
         {
             "RepetitionTime": tr_s,
             "TaskName": task,
-            "TaskDescription": _TASK_NAMES[task],
+            "TaskDescription": TASK_DESCRIPTIONS[task],
             "MissingVolumes": missing,
         },
     )

@@ -203,6 +203,7 @@ class EventRow:
     message: str
     run_index: int | None
     volume_index: int | None
+    details: dict[str, Any] | None = None
 
 
 def find_session(s: Reader, ref: str) -> Session:
@@ -431,6 +432,7 @@ def session_events(s: Reader, session_id: int) -> list[EventRow]:
             message=e.message,
             run_index=run_index,
             volume_index=e.volume_index,
+            details=e.details,
         )
         for e, run_index in rows
     ]

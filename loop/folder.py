@@ -15,9 +15,11 @@ next step needs, each written whole before the record that refers to it::
 A run is called one thing in each place. Its **number** (1-based: run 1 is
 the training run, run ``k + 1`` is round ``k``) is its identity in the
 session; its **label** (``sub-01_ses-01_run-02``, the session's BIDS labels
-and the number) names its plan, its files and, as the plan's ``run_id``, its
-events on the wire; the database's key for it (``run_id`` in ``db``) stays
-between the controller and the database.
+and the number) names its plan and its files; its **BIDS name**
+(``sub-01_ses-01_task-closedloop_run-02``, with the run's task) is the plan's
+``run_id``, which names its events on the wire and the presenter's events
+file; the database's key for it (``run_id`` in ``db``) stays between the
+controller and the database.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from db.base import write_atomic
+from db.base import TASKS, RunKind, write_atomic
 from loop.config import SessionConfig
 from loop.errors import SessionError
 from loop.plans import PlannedStimulus
@@ -48,6 +50,7 @@ class RunRef:
 
     number: int
     label: str
+    bids: str  # the run's BIDS name, with its task: the plan's run_id
 
     @property
     def round(self) -> int | None:
@@ -104,7 +107,10 @@ class SessionFolder:
         )
 
     def run(self, number: int) -> RunRef:
-        return RunRef(number, f"{self._prefix}_run-{number:02d}")
+        task = TASKS[(RunKind.TRAINING if number == 1 else RunKind.CLOSED_LOOP).value]
+        return RunRef(
+            number, f"{self._prefix}_run-{number:02d}", f"{self._prefix}_task-{task}_run-{number:02d}"
+        )
 
     # -- plans --------------------------------------------------------------------------------------
 

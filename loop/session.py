@@ -245,7 +245,7 @@ class Controller:
             )
         order = training_order(t.images, t.repeated, t.repeats, seed=self.config.session.seed)
         return plan_run(
-            run.label, [natural[k] for k in order], tr_s=self.config.scanner.tr_s, timing=t.timing,
+            run.bids, [natural[k] for k in order], tr_s=self.config.scanner.tr_s, timing=t.timing,
             fixation=self.config.fixation.settings(),
         )  # fmt: skip
 
@@ -278,7 +278,7 @@ class Controller:
         run = self.folder.run(1 + index)  # run 1 is the training run; round k is run k + 1
         if run.number not in self.state.runs:
             plan = self._saved_plan(run) or plan_run(
-                run.label,
+                run.bids,
                 self._round_stimuli(index, targets),
                 tr_s=self.config.scanner.tr_s,
                 timing=self.config.rounds.timing,
@@ -443,7 +443,7 @@ class Controller:
             for t in presented.trials
         ])  # fmt: skip
         self._check_timing(plan, presented, run_id)
-        self._check_attention(run, presented, run_id)
+        self._check_attention(run, plan, presented, run_id)
         design = [
             Trial(
                 p.onset_s if t.actual_onset_s is None else t.actual_onset_s,
@@ -528,11 +528,26 @@ class Controller:
             exclude=frozenset(name for other, name in series.items() if other != run_id),
         )
 
-    def _check_attention(self, run: RunRef, presented: RunLog, run_id: int) -> None:
-        """Record the attention task's score, if the plan had one; warn when most changes went unanswered."""
+    def _check_attention(self, run: RunRef, plan: RunPlan, presented: RunLog, run_id: int) -> None:
+        """Record the attention task's score and rows, if the plan had one; warn when most went unanswered.
+
+        The fixation changes and the button presses go with the score, so that the export's events file
+        has the rows the presenter's has.
+        """
         score = presented.attention
-        rate = None if score is None else score.hit_rate
-        if score is None or rate is None:  # no task, or no colour change in the run
+        if score is None:  # no task
+            return
+        rows = {
+            "fixation_changes_s": presented.fixation_changes_s,
+            "change_duration_s": plan.fixation.change_duration_s,
+            "responses": [[key, t] for key, t in presented.responses],
+        }
+        rate = score.hit_rate
+        if rate is None:
+            self._event(
+                "info", "run.attention", f"run {run.label}: no fixation colour change in this run",
+                run_id=run_id, hits=0, changes=0, false_alarms=score.false_alarms, hit_rate=None, **rows,
+            )  # fmt: skip
             return
         reaction = (
             f", median reaction {float(np.median(score.reaction_times_s)):.2f} s"
@@ -547,7 +562,7 @@ class Controller:
             message += "; is the subject awake and looking at the fixation point?"
         self._event(
             "info" if rate >= 0.5 else "warning", "run.attention", message, run_id=run_id,
-            hits=score.hits, changes=score.changes, false_alarms=score.false_alarms, hit_rate=rate,
+            hits=score.hits, changes=score.changes, false_alarms=score.false_alarms, hit_rate=rate, **rows,
         )  # fmt: skip
 
     def _check_timing(self, plan: RunPlan, presented: RunLog, run_id: int) -> None:

@@ -18,7 +18,19 @@ here imports the rest of ``db``.
 
 from __future__ import annotations
 
-from db.base.bids import EVENTS_SIDECAR, bids_label, write_json, write_tsv
+from db.base.bids import (
+    EVENT_COLUMNS,
+    EVENTS_SIDECAR,
+    TASK_DESCRIPTIONS,
+    TASKS,
+    BidsEvent,
+    attention_events,
+    bids_label,
+    trial_event,
+    write_events,
+    write_json,
+    write_tsv,
+)
 from db.base.channel import DealerSocket, RouterService, WireSession
 from db.base.checked import from_wire
 from db.base.clock import Clock, ScaledClock, VirtualClock, WallClock
@@ -44,6 +56,10 @@ from db.base.wire import Message, MessageType, Signer, generate_key_file, load_k
 
 __all__ = [
     "EVENTS_SIDECAR",
+    "EVENT_COLUMNS",
+    "TASKS",
+    "TASK_DESCRIPTIONS",
+    "BidsEvent",
     "Clock",
     "ConfigError",
     "CortexloopError",
@@ -76,13 +92,16 @@ __all__ = [
     "WallClock",
     "WireError",
     "WireSession",
+    "attention_events",
     "bids_label",
     "from_wire",
     "generate_key_file",
     "load_key",
     "prepare_atomic",
     "read_regular",
+    "trial_event",
     "write_atomic",
+    "write_events",
     "write_json",
     "write_tsv",
 ]

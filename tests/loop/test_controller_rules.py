@@ -19,6 +19,7 @@ import pytest
 
 from db import open_database
 from db.base import VolumeStatus
+from db.export import export_session
 from loop.acquisition import InProcessAcquisition, RunSink
 from loop.config import SessionConfig
 from loop.errors import AcquisitionError
@@ -27,7 +28,7 @@ from loop.simulation.scanner import SimulatedScanner
 from loop.simulation.subject import SubjectConfig, VirtualSubject
 from scanner_bridge.readers import read_volume
 from scanner_bridge.volume import Volume
-from stimulus.present import RunLog, RunPlan, VirtualClock
+from stimulus.present import RunLog, RunPlan, VirtualClock, write_bids_events
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -177,22 +178,26 @@ def test_a_volume_declared_missing_that_comes_late_completes_its_record(tmp_path
 
 
 class Watching(InProcessAcquisition):
-    """Notes which series the controller tells it to refuse for each run."""
+    """Notes which series the controller tells it to refuse for each run, and what the presenter logged."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.refused: dict[int, set[str]] = {}
+        self.presented: dict[int, tuple[RunPlan, RunLog]] = {}
 
     def acquire(self, plan: RunPlan, number: int, sink: RunSink, **options: Any) -> RunLog:
         self.refused[number] = set(options["series"].exclude)
-        return super().acquire(plan, number, sink, **options)
+        log = super().acquire(plan, number, sink, **options)
+        self.presented[number] = (plan, log)
+        return log
 
 
 def test_each_run_refuses_the_series_of_the_runs_recorded_before_it(tmp_path: Path) -> None:
     """What a resumed controller relies on: the series come from the database, not from memory.
 
     Also: the session file's attention task reaches every plan, and its score every run's record (the
-    virtual subject never presses a key: a warning).
+    virtual subject never presses a key: a warning); the export's events files hold the rows the
+    presenter's hold, fixation changes included, written by the one events writer.
     """
 
     def one_quick_round(c: SessionConfig) -> SessionConfig:
@@ -218,6 +223,30 @@ def test_each_run_refuses_the_series_of_the_runs_recorded_before_it(tmp_path: Pa
         assert changes > 0
         assert level == "warning"
         assert f"answered 0 of {changes} fixation colour changes" in message
+    with open_database(out / "db.sqlite") as database:
+        export_session(database, "sub-01/ses-01", tmp_path / "bids", stimuli=out / "stimuli")
+    for number, (plan, log) in session.acquisition.presented.items():
+        task = "training" if number == 1 else "closedloop"
+        assert plan.run_id == f"sub-01_ses-01_task-{task}_run-{number:02d}"  # the presenter's file name
+        presenter, _ = write_bids_events(log, plan, tmp_path / "presenter" / f"{plan.run_id}_events.tsv")
+        exported = tmp_path / "bids" / "sub-01" / "ses-01" / "func" / presenter.name
+        ours, theirs = _table(presenter), _table(exported)
+        assert list(ours) == list(theirs)  # the same columns
+        assert sum(t == "fixation_change" for t in ours["trial_type"]) == log.attention.changes > 0
+        for column in set(ours) - {"stim_kind"}:  # the presenter does not know each image's kind
+            assert ours[column] == theirs[column], column
+        kinds = [
+            k
+            for k, t in zip(theirs["stim_kind"], theirs["trial_type"], strict=True)
+            if t != "fixation_change"
+        ]
+        assert len(kinds) == len(plan.trials)
+        assert set(kinds) <= {"natural", "synthesized", "control"}  # which the export adds from the record
+
+
+def _table(path: Path) -> dict[str, list[str]]:
+    header, *rows = [line.split("\t") for line in path.read_text().splitlines()]
+    return {name: [row[k] for row in rows] for k, name in enumerate(header)}
 
 
 def test_a_session_scanned_as_single_slice_dicom_records_what_nifti_does(tmp_path: Path) -> None:
