@@ -103,7 +103,7 @@ def export_session(
                 shown.setdefault(t.stimulus_path, _stimulus_name(t.stimulus_path, stimuli))
             rows = [_event_row(t, shown[t.stimulus_path]) for t in trials]
             rows += _attention_rows(attention.get(run.index))
-            written += write_events(func / f"{stem}_events.tsv", rows, {"TaskName": task})
+            written += write_events(func / f"{stem}_events.tsv", rows, {})
             written += _bold(s, run.id, run.tr_s, task, func / f"{stem}_bold.nii.gz", locate)
             written += _run_derivatives(s, sess.id, run, derived_func / stem)
         written += _copy_stimuli(out_dir / "stimuli", shown, stimuli, locate)

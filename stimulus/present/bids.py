@@ -32,7 +32,11 @@ def write_bids_events(log: RunLog, plan: RunPlan, path: Path) -> tuple[Path, Pat
         for record in log.trials
     ]  # fmt: skip
     rows += attention_events(log.fixation_changes_s, plan.fixation.change_duration_s, log.responses)
-    return write_events(path, rows, {
+    # What the presenter measured of the run as a whole: one object, as BIDS wants every sidecar key.
+    run = {
+        "Description": "The run as the presenter ran it: its plan's id, the display's measured refresh "
+        "rate (Hz), frames dropped in the run, whether it was aborted, and each trigger's time (s)",
         "RunId": plan.run_id, "RefreshRate": log.refresh_hz, "DroppedFrames": log.dropped_frames,
         "Aborted": log.aborted, "TriggerTimes": log.triggers_s,
-    })  # fmt: skip
+    }  # fmt: skip
+    return write_events(path, rows, {"PresenterRun": run})
