@@ -15,7 +15,8 @@
 The raw part is what the BIDS validator checks (``bids-validator OUT``):
 events with their stimuli, and the BOLD runs assembled from the volume files
 the session recorded (index by index; a volume that never arrived is a
-volume of zeros, listed in the sidecar). Everything cortexloop computed is
+volume of zeros, listed in the sidecar), NIfTI or, with the bridge's
+readers, DICOM (single slices, mosaics, enhanced multi-frame). Everything cortexloop computed is
 a derivative (BIDS derivatives: a dataset of its own under ``derivatives/``).
 Several sessions export into one folder as one dataset.
 """
@@ -54,7 +55,10 @@ from db.queries import (
 )
 from db.schema import cortexloop_version
 
-__all__ = ["BIDS_VERSION", "export_session"]
+__all__ = ["BIDS_VERSION", "ReadVolume", "export_session"]
+
+# A volume file, as a run's record names it -> (its data (x, y, z), its affine).
+ReadVolume = Callable[[Path], tuple[Any, Any]]
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +73,17 @@ def export_session(
     *,
     stimuli: Path | None = None,
     locate: Callable[[str], Path] = Path,
+    read_volume: ReadVolume | None = None,
 ) -> list[Path]:
     """Write session ``ref`` into the BIDS dataset at ``out_dir`` (made, or added to).
 
     ``stimuli`` is the folder the session's image paths are relative to (its
     ``stimuli/``), and ``locate`` maps a path the database recorded to where
     the file is now (a moved session folder); images and volume files that
-    cannot be found are left out, and said so in the log.
+    cannot be found are left out, and said so in the log. ``read_volume``
+    reads a volume by the one file its record names (``scanner_bridge``'s
+    :class:`~scanner_bridge.readers.VolumeFiles` reads DICOM too, slices
+    included); without it only NIfTI volume files make a BOLD file.
 
     Returns
     -------
@@ -104,7 +112,7 @@ def export_session(
             rows = [_event_row(t, shown[t.stimulus_path]) for t in trials]
             rows += _attention_rows(attention.get(run.index))
             written += write_events(func / f"{stem}_events.tsv", rows, {})
-            written += _bold(s, run.id, run.tr_s, task, func / f"{stem}_bold.nii.gz", locate)
+            written += _bold(s, run.id, run.tr_s, task, func / f"{stem}_bold.nii.gz", locate, read_volume)
             written += _run_derivatives(s, sess.id, run, derived_func / stem)
         written += _copy_stimuli(out_dir / "stimuli", shown, stimuli, locate)
         written += _session_derivatives(s, sess.id, derived / f"sub-{subject}" / f"ses-{label}" / prefix)
@@ -204,26 +212,53 @@ def _copy_stimuli(
     return written
 
 
+def _nifti_volume(path: Path) -> tuple[Any, Any]:
+    """A NIfTI volume file's (data, affine): what the export reads without the bridge's readers."""
+    import nibabel as nib
+    import numpy as np
+
+    image: Any = nib.load(path)
+    return np.asanyarray(image.dataobj), image.affine
+
+
 def _bold(
-    s: Reader, run_id: int, tr_s: float, task: str, path: Path, locate: Callable[[str], Path]
+    s: Reader,
+    run_id: int,
+    tr_s: float,
+    task: str,
+    path: Path,
+    locate: Callable[[str], Path],
+    read_volume: ReadVolume | None,
 ) -> list[Path]:
-    """The run's volumes as one 4D NIfTI, when every received volume's file is a NIfTI at hand."""
+    """The run's volumes as one 4D NIfTI, when every received volume's file is at hand and readable."""
     import nibabel as nib
     import numpy as np
 
     volumes = run_volumes(s, run_id)
     files = {v.index: locate(v.file_path) for v in volumes if v.file_path}
-    if not files or not all(f.is_file() and f.name.endswith((".nii", ".nii.gz")) for f in files.values()):
-        logger.info("run %s: its volume files are not NIfTI files at hand; no _bold.nii.gz", path.name)
+    readable = read_volume is not None or all(f.name.endswith((".nii", ".nii.gz")) for f in files.values())
+    if not files or not readable or not all(f.is_file() for f in files.values()):
+        logger.info("run %s: its volume files are not at hand (or not NIfTI); no _bold.nii.gz", path.name)
         return []
-    first: Any = nib.load(files[min(files)])
-    shape = first.shape[:3]
+    read = read_volume or _nifti_volume
     n = max(v.index for v in volumes) + 1
-    data = np.zeros((*shape, n), dtype=first.get_data_dtype())
-    for index, file in files.items():
-        volume: Any = nib.load(file)
-        data[..., index] = np.asanyarray(volume.dataobj).reshape(shape)
-    image = nib.Nifti1Image(data, first.affine)
+    data: Any = None
+    for index, file in sorted(files.items()):
+        try:
+            values, affine = read(file)
+        except (ValueError, OSError) as exc:  # the bridge's readers raise ValueErrors, named
+            logger.warning(
+                "run %s: volume %d (%s) cannot be read (%s); no _bold.nii.gz", path.name, index, file, exc
+            )
+            return []
+        values = np.asarray(values)
+        if data is None:
+            first_affine = affine
+            kind = values.dtype if values.dtype.kind in "iu" else np.dtype(np.float32)
+            data = np.zeros((*values.shape[:3], n), dtype=kind)
+        data[..., index] = values.reshape(data.shape[:3])
+    nifti: Any = nib.Nifti1Image
+    image = nifti(data, first_affine)
     image.header.set_xyzt_units("mm", "sec")
     image.header["pixdim"][4] = tr_s
     write_atomic(path, gzip.compress(image.to_bytes(), compresslevel=1, mtime=0))

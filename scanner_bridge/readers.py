@@ -41,7 +41,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)
     from nibabel.nicom import csareader
 
-__all__ = ["FilePart", "SliceAssembler", "is_volume_file", "read_part"]
+__all__ = ["FilePart", "SliceAssembler", "VolumeFiles", "is_volume_file", "read_part"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".ima", ".dicom")
@@ -513,6 +513,54 @@ def read_volume(paths: Sequence[Path | str]) -> FilePart:
     raise VolumeReadError(
         f"{len(paths)} file(s) from {paths[0] if paths else '?'} do not make a whole volume"
     )
+
+
+class VolumeFiles:
+    """Whole volumes by any one of their files, as a run's record names each volume by one file.
+
+    A NIfTI file, a mosaic or an enhanced DICOM file holds its volume. A
+    single-slice DICOM file brings the other slices of its volume: those of
+    its folder with the same series and acquisition, found by reading each
+    folder's DICOM headers once (not their pixels).
+    """
+
+    def __init__(self) -> None:
+        self._groups: dict[Path, dict[tuple[str, int], list[Path]]] = {}
+
+    def __call__(self, path: Path | str) -> FilePart:
+        """The whole volume ``path`` is a file of; :class:`VolumeReadError` if it cannot be made whole."""
+        path = Path(path)
+        part = read_part(path)
+        if not part.is_slice:
+            return part
+        if path.parent not in self._groups:
+            self._groups[path.parent] = self._index(path.parent)
+        siblings = self._groups[path.parent].get((part.series, part.number), [path])
+        return read_volume(siblings)
+
+    def arrays(self, path: Path | str) -> tuple[npt.NDArray[Any], npt.NDArray[np.float64]]:
+        """The whole volume ``path`` is a file of, as (data (x, y, z), affine): the export's reader."""
+        part = self(path)
+        return part.data, part.affine
+
+    @staticmethod
+    def _index(folder: Path) -> dict[tuple[str, int], list[Path]]:
+        groups: dict[tuple[str, int], list[Path]] = {}
+        for entry in sorted(folder.iterdir()):
+            if not entry.is_file() or entry.name.lower().endswith(NIFTI_SUFFIXES):
+                continue
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ds = pydicom.dcmread(entry, stop_before_pixels=True)
+                key = (
+                    f"{ds.get('SeriesNumber', '?')}/{ds.get('SeriesInstanceUID', 'unknown')}",
+                    _dicom_number(ds),
+                )
+            except Exception:  # not DICOM, or a header without a volume number: not a slice of a run
+                continue
+            groups.setdefault(key, []).append(entry)
+        return groups
 
 
 class SliceAssembler:

@@ -16,6 +16,7 @@ from db.engine import DEFAULT_DB_FILENAME
 from db.queries import list_sessions, session_detail, session_events, session_id
 from db.schema import head_revision
 from loop.cli._common import DbOption, FolderOption, JsonOption, console, print_json, when
+from scanner_bridge.readers import VolumeFiles
 
 app = typer.Typer(help="The session database: create, upgrade, query, export.", no_args_is_help=True)
 
@@ -178,8 +179,9 @@ def export(
         located = Relocation.find(config_toml, database_file=None if "://" in db else Path(db), folder=folder)
         try:
             written = export_session(
-                database, session, out, stimuli=located.stimuli(config_toml), locate=located.path
-            )
+                database, session, out, stimuli=located.stimuli(config_toml), locate=located.path,
+                read_volume=VolumeFiles().arrays,  # DICOM too: slices, mosaics, multi-frame
+            )  # fmt: skip
         except OSError as exc:
             raise CortexloopError(
                 f"cannot write the export into {exc.filename or out} ({exc.strerror or exc}); "

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -26,7 +27,7 @@ from loop.errors import AcquisitionError
 from loop.session import Controller
 from loop.simulation.scanner import SimulatedScanner
 from loop.simulation.subject import SubjectConfig, VirtualSubject
-from scanner_bridge.readers import read_volume
+from scanner_bridge.readers import VolumeFiles, read_volume
 from scanner_bridge.volume import Volume
 from stimulus.present import RunLog, RunPlan, VirtualClock, write_bids_events
 
@@ -249,8 +250,8 @@ def _table(path: Path) -> dict[str, list[str]]:
     return {name: [row[k] for row in rows] for k, name in enumerate(header)}
 
 
-def test_a_session_scanned_as_single_slice_dicom_records_what_nifti_does(tmp_path: Path) -> None:
-    signals, planned = {}, {}
+def test_a_session_scanned_as_single_slice_dicom_records_and_exports_what_nifti_does(tmp_path: Path) -> None:
+    signals, planned, bold = {}, {}, {}
     for fmt in ("nifti", "dicom"):
         session, out = controller(tmp_path / fmt, InProcessAcquisition, fmt=fmt)
         session.run()
@@ -260,5 +261,16 @@ def test_a_session_scanned_as_single_slice_dicom_records_what_nifti_does(tmp_pat
                 'ORDER BY v."index", s.roi_id'
             ).fetchall()
             planned[fmt] = db.execute("SELECT n_volumes_planned FROM runs").fetchone()[0]
+        with open_database(out / "db.sqlite") as database:  # as `cortexloop db export` reads volumes
+            export_session(
+                database, "sub-01/ses-01", tmp_path / f"bids-{fmt}", read_volume=VolumeFiles().arrays
+            )
+        (run,) = (tmp_path / f"bids-{fmt}").rglob("*_task-training_run-01_bold.nii.gz")
+        image = nib.as_closest_canonical(nib.load(run))  # DICOM slices stack head to foot
+        bold[fmt] = (image.get_fdata(), image.affine)
+    # Each volume assembled from its 16 slice files is the NIfTI volume, voxel for voxel, in the same place.
+    assert bold["dicom"][0].shape == bold["nifti"][0].shape
+    np.testing.assert_allclose(bold["dicom"][0], bold["nifti"][0], rtol=1e-3, atol=1e-2)
+    np.testing.assert_allclose(bold["dicom"][1], bold["nifti"][1], atol=1e-4)
     assert len(signals["dicom"]) == 6 * planned["dicom"]  # every volume (all its slices), every ROI
     assert np.allclose(np.array(signals["dicom"]), np.array(signals["nifti"]))
