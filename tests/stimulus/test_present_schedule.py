@@ -115,7 +115,7 @@ def test_escape_aborts_and_keeps_what_happened(stimuli: dict[str, str], tmp_path
         "false"
     ] * 3
     assert [r["response_key"] for r in rows if r["trial_type"] == "response"] == ["1"]
-    assert json.loads(sidecar.read_text())["Aborted"] is True
+    assert json.loads(sidecar.read_text())["PresenterRun"]["Aborted"] is True
 
 
 def test_a_long_run_takes_a_fraction_of_its_time_without_a_window(
