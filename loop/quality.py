@@ -29,14 +29,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from db.base import ConfigError
 from loop.analysis.design import Trial, cosine_drifts, frame_times, trial_regressors
 from loop.analysis.motion import RigidRegistration
 from loop.analysis.roi import RoiSignals
 from loop.errors import SessionError
+
+if TYPE_CHECKING:
+    from scanner_bridge.readers import VolumeFiles
 
 __all__ = ["DesignDiagnostics", "QualityUnavailableError", "RunQuality", "design_diagnostics", "run_quality"]
 
@@ -62,15 +67,24 @@ class RunQuality:
     left_out: int  # volumes recorded without a file at hand
 
 
-def run_quality(files: Sequence[tuple[int, Path | None]], tr_s: float, signals: RoiSignals) -> RunQuality:
+def run_quality(
+    files: Sequence[tuple[int, Path | None]],
+    tr_s: float,
+    signals: RoiSignals,
+    reader: VolumeFiles | None = None,
+) -> RunQuality:
     """The image quality of a run from ``files``, (volume index, its file or None), in index order.
 
     ``signals`` knows the session's atlas; the volumes may lie on its grid with their axes another way.
-    Raises :class:`QualityUnavailableError` when fewer than three volumes can be read.
+    ``reader`` reads each volume by its file (single-slice DICOM gathers its slices; share one reader
+    across a session's runs so that each folder's headers are read once). Raises
+    :class:`QualityUnavailableError` when fewer than three volumes can be read, or they are not the
+    atlas's grid.
     """
     from scanner_bridge.errors import VolumeReadError
-    from scanner_bridge.readers import read_volume
+    from scanner_bridge.readers import VolumeFiles
 
+    read = reader or VolumeFiles()
     at_hand = [(index, path) for index, path in files if path is not None and path.is_file()]
     if len(at_hand) < 3:
         raise QualityUnavailableError(f"{len(at_hand)} of the run's {len(files)} volume files are at hand")
@@ -79,16 +93,23 @@ def run_quality(files: Sequence[tuple[int, Path | None]], tr_s: float, signals: 
     registration: RigidRegistration | None = None
     for index, path in at_hand:
         try:
-            part = read_volume([path])
-        except VolumeReadError as exc:  # single-slice DICOM: the record names one file of many
-            raise QualityUnavailableError(f"{path.name} is not a whole volume ({exc})") from None
+            part = read(path)
+        except VolumeReadError as exc:
+            raise QualityUnavailableError(f"{path.name} cannot be read as a whole volume ({exc})") from None
         data = np.asarray(part.data, dtype=np.float64)
         if registration is None:
-            signals.check(data.shape, part.affine)
+            try:
+                signals.check(data.shape, part.affine)
+            except ConfigError as exc:
+                raise QualityUnavailableError(str(exc)) from None
             affine = np.asarray(part.affine, dtype=np.float64)
             registration = RigidRegistration(data, np.sqrt((affine[:3, :3] ** 2).sum(0)))
             sums = [np.zeros(data.shape) for _ in range(3)]
             roi_voxels = np.concatenate(signals.rois_in_volume)
+        if data.shape != sums[0].shape:
+            raise QualityUnavailableError(
+                f"{path.name} has shape {data.shape}; the run's first, {sums[0].shape}"
+            )
         t = index * tr_s
         sums[0] += data
         sums[1] += t * data

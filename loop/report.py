@@ -456,20 +456,21 @@ def _image_quality(s: Reader, session: SessionInfo, located: Relocation) -> tupl
     from loop.analysis.roi import RoiSignals
     from loop.quality import QualityUnavailableError, run_quality
     from loop.replay import session_atlas
+    from scanner_bridge.readers import VolumeFiles
 
     title = "<h2>Image quality</h2>"
     try:
         atlas = session_atlas(session, located)
     except ConfigError as exc:
         return f"{title}<p>No image quality: {html.escape(str(exc))}.</p>", ""
-    signals = RoiSignals(atlas)
+    signals, reader = RoiSignals(atlas), VolumeFiles()  # one reader: each folder's headers read once
     parts, table, brain = [], [], ""
     for run in session_runs(s, session.id):
         files = [
             (v.index, located.path(v.file_path) if v.file_path else None) for v in run_volumes(s, run.id)
         ]
         try:
-            quality = run_quality(files, run.tr_s, signals)
+            quality = run_quality(files, run.tr_s, signals, reader)
         except QualityUnavailableError as exc:
             parts.append(f"<p>Run {run.index}: no image quality, {html.escape(str(exc))}.</p>")
             continue

@@ -21,9 +21,13 @@ import pytest
 from db import open_database
 from db.base import VolumeStatus
 from db.export import export_session
+from db.queries import run_volumes, session_info, session_runs
 from loop.acquisition import InProcessAcquisition, RunSink
+from loop.analysis.roi import RoiSignals
 from loop.config import SessionConfig
 from loop.errors import AcquisitionError
+from loop.quality import run_quality
+from loop.replay import session_atlas
 from loop.session import Controller
 from loop.simulation.scanner import SimulatedScanner
 from loop.simulation.subject import SubjectConfig, VirtualSubject
@@ -251,7 +255,7 @@ def _table(path: Path) -> dict[str, list[str]]:
 
 
 def test_a_session_scanned_as_single_slice_dicom_records_and_exports_what_nifti_does(tmp_path: Path) -> None:
-    signals, planned, bold = {}, {}, {}
+    signals, planned, bold, tsnr = {}, {}, {}, {}
     for fmt in ("nifti", "dicom"):
         session, out = controller(tmp_path / fmt, InProcessAcquisition, fmt=fmt)
         session.run()
@@ -265,6 +269,11 @@ def test_a_session_scanned_as_single_slice_dicom_records_and_exports_what_nifti_
             export_session(
                 database, "sub-01/ses-01", tmp_path / f"bids-{fmt}", read_volume=VolumeFiles().arrays
             )
+            with database.reader() as s:  # and as the report's image quality reads them
+                info = session_info(s, "sub-01/ses-01")
+                first = session_runs(s, info.id)[0]
+                files = [(v.index, Path(v.file_path or "")) for v in run_volumes(s, first.id)]
+            tsnr[fmt] = run_quality(files, 2.0, RoiSignals(session_atlas(info))).roi_tsnr
         (run,) = (tmp_path / f"bids-{fmt}").rglob("*_task-training_run-01_bold.nii.gz")
         image = nib.as_closest_canonical(nib.load(run))  # DICOM slices stack head to foot
         bold[fmt] = (image.get_fdata(), image.affine)
@@ -272,5 +281,6 @@ def test_a_session_scanned_as_single_slice_dicom_records_and_exports_what_nifti_
     assert bold["dicom"][0].shape == bold["nifti"][0].shape
     np.testing.assert_allclose(bold["dicom"][0], bold["nifti"][0], rtol=1e-3, atol=1e-2)
     np.testing.assert_allclose(bold["dicom"][1], bold["nifti"][1], atol=1e-4)
+    assert tsnr["dicom"] == pytest.approx(tsnr["nifti"], rel=1e-3)  # each ROI's median tSNR
     assert len(signals["dicom"]) == 6 * planned["dicom"]  # every volume (all its slices), every ROI
     assert np.allclose(np.array(signals["dicom"]), np.array(signals["nifti"]))
