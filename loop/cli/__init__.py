@@ -73,8 +73,10 @@ def _root(
         handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
         force=True,
     )
-    # Alembic narrates every migration step at INFO; the CLI reports the outcome itself.
-    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))
+    # Alembic narrates every migration step at INFO, and numexpr (under the report's nilearn) its thread
+    # count; the CLI reports the outcome itself.
+    for chatty in ("alembic", "numexpr"):
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
 
 
 def main() -> None:
