@@ -414,30 +414,30 @@ def _models(s: Reader, session: SessionInfo, located: Relocation) -> tuple[str, 
     from stimulus.encoding import read_model_file
 
     versions = model_versions(s, session.id)
-    rows, medians, names = [], [], None
+    rows, medians = [], []
+    names = sorted(r.name for r in session.rois)  # the session's ROIs, as a model file lists its own
     for k, version in enumerate(versions, 1):
         path = located.path(version.artifact_path)
         if not path.is_file():
-            rows.append(f"<tr><td>{k}</td><td colspan=9>its file {html.escape(str(path))} is gone</td></tr>")
+            gone = f"its file {html.escape(str(path))} is gone"
+            rows.append(f"<tr><td>{k}</td><td colspan={1 + len(names)}>{gone}</td></tr>")
             continue
         meta, tensors, _ = read_model_file(path)
-        roi_names = [str(n) for n in meta["roi_names"]]
         codes, r = tensors["roi_codes"].numpy(), tensors["cv_r"].numpy()
-        names = names or roi_names
-        median = {name: float(np.median(r[codes == j])) for j, name in enumerate(roi_names)}
+        median = {str(name): float(np.median(r[codes == j])) for j, name in enumerate(meta["roi_names"])}
         medians.append((k, median))
         cells = "".join(f"<td>{median.get(name, float('nan')):.3f}</td>" for name in names)
         rows.append(f"<tr><td>{k}</td><td>{version.n_training_stimuli or '-'}</td>{cells}</tr>")
     if not versions:
         return "<h2>Model by version</h2><p>No model was fitted.</p>", ""
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in names or [])
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in names)
     figure = ""
-    if len(medians) > 1 and names:
+    if len(medians) > 1:
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(figsize=(7, 3))
         for name in names:
-            axes.plot([k for k, _ in medians], [m[name] for _, m in medians], "o-", label=name)
+            axes.plot([k for k, _ in medians], [m.get(name, np.nan) for _, m in medians], "o-", label=name)
         axes.set(xlabel="model version", ylabel="median cross-validated r")
         axes.set_xticks([k for k, _ in medians])
         axes.legend(fontsize=7, ncol=len(names))
