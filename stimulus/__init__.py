@@ -26,7 +26,14 @@ if TYPE_CHECKING:
         load_backbone,
         register_backbone,
     )
-    from stimulus.encoding import EncodingConfig, EncodingModel, EncodingModule, EncodingScores, TimeSeriesRun
+    from stimulus.encoding import (
+        EncodingConfig,
+        EncodingModel,
+        EncodingModule,
+        EncodingScores,
+        TimeSeriesRun,
+        TimeSeriesScores,
+    )
     from stimulus.errors import (
         BackboneError,
         BackboneMismatchError,
@@ -69,6 +76,7 @@ _EXPORTS = {
     "SynthesisError": "stimulus.errors",
     "TargetError": "stimulus.errors",
     "TimeSeriesRun": "stimulus.encoding",
+    "TimeSeriesScores": "stimulus.encoding",
     "TriggerTimeoutError": "stimulus.errors",
     "backbone_from_factory": "stimulus.backbones",
     "extract_features": "stimulus.features",
@@ -103,6 +111,7 @@ __all__ = [
     "SynthesisError",
     "TargetError",
     "TimeSeriesRun",
+    "TimeSeriesScores",
     "TriggerTimeoutError",
     "backbone_from_factory",
     "extract_features",

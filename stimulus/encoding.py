@@ -62,7 +62,7 @@ from stimulus.scores import (
     r2_score,
     roi_fingerprints,
 )
-from stimulus.temporal import DEFAULT_LAGS_S, features_per_tr, lag_features
+from stimulus.temporal import DEFAULT_LAGS_S, features_per_tr, lag_features, repeated_run_ceiling
 
 __all__ = [
     "EncodingConfig",
@@ -70,6 +70,7 @@ __all__ = [
     "EncodingModule",
     "EncodingScores",
     "TimeSeriesRun",
+    "TimeSeriesScores",
 ]
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,31 @@ class EncodingScores:
     def overall_normalized(self) -> float | None:
         """The median of ``normalized`` over all voxels: paper 003's accuracy (its eq. 4), or None."""
         return None if self.normalized is None else float(np.nanmedian(self.normalized))
+
+
+@dataclass(frozen=True)
+class TimeSeriesScores:
+    """A time-series model scored on held-out runs, TR by TR.
+
+    Attributes
+    ----------
+    scores : EncodingScores
+        Per voxel and ROI, over the scored TRs (``n_stimuli`` counts TRs).
+    stimuli : tuple of str
+        The stimulus of each scored TR (runs that repeat one are averaged).
+    trs : ndarray of shape (n_trs,)
+        Each scored TR's index within its run.
+    n_runs : ndarray of shape (n_trs,)
+        Runs averaged into each scored TR.
+    measured, predicted : ndarray of shape (n_trs, n_voxels)
+    """
+
+    scores: EncodingScores
+    stimuli: tuple[str, ...]
+    trs: npt.NDArray[np.int64]
+    n_runs: npt.NDArray[np.int64]
+    measured: FloatArray
+    predicted: FloatArray
 
 
 class EncodingModule(nn.Module):
@@ -608,16 +634,85 @@ class EncodingModel:
                 y = repeats.averaged
                 pixels = pixels[torch.as_tensor(repeats.first)]
         if given_ceiling is not None:
-            try:
-                ceiling = NoiseCeiling.given(given_ceiling)
-            except ValueError as exc:
-                raise EncodingInputError(str(exc)) from None
-            if len(ceiling.percent) != self.n_voxels:
+            ceiling = self._given_ceiling(given_ceiling)
+        return self._scored(y, self.predict(pixels).astype(np.float64), ceiling)
+
+    def score_timeseries(
+        self,
+        runs: Sequence[TimeSeriesRun],
+        *,
+        stimuli: Sequence[str] | None = None,
+        given_ceiling: npt.ArrayLike | None = None,
+    ) -> TimeSeriesScores:
+        """Score a time-series model on held-out runs, TR by TR.
+
+        Runs that show the same stimulus (``stimuli``: what each run showed;
+        by default every run its own) are averaged TR by TR before scoring, as
+        paper 001 averaged its ten repeats of the test blocks, and give the
+        noise ceiling (:func:`stimulus.temporal.repeated_run_ceiling`).
+        ``given_ceiling``: the one a dataset provides instead, in percent per voxel.
+        """
+        self._check_fitted()
+        if not self.lags_s_:
+            raise EncodingInputError("this model was fitted on one response per image; use score()")
+        labels = [f"run {k + 1}" for k in range(len(runs))] if stimuli is None else [str(s) for s in stimuli]
+        if len(labels) != len(runs) or not runs:
+            raise EncodingInputError(
+                f"{len(labels)} stimuli were given for {len(runs)} runs; give one per run"
+            )
+        if any(run.responses is None for run in runs):
+            raise EncodingInputError("every run to score needs its responses")
+        measured = [_responses(run.responses, len(run.responses), "TRs") for run in runs]  # type: ignore[arg-type]
+        for values in measured:
+            if values.shape[1] != self.n_voxels:
                 raise EncodingInputError(
-                    f"the noise ceiling has {len(ceiling.percent)} values; the model predicts "
-                    f"{self.n_voxels} voxels"
+                    f"responses have {values.shape[1]} voxels; the model predicts {self.n_voxels}"
                 )
-        predicted = self.predict(pixels).astype(np.float64)
+        members: dict[str, list[int]] = {}
+        for k, label in enumerate(labels):
+            members.setdefault(label, []).append(k)
+        ceiling = None
+        if any(len(group) > 1 for group in members.values()):
+            ceiling = repeated_run_ceiling(measured, labels)
+        if given_ceiling is not None:
+            ceiling = self._given_ceiling(given_ceiling)
+        averaged, predicted, tr_stimuli, trs, n_runs = [], [], [], [], []
+        for label, group in members.items():
+            first = runs[group[0]]
+            for k in group[1:]:
+                if not np.allclose(np.asarray(runs[k].onsets_s), np.asarray(first.onsets_s)):
+                    raise EncodingInputError(
+                        f"runs of stimulus {label!r} show their frames at different times; runs that "
+                        "repeat a stimulus must show the same frames at the same onsets"
+                    )
+            averaged.append(np.mean([measured[k] for k in group], axis=0))
+            predicted.append(self.predict_timeseries(first))
+            tr_stimuli.extend([label] * len(averaged[-1]))
+            trs.append(np.arange(len(averaged[-1])))
+            n_runs.extend([len(group)] * len(averaged[-1]))
+        y, y_hat = np.concatenate(averaged).astype(np.float64), np.concatenate(predicted).astype(np.float64)
+        return TimeSeriesScores(
+            scores=self._scored(y, y_hat, ceiling),
+            stimuli=tuple(tr_stimuli),
+            trs=np.concatenate(trs),
+            n_runs=np.asarray(n_runs),
+            measured=y,
+            predicted=y_hat,
+        )
+
+    def _given_ceiling(self, percent: npt.ArrayLike) -> NoiseCeiling:
+        try:
+            ceiling = NoiseCeiling.given(percent)
+        except ValueError as exc:
+            raise EncodingInputError(str(exc)) from None
+        if len(ceiling.percent) != self.n_voxels:
+            raise EncodingInputError(
+                f"the noise ceiling has {len(ceiling.percent)} values; "
+                f"the model predicts {self.n_voxels} voxels"
+            )
+        return ceiling
+
+    def _scored(self, y: FloatArray, predicted: FloatArray, ceiling: NoiseCeiling | None) -> EncodingScores:
         r, r2 = pearson_r(y, predicted), r2_score(y, predicted)
         normalized = normalized_accuracy(r, ceiling) if ceiling is not None else None
         by_roi: dict[str, dict[str, float]] = {}

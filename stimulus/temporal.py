@@ -6,6 +6,8 @@ frames shown during each TR (paper 001 averaged 30 frames per 2 s TR) and
 :func:`lag_features` stacks copies delayed by, for example, 4, 6 and 8 s, so
 that a ridge model learns the haemodynamic delay itself. Lags never cross a
 run boundary: the first TRs of a run see zeros, not the end of the previous run.
+:func:`repeated_run_ceiling` gives the noise ceiling of runs that show the same
+movie again (paper 001's test set: blocks repeated ten times), TR by TR.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from stimulus.errors import EncodingInputError
+from stimulus.scores import NoiseCeiling, noise_ceiling
 
-__all__ = ["DEFAULT_LAGS_S", "features_per_tr", "lag_features"]
+__all__ = ["DEFAULT_LAGS_S", "features_per_tr", "lag_features", "repeated_run_ceiling"]
 
 DEFAULT_LAGS_S: tuple[float, ...] = (4.0, 6.0, 8.0)
 
@@ -111,3 +114,41 @@ def lag_features(
         valid = np.flatnonzero(position >= shift)
         block[valid] = values[valid - shift]
     return out
+
+
+def repeated_run_ceiling(responses: Sequence[npt.ArrayLike], stimuli: Sequence[str]) -> NoiseCeiling:
+    """The noise ceiling of runs averaged by stimulus, from the runs that repeat one.
+
+    Each TR of a run is a trial of the stimulus ``(stimulus, TR)``: runs that
+    show the same movie give repeated trials of each of its TRs, whose spread
+    is the noise (:func:`stimulus.scores.noise_ceiling`). The ceiling is that
+    of the runs averaged by stimulus, as they are scored.
+
+    Parameters
+    ----------
+    responses : sequence of arrays of shape (n_trs, n_voxels)
+        One per run; runs of one stimulus have the same number of TRs.
+    stimuli : sequence of str
+        What each run showed.
+    """
+    if len(responses) != len(stimuli):
+        raise EncodingInputError(f"{len(stimuli)} stimuli were given for {len(responses)} runs")
+    rows: list[npt.NDArray[np.float64]] = []
+    ids: list[str] = []
+    lengths: dict[str, int] = {}
+    for values, stimulus in zip(responses, stimuli, strict=True):
+        run = np.asarray(values, dtype=np.float64)
+        if lengths.setdefault(stimulus, len(run)) != len(run):
+            raise EncodingInputError(
+                f"runs of stimulus {stimulus!r} have {lengths[stimulus]} and {len(run)} TRs; "
+                "runs that repeat a stimulus must be equally long"
+            )
+        rows.append(run)
+        ids.extend(f"{stimulus}\0{k}" for k in range(len(run)))
+    counts = np.array([stimuli.count(s) for s in lengths for _ in range(lengths[s])])
+    if len(counts) == 0 or counts.max() < 2:
+        raise EncodingInputError(
+            "no stimulus was shown in two runs, so the noise ceiling cannot be estimated; "
+            "repeat a movie or block sequence in a few runs (paper 001 repeated its test blocks ten times)"
+        )
+    return noise_ceiling(np.concatenate(rows), ids, n_averaged=1.0 / float(np.mean(1.0 / counts)))

@@ -29,6 +29,7 @@ from loop.cli.session import app as session_app
 from loop.cli.simulate import simulate
 from loop.cli.sweep import sweep
 from loop.cli.synth import decode, synth
+from loop.cli.timeseries import app as timeseries_app
 from loop.cli.web import web_console
 
 __all__ = ["app", "main"]
@@ -40,6 +41,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+model_app.add_typer(timeseries_app, name="timeseries")
 app.add_typer(bridge_app, name="bridge")
 app.add_typer(db_app, name="db")
 app.add_typer(insilico_app, name="insilico")

@@ -32,7 +32,7 @@ from stimulus.names import CvKind, ReductionMethod
 # `stimulus` brings torch, about two seconds to import: the model commands import it when they run, so
 # that every other `cortexloop` command starts quickly.
 if TYPE_CHECKING:
-    from stimulus import EncodingModel
+    from stimulus import BackboneSpec, EncodingConfig, EncodingModel
 
 BACKBONE_NAMES = "efficientnet-lite0, efficientnet-lite1, efficientnet-lite2 (docs/encoding.md for others)"
 
@@ -45,6 +45,33 @@ ResponsesArg = Annotated[
     Path, typer.Argument(help="Responses: .npy (rows x voxels) or .npz with 'responses'.", show_default=False)
 ]
 ModelArg = Annotated[Path, typer.Argument(help="Model file.", show_default=False)]
+
+# The options of a fit, shared with `model timeseries fit`.
+OutModelOption = Annotated[Path, typer.Option("--out", "-o", help="Where to write the model file.")]
+BackboneOption = Annotated[str, typer.Option(help=f"One of: {BACKBONE_NAMES}.")]
+FactoryOption = Annotated[
+    str | None, typer.Option(help="Your own network: 'module:function' returning a torch module.")
+]
+WeightsOption = Annotated[
+    Path | None, typer.Option(help="Weights file (a state dict) for --backbone-factory.")
+]
+LayerOption = Annotated[
+    list[str] | None, typer.Option(help="A layer to read; repeat. Default: the backbone's.")
+]
+ImageSizeOption = Annotated[int, typer.Option(help="Images are cropped square and resized to this.")]
+BudgetOption = Annotated[int, typer.Option(help="Features per layer, about.")]
+ReductionOption = Annotated[
+    str, typer.Option(help="pool (adaptive pooling) or smooth (Gaussian + subsampling).")
+]
+LogOption = Annotated[bool, typer.Option("--log", help="Compress features with log(1 + x).")]
+FoldsOption = Annotated[int, typer.Option(help="Folds for kfold.")]
+AlphasOption = Annotated[str | None, typer.Option(help="Penalty grid, comma-separated. Default 1e-2..1e7.")]
+PermutationsOption = Annotated[int, typer.Option(help="Permutations for the voxel selection test.")]
+FdrOption = Annotated[
+    float, typer.Option(help="False discovery rate of the voxel selection (Benjamini-Hochberg).")
+]
+LayerwiseOption = Annotated[bool, typer.Option(help="Also fit one model per layer (fingerprints).")]
+DeviceOption = Annotated[str | None, typer.Option(help="cpu or cuda. Default: the GPU when there is one.")]
 
 
 class _Bar:
@@ -70,46 +97,76 @@ def _parse_alphas(text: str | None) -> tuple[float, ...] | None:
     return values
 
 
+def encoding_config(
+    *,
+    backbone: str,
+    backbone_factory: str | None,
+    weights: Path | None,
+    layer: list[str] | None,
+    image_size: int,
+    budget: int,
+    reduction: str,
+    log_features: bool,
+    cv: str,
+    folds: int,
+    alphas: str | None,
+    permutations: int,
+    fdr_q: float,
+    layerwise: bool,
+) -> tuple[EncodingConfig, BackboneSpec | None]:
+    """The configuration of a fit from its command-line options, and a lab's own backbone if given."""
+    from stimulus import EncodingConfig, ReductionConfig, backbone_from_factory
+
+    spec = None
+    if backbone_factory is not None:
+        if weights is None:
+            raise typer.BadParameter("--backbone-factory needs --weights FILE")
+        spec = backbone_from_factory(backbone_factory, weights)
+    elif weights is not None:
+        raise typer.BadParameter("--weights goes with --backbone-factory")
+    config = EncodingConfig(
+        alphas=_parse_alphas(alphas) or EncodingConfig().alphas,
+        backbone=spec.name if spec else backbone,
+        layers=tuple(layer or ()),
+        image_size=image_size,
+        reduction=ReductionConfig(
+            method=choice(ReductionMethod, reduction, "--reduction"), budget=budget, log=log_features
+        ),
+        cv=choice(CvKind, cv, "--cv"),
+        n_splits=folds,
+        n_permutations=permutations,
+        fdr_q=fdr_q,
+        layerwise=layerwise,
+    )
+    return config, spec
+
+
 @app.command()
 def fit(
     table: TableArg,
     responses: ResponsesArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the model file.")],
-    backbone: Annotated[str, typer.Option(help=f"One of: {BACKBONE_NAMES}.")] = "efficientnet-lite0",
-    backbone_factory: Annotated[
-        str | None, typer.Option(help="Your own network: 'module:function' returning a torch module.")
-    ] = None,
-    weights: Annotated[
-        Path | None, typer.Option(help="Weights file (a state dict) for --backbone-factory.")
-    ] = None,
-    layer: Annotated[
-        list[str] | None, typer.Option(help="A layer to read; repeat. Default: the backbone's.")
-    ] = None,
-    image_size: Annotated[int, typer.Option(help="Images are cropped square and resized to this.")] = 128,
-    budget: Annotated[int, typer.Option(help="Features per layer, about.")] = 1000,
-    reduction: Annotated[
-        str, typer.Option(help="pool (adaptive pooling) or smooth (Gaussian + subsampling).")
-    ] = "pool",
-    log_features: Annotated[bool, typer.Option("--log", help="Compress features with log(1 + x).")] = False,
+    out: OutModelOption,
+    backbone: BackboneOption = "efficientnet-lite0",
+    backbone_factory: FactoryOption = None,
+    weights: WeightsOption = None,
+    layer: LayerOption = None,
+    image_size: ImageSizeOption = 128,
+    budget: BudgetOption = 1000,
+    reduction: ReductionOption = "pool",
+    log_features: LogOption = False,
     cv: Annotated[
         str, typer.Option(help="kfold (over the 'group' column) or loo (leave-one-out).")
     ] = "kfold",
-    folds: Annotated[int, typer.Option(help="Folds for kfold.")] = 5,
-    alphas: Annotated[
-        str | None, typer.Option(help="Penalty grid, comma-separated. Default 1e-2..1e7.")
-    ] = None,
-    permutations: Annotated[int, typer.Option(help="Permutations for the voxel selection test.")] = 1000,
-    fdr_q: Annotated[
-        float, typer.Option(help="False discovery rate of the voxel selection (Benjamini-Hochberg).")
-    ] = 0.05,
-    layerwise: Annotated[bool, typer.Option(help="Also fit one model per layer (fingerprints).")] = True,
-    device: Annotated[
-        str | None, typer.Option(help="cpu or cuda. Default: the GPU when there is one.")
-    ] = None,
+    folds: FoldsOption = 5,
+    alphas: AlphasOption = None,
+    permutations: PermutationsOption = 1000,
+    fdr_q: FdrOption = 0.05,
+    layerwise: LayerwiseOption = True,
+    device: DeviceOption = None,
     json: JsonOption = False,
 ) -> None:
     """Fit an encoding model on images and their measured responses, and save it."""
-    from stimulus import EncodingConfig, EncodingModel, ReductionConfig, backbone_from_factory
+    from stimulus import EncodingModel
     from stimulus._torch import reuse_freed_memory
     from stimulus.images import file_sha256
     from stimulus.scores import average_repeats
@@ -127,28 +184,11 @@ def fit(
             f"[yellow]{table} has no 'group' column: folds are contiguous blocks of rows. "
             "Add the run of each row so that no run is split.[/]"
         )
-    spec = None
-    if backbone_factory is not None:
-        if weights is None:
-            raise typer.BadParameter("--backbone-factory needs --weights FILE")
-        spec = backbone_from_factory(backbone_factory, weights)
-    elif weights is not None:
-        raise typer.BadParameter("--weights goes with --backbone-factory")
-    parsed = _parse_alphas(alphas)
-    config = EncodingConfig(
-        alphas=parsed or EncodingConfig().alphas,
-        backbone=spec.name if spec else backbone,
-        layers=tuple(layer or ()),
-        image_size=image_size,
-        reduction=ReductionConfig(
-            method=choice(ReductionMethod, reduction, "--reduction"), budget=budget, log=log_features
-        ),
-        cv=choice(CvKind, cv, "--cv"),
-        n_splits=folds,
-        n_permutations=permutations,
-        fdr_q=fdr_q,
-        layerwise=layerwise,
-    )
+    config, spec = encoding_config(
+        backbone=backbone, backbone_factory=backbone_factory, weights=weights, layer=layer,
+        image_size=image_size, budget=budget, reduction=reduction, log_features=log_features, cv=cv,
+        folds=folds, alphas=alphas, permutations=permutations, fdr_q=fdr_q, layerwise=layerwise,
+    )  # fmt: skip
     model = EncodingModel(config, device=device, backbone=spec)
     with progress_bars(transient=json) as progress:
         model.fit(
@@ -236,9 +276,7 @@ def score(
             "one from repeated stimuli)."
         ),
     ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="cpu or cuda. Default: the GPU when there is one.")
-    ] = None,
+    device: DeviceOption = None,
     json: JsonOption = False,
 ) -> None:
     """Score a model on held-out images: r and R^2 per ROI; with a noise ceiling, the normalized accuracy.
@@ -310,9 +348,7 @@ def predict(
         ),
     ],
     top: Annotated[int, typer.Option(help="Images printed per ROI, the highest predicted.", min=0)] = 3,
-    device: Annotated[
-        str | None, typer.Option(help="cpu or cuda. Default: the GPU when there is one.")
-    ] = None,
+    device: DeviceOption = None,
     json: JsonOption = False,
 ) -> None:
     """Predict a model's responses to new images: per ROI (a table) and per voxel (an array).
