@@ -17,10 +17,12 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from loop.simulation.subject import ROI_NAMES, SubjectConfig, VirtualSubject
+from loop.simulation.subject import ROI_NAMES, VirtualSubject
 from stimulus import EncodingConfig, EncodingModel
 from stimulus.insilico import sine_cosine_fit
 from stimulus.natural import natural_image_set
+
+from .conftest import Seen
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 N_IMAGES, REPEATS = 1000, 2  # a few hours of a lab's data, each image's two trials averaged
@@ -33,12 +35,11 @@ def fisher_lee(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, VirtualSubject]:
+def fitted(tmp_path_factory: pytest.TempPathFactory, seen: Seen) -> tuple[Path, Path, VirtualSubject]:
     """A model of every ROI voxel of the subject, fitted on noisy measured responses; its file, the atlas."""
     folder = tmp_path_factory.mktemp("insilico")
-    subject = VirtualSubject(SubjectConfig(seed=3))
-    images = natural_image_set(N_IMAGES, size=128, seed=77).pixels
-    truth = subject.voxel_responses(images)
+    subject, images, truth = seen.subject, seen.images, seen.truth
+    assert len(images) == N_IMAGES
     ceiling = subject.noise_ceiling  # single-trial, percent
     noise_sd = subject.signal_sd / np.sqrt(ceiling / (100 - ceiling)) / np.sqrt(REPEATS)
     measured = truth + np.random.default_rng(0).standard_normal(truth.shape) * noise_sd
@@ -81,8 +82,14 @@ def test_retinotopy_through_the_model_recovers_v1s_polar_angles_and_eccentriciti
     assert summary["angle_resultant_length"] < 0.5  # V1 covers the visual field, not one direction of it
 
 
+def _precision_recall(folder: Path, area: npt.NDArray[np.bool_]) -> tuple[float, float]:
+    rows = [line.split("\t") for line in (folder / "contrast.tsv").read_text().splitlines()[1:]]
+    found = np.array([float(row[2]) for row in rows]) > 3.0
+    return float((found & area).sum() / found.sum()), float((found & area).sum() / area.sum())
+
+
 @pytest.mark.timeout(400)  # the fixture's fit included
-def test_a_places_localizer_through_the_model_finds_the_subjects_place_area(
+def test_face_and_place_localizers_through_the_model_find_the_subjects_face_and_place_areas(
     cortexloop: Cli, fitted: tuple[Path, Path, VirtualSubject], tmp_path: Path
 ) -> None:
     model_file, atlas, subject = fitted
@@ -91,24 +98,35 @@ def test_a_places_localizer_through_the_model_finds_the_subjects_place_area(
         (tmp_path / "localizer" / category).mkdir(parents=True, exist_ok=True)
         image = Image.fromarray((pixels.transpose(1, 2, 0) * 255).round().astype(np.uint8))
         image.save(tmp_path / "localizer" / category / f"{k:03d}.png")
-    result = cortexloop(
-        "insilico", "contrast", model_file, tmp_path / "localizer", "--a", "scene", "--out", tmp_path / "c",
-        "--reference", atlas, "--json",
+    # Places: scenes above every other category of the set.
+    places = cortexloop(
+        "insilico", "contrast", model_file, tmp_path / "localizer", "--a", "scene",
+        "--out", tmp_path / "places", "--reference", atlas, "--json",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    said = json.loads(result.stdout)
+    assert places.returncode == 0, places.stderr
+    said = json.loads(places.stdout)
     assert said["contrast"] == "scene > animal & face & object & texture"  # every other category
-    rows = [line.split("\t") for line in (tmp_path / "c" / "contrast.tsv").read_text().splitlines()[1:]]
-    found = np.array([float(row[2]) for row in rows]) > 3.0
     place_area = subject.tuning.roi == ROI_NAMES.index("PPA")
-    precision, recall = (
-        (found & place_area).sum() / found.sum(),
-        (found & place_area).sum() / place_area.sum(),
-    )
+    precision, recall = _precision_recall(tmp_path / "places", place_area)
     print(f"scenes above every other category, t > 3: PPA precision {precision:.2f}, recall {recall:.2f}")
     assert precision > 0.7
     assert recall > 0.7
-    assert said["rois"]["PPA"]["above"] == (found & place_area).sum()
+    assert said["rois"]["PPA"]["above"] == round(recall * place_area.sum())
+    # Faces: above places, objects and textures, as a face localizer contrasts them. Not above animals:
+    # this subject's face area answers animals too (docs/encoding.md), as a fusiform face area answers
+    # animal faces.
+    faces = cortexloop(
+        "insilico", "contrast", model_file, tmp_path / "localizer", "--a", "face",
+        "--b", "scene", "--b", "object", "--b", "texture", "--out", tmp_path / "faces", "--json",
+    )  # fmt: skip
+    assert faces.returncode == 0, faces.stderr
+    face_area = subject.tuning.roi == ROI_NAMES.index("FFA")
+    precision, recall = _precision_recall(tmp_path / "faces", face_area)
+    print(
+        f"faces above scenes, objects and textures, t > 3: FFA precision {precision:.2f}, recall {recall:.2f}"
+    )
+    assert precision > 0.7
+    assert recall > 0.7
 
 
 def test_the_sine_cosine_fit_finds_a_known_preferred_phase() -> None:
