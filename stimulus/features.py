@@ -270,6 +270,10 @@ class FeatureExtractor(nn.Module):
             )
         return self.backbone.normalize(images)
 
+    def activations(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each layer's output, before any reduction (for maps over the image, such as ScoreCAM's)."""
+        return self._run(self.prepare(images))
+
     def raw(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Reduced but not standardized features of each layer."""
         captured = self._run(self.prepare(images))

@@ -558,26 +558,43 @@ def saliency(
         typer.Option("--roi", help="An ROI of the model; repeat to compare several.", show_default=False),
     ],
     out: Annotated[Path, typer.Option("--out", help="The folder the maps go into.", show_default=False)],
+    method: Annotated[
+        str,
+        typer.Option(
+            help="smoothgrad (the gradient over noisy copies) or scorecam (the image masked by each channel "
+            "of a layer, weighed by the ROI's predicted response to it)."
+        ),
+    ] = "smoothgrad",
     samples: Annotated[int, typer.Option(help="Noisy copies per image (SmoothGrad).", min=1)] = 16,
+    layer: Annotated[
+        str | None,
+        typer.Option(help="The layer whose channels mask the image (Score-CAM); default the last."),
+    ] = None,
     figures: Annotated[int, typer.Option(help="Images drawn as PNG figures (the first ones).", min=0)] = 12,
     json: JsonOption = False,
 ) -> None:
     """Per-ROI saliency maps: which parts of each image drive each ROI, through the model.
 
     Each map is the SmoothGrad magnitude of the ROI's predicted mean response
-    over the pixels, normalized to sum to 1 (stimulus.saliency). Writes
+    over the pixels or, with --method scorecam, the Score-CAM map (no gradient),
+    normalized to sum to 1 (stimulus.saliency). Writes
     OUT/saliency.npz (maps: ROIs x images x size x size), OUT/overlap.tsv (the
     symmetric KL divergence between each pair of ROIs' maps, per image: 0 when
     they attend to the same places) and a PNG per image for the first --figures.
     """
     from stimulus import EncodingModel, load_images
-    from stimulus.saliency import SaliencyConfig, roi_saliency, symmetric_kl
+    from stimulus.saliency import SaliencyConfig, ScoreCamConfig, roi_saliency, roi_scorecam, symmetric_kl
 
+    if method not in ("smoothgrad", "scorecam"):
+        raise typer.BadParameter(f"--method {method!r}: use smoothgrad or scorecam")
     image_set = read_images_for_model(model_path, images)
     model = EncodingModel.load(model_path, device="cpu")
     pixels = load_images(list(image_set.paths), model.config.image_size)
     rois = list(dict.fromkeys(roi))
-    maps = roi_saliency(model, pixels, rois, SaliencyConfig(samples=samples))
+    if method == "scorecam":
+        maps = roi_scorecam(model, pixels, rois, ScoreCamConfig(layer=layer))
+    else:
+        maps = roi_saliency(model, pixels, rois, SaliencyConfig(samples=samples))
     names = image_set.names()
     out.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
@@ -594,7 +611,7 @@ def saliency(
         )
     summary = {f"{a}-{b}": float(np.median(divergence[a, b])) for a, b in pairs}
     if json:
-        print_json({"model": str(model_path), "n_images": len(names), "rois": rois,
+        print_json({"model": str(model_path), "method": method, "n_images": len(names), "rois": rois,
                     "median_symmetric_kl": summary, "out": str(out)})  # fmt: skip
         return
     console.print(f"saliency of {', '.join(rois)} on {len(names)} images in {out}")
