@@ -11,7 +11,8 @@ displacement, each run's design (its trials' regressors, their
 correlations and variance inflation), the model's accuracy by version, the
 image quality of every run from its volume files (the
 atlas and the last model's per-voxel accuracy over the mean image, tSNR, a
-carpet plot, six motion parameters), the warnings and errors of the event
+carpet plot, six motion parameters), where in its best image of the last
+round each target ROI looks (per-ROI saliency through the last model), the warnings and errors of the event
 log, and the session file with the software versions. Links after the title lead to each
 section; image thumbnails are JPEG.
 """
@@ -53,7 +54,7 @@ from loop.folder import Relocation
 from loop.scoring import Metric
 from loop.summary import session_outcome
 
-__all__ = ["PAGE", "ci_text", "figure_html", "write_report"]
+__all__ = ["PAGE", "ci_text", "figure_html", "saliency_figure", "write_report"]
 
 ROW_METRICS = (
     Metric.TARGET_PREDICTED,
@@ -90,6 +91,7 @@ def write_report(
             ) from None
         parts = [_header(s, session), _scores(s, session.id), control, _scatter(s, session.id)]
         parts += [_runs(s, session.id), _design(s, session.id), _models(s, session, located)]
+        parts += [_attention(s, session, located)]
         parts += [_image_quality(s, session, located)]
         parts += [_events(s, session.id), _configuration(session)]
     document = PAGE.format(
@@ -449,6 +451,84 @@ def _models(s: Reader, session: SessionInfo, located: Relocation) -> tuple[str, 
         f"<table><tr><th>version</th><th>training images</th>{head}</tr>{''.join(rows)}</table>{figure}",
         "",
     )
+
+
+def _attention(s: Reader, session: SessionInfo, located: Relocation) -> tuple[str, str]:
+    """Each target's best measured image of the last round, with every target ROI's saliency map on it."""
+    from stimulus import EncodingModel, load_images
+    from stimulus.saliency import SaliencyConfig, roi_saliency, symmetric_kl
+
+    heading = "<h2>Attention</h2>"
+    folder = located.stimuli(session.config_toml)
+    versions = model_versions(s, session.id)
+    model_path = located.path(versions[-1].artifact_path) if versions else None
+    responses = [
+        row
+        for row in measured_responses(s, session.id, run_kind=RunKind.CLOSED_LOOP)
+        if row.round_index is not None and row.condition == "synthesized" and row.roi == row.target_roi
+    ]
+    last = max((row.round_index for row in responses if row.round_index is not None), default=None)
+    values: dict[tuple[str, str], list[float]] = {}
+    for row in responses:
+        if row.round_index == last and row.target_roi is not None:
+            values.setdefault((row.target_roi, row.stimulus_path), []).append(row.value)
+    best: dict[str, tuple[float, str]] = {}
+    for (target, path), measured in values.items():
+        mean = float(np.mean(measured))
+        if target not in best or mean > best[target][0]:
+            best[target] = (mean, path)
+    if not best or folder is None or model_path is None or not model_path.is_file():
+        return heading + "<p>No round with a model file and its images to look into.</p>", ""
+    model = EncodingModel.load(model_path, device="cpu")
+    rois = [roi for roi in sorted(best) if roi in set(model.roi_labels_.tolist())]
+    targets = sorted(best)
+    pixels = load_images([folder / best[t][1] for t in targets], model.config.image_size)
+    maps = roi_saliency(model, pixels, rois, SaliencyConfig(samples=8))
+    rows = [
+        (f"made for {t}, measured {best[t][0]:.2f}", pixels[k], {r: maps[r][k] for r in rois})
+        for k, t in enumerate(targets)
+    ]
+    cells = [
+        (a, b, float(np.median(symmetric_kl(maps[a], maps[b]))))
+        for i, a in enumerate(rois)
+        for b in rois[i + 1 :]
+    ]
+    overlap = "".join(
+        f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{kl:.2f}</td></tr>" for a, b, kl in cells
+    )
+    return (
+        heading + f"<p>Where each target ROI looks in the image of the last round (round {last}) that "
+        "drove its own target most, as measured: the gradient of the ROI's predicted mean response over the "
+        "pixels through the last model, averaged over 8 noisy copies (SmoothGrad), each map summing to 1. "
+        "Maps of two ROIs that look at the same places have a symmetric Kullback-Leibler divergence near 0 "
+        "(<code>cortexloop model saliency</code> makes these for any images).</p>"
+        + figure_html(saliency_figure(rows), photo=True)
+        + "<table><tr><th>ROI</th><th>ROI</th><th>median symmetric KL</th></tr>"
+        + overlap
+        + "</table>",
+        "",
+    )
+
+
+def saliency_figure(rows: list[tuple[str, Any, dict[str, Any]]]) -> Any:
+    """One row per image: the image, then each ROI's map over it in grey (maps of shape (size, size))."""
+    import matplotlib.pyplot as plt
+
+    n_maps = max(len(maps) for _, _, maps in rows)
+    fig, axes = plt.subplots(
+        len(rows), 1 + n_maps, figsize=(2.2 * (1 + n_maps), 2.3 * len(rows)), squeeze=False
+    )
+    for line, (title, image, maps) in zip(axes, rows, strict=True):
+        picture = np.asarray(image)
+        line[0].imshow(picture.transpose(1, 2, 0))
+        line[0].set_title(title, fontsize="small")
+        for ax, (roi, values) in zip(line[1:], maps.items(), strict=False):
+            ax.imshow(picture.mean(axis=0), cmap="gray")
+            ax.imshow(values, cmap="inferno", alpha=0.6)
+            ax.set_title(roi, fontsize="small")
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    return fig
 
 
 def _image_quality(s: Reader, session: SessionInfo, located: Relocation) -> tuple[str, str]:

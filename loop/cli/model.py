@@ -625,18 +625,9 @@ def _plot_saliency(
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from loop.report import saliency_figure
 
-    fig, axes = plt.subplots(1, 1 + len(maps), figsize=(2.2 * (1 + len(maps)), 2.4))
-    axes[0].imshow(image.transpose(1, 2, 0))
-    axes[0].set_title(title, fontsize="small")
-    grey = image.mean(axis=0)
-    for ax, (roi, values) in zip(axes[1:], maps.items(), strict=True):
-        ax.imshow(grey, cmap="gray")
-        ax.imshow(values, cmap="inferno", alpha=0.6)
-        ax.set_title(roi, fontsize="small")
-    for ax in axes:
-        ax.set_axis_off()
+    fig = saliency_figure([(title, image, maps)])
     fig.tight_layout()
     save_figure(fig, path, dpi=80)
 

@@ -197,7 +197,7 @@ def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Pat
     assert f"{len(result.driven)} of 5 target ROIs" in text
     sections = (
         "Outcome", "Rounds", "Control", "Predicted against measured", "Runs", "Design", "Model by version",
-        "Image quality", "Warnings and errors", "Session file and software",
+        "Attention", "Image quality", "Warnings and errors", "Session file and software",
     )  # fmt: skip
     for section in sections:
         assert f"<h2>{section}</h2>" in text
@@ -215,10 +215,17 @@ def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Pat
     rows = re.findall(r"<tr><td>(\d)</td><td>\w+</td><td>(\d+)</td><td>(\d+)</td><td>([\d.]+)</td>", design)
     assert [(int(t), int(n)) for _, t, n, _ in rows] == [(t, n) for _, t, n in config.scanner_runs()]
     assert all(0 < float(r) < 1 for *_, r in rows)  # neighbouring trials overlap, none twice over
-    models = text[text.index("<h2>Model by version</h2>") : text.index("<h2>Image quality</h2>")]
+    models = text[text.index("<h2>Model by version</h2>") : text.index("<h2>Attention</h2>")]
     trained = [int(n) for n in re.findall(r"<tr><td>\d</td><td>(\d+)</td>", models)]
     assert len(trained) == 1 + config.rounds.count  # fitted on the training run, refitted after each round
     assert trained == sorted(set(trained))  # each refit on more images
+    # Attention: each target's best image of round 3 with every target's map; their overlaps, pair by pair.
+    attention = text[text.index("<h2>Attention</h2>") : text.index("<h2>Image quality</h2>")]
+    assert "(round 3)" in attention
+    assert attention.count('class=figure src="data:image/jpeg') == 1
+    overlaps = re.findall(r"<tr><td>(\w+)</td><td>(\w+)</td><td>([\d.]+)</td></tr>", attention)
+    assert len(overlaps) == 10  # 5 targets, each pair once
+    assert any(float(kl) > 0.02 for *_, kl in overlaps)  # the ROIs do not all look at the same places
     # Image quality: the atlas, tSNR and the last model's r over the mean image, then a carpet per run.
     quality = text[text.index("<h2>Image quality</h2>") : text.index("<h2>Warnings and errors</h2>")]
     assert quality.count('class=figure src="data:image/jpeg') == 1 + 4
