@@ -187,12 +187,17 @@ def test_replay_notices_a_volume_file_that_changed(sessions: dict[int, Path]) ->
     assert run.volumes == run.recorded  # the file still parses: its values differ from the record
 
 
+@pytest.fixture(scope="module")
+def report(sessions: dict[int, Path]) -> Path:
+    """The session's report, written once where it was recorded."""
+    with open_database(sessions[0] / "cortexloop.sqlite") as database:
+        return write_report(database, "sub-01/ses-01", sessions[0].parent / "report.html")
+
+
 @pytest.mark.timeout(SESSION_TIMEOUT_S)
-def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Path]) -> None:
+def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Path], report: Path) -> None:
     folder = sessions[0]
-    with open_database(folder / "cortexloop.sqlite") as database:
-        path = write_report(database, "sub-01/ses-01", folder / "report.html")
-    text = path.read_text()
+    text = report.read_text()
     result = outcome(folder)
     assert f"{len(result.driven)} of 5 target ROIs" in text
     sections = (
@@ -281,13 +286,10 @@ def test_the_exported_session_is_a_bids_dataset_the_reference_validator_accepts(
 
 @pytest.mark.timeout(SESSION_TIMEOUT_S)
 def test_a_moved_session_replays_and_reports_the_same_and_one_missing_an_image_fails(
-    sessions: dict[int, Path], tmp_path: Path
+    sessions: dict[int, Path], report: Path, tmp_path: Path
 ) -> None:
     folder = sessions[0]
-    before = tmp_path / "before.html"
-    assert (
-        cli("report", "sub-01/ses-01", "--db", folder / "cortexloop.sqlite", "--out", before).returncode == 0
-    )
+    before = report  # written where the session was recorded
     moved = tmp_path / "archive" / "sub-01_ses-01"
     shutil.copytree(folder, moved)
     away = folder.with_name(folder.name + "-away")  # the original place is gone, as after an archive
