@@ -112,6 +112,11 @@ class SessionFolder:
             number, f"{self._prefix}_run-{number:02d}", f"{self._prefix}_task-{task}_run-{number:02d}"
         )
 
+    @property
+    def reference_path(self) -> Path:
+        """The session's reference volume: where the head was at its first volume."""
+        return self.root / "reference.npz"
+
     # -- plans --------------------------------------------------------------------------------------
 
     def plan_path(self, run: RunRef) -> Path:

@@ -6,23 +6,31 @@ incremental fit) and recorded in its own transaction; a volume recorded
 before a restart is analysed again but not recorded twice; one recorded as
 missing that comes after all completes its record (``late``). What the
 analysis kept is what the after-run fit takes (:meth:`RunRecording.received`).
+
+Each run's first volume is registered to the session's reference (its first
+run's first volume, kept in the session folder: :class:`SessionReference`), and
+the ROIs and model voxels are looked up where the head now is, so that they
+mean the same tissue in every run; the movement is recorded (event ``run.position``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from db import SessionRecorder
-from db.base import VolumeStatus
+from db.base import VolumeStatus, write_atomic
 from loop.analysis.design import Trial
+from loop.analysis.motion import RigidRegistration
 from loop.analysis.realtime import RunAnalyzer
 from loop.analysis.roi import RoiSignals
 from loop.folder import RunRef
@@ -30,13 +38,59 @@ from loop.observer import Observer
 from scanner_bridge.volume import Volume
 from stimulus.present import RunPlan
 
-__all__ = ["EventLogger", "RunRecording"]
+__all__ = ["EventLogger", "RunRecording", "SessionReference"]
+
+# A head that moved more than this between runs is worth a word to the operator.
+MOVED_MM, MOVED_DEG = 2.0, 2.0
 
 log = logging.getLogger(__name__)
 
 Array = npt.NDArray[np.float64]
 # The controller's event log: (level, code, message, *, run_id=None, **details).
 EventLogger = Callable[..., None]
+
+
+class SessionReference:
+    """The head's position at the session's first volume, which every run is placed against.
+
+    The first volume offered becomes the reference and is saved to ``path`` (so a resumed session
+    places its runs against the same one); each later run's first volume is registered to it.
+
+    Parameters
+    ----------
+    path : Path
+        Where the reference volume is kept (``.npz``: the volume and its affine).
+    voxel_mm : array-like of shape (3,)
+    """
+
+    def __init__(self, path: Path, voxel_mm: npt.ArrayLike) -> None:
+        self.path, self.voxel_mm = path, np.asarray(voxel_mm, dtype=np.float64)
+        self._registration: RigidRegistration | None = None
+        self._geometry: tuple[tuple[int, ...], Array] | None = None
+
+    def position(self, volume: npt.ArrayLike, affine: npt.ArrayLike) -> Array | None:
+        """The six parameters that bring ``volume`` onto the reference; None when it becomes the reference,
+        or when its voxels are stored in another orientation than the reference's (nothing to compare)."""
+        data = np.asarray(volume, dtype=np.float64)
+        if self._registration is None:
+            if self.path.is_file():
+                with np.load(self.path) as saved:
+                    reference, reference_affine = saved["volume"], saved["affine"]
+            else:
+                buffer = io.BytesIO()
+                np.savez_compressed(buffer, volume=data.astype(np.float32), affine=np.asarray(affine))
+                write_atomic(self.path, buffer.getvalue())
+                reference, reference_affine = data, np.asarray(affine, dtype=np.float64)
+            # Between runs the head may have moved millimetres: iterate to convergence, once per run.
+            self._registration = RigidRegistration(reference, self.voxel_mm, iterations=30)
+            self._geometry = (reference.shape, reference_affine)
+            if reference is data:
+                return None
+        assert self._geometry is not None
+        shape, reference_affine = self._geometry
+        if data.shape != shape or not np.allclose(affine, reference_affine, atol=1e-3):
+            return None
+        return self._registration.register(data)
 
 
 class RunRecording:
@@ -58,6 +112,8 @@ class RunRecording:
     observer : Observer
     log_event : callable
         The controller's event log (``level, code, message, run_id=..., **details``).
+    reference : SessionReference, optional
+        The session's head position; without one, the ROIs stay where the atlas puts them.
     """
 
     def __init__(
@@ -72,8 +128,11 @@ class RunRecording:
         recorded: Mapping[int, VolumeStatus],
         observer: Observer,
         log_event: EventLogger,
+        reference: SessionReference | None = None,
     ) -> None:
         self.run, self.run_id, self.plan = run, run_id, plan
+        self.reference = reference
+        self.position: Array | None = None
         self.recorder, self.signals, self.observer, self.log_event = recorder, signals, observer, log_event
         self.recorded = set(recorded)
         self.recorded_missing = {i for i, status in recorded.items() if status is VolumeStatus.MISSING}
@@ -118,6 +177,7 @@ class RunRecording:
             return
         if not self._checked:
             self.signals.check(volume.data.shape, volume.affine)
+            self._place(volume)
             self._checked = True
         result = self.analyzer.process(index, volume.data)
         self.indices.append(index)
@@ -163,6 +223,29 @@ class RunRecording:
         written = volume.stamps.get("written")
         latency = 1e3 * (time.time() - written) if written is not None else None
         self.observer.volume(self.label, index, self.plan.n_volumes, status.value, result, latency)
+
+    def _place(self, volume: Volume) -> None:
+        """Find the head against the session's reference at the run's first volume; follow it there."""
+        if self.reference is None:
+            return
+        params = self.reference.position(volume.data, volume.affine)
+        if params is None:
+            return
+        self.position = params
+        gone = self.signals.place(params, self.voxel_mm)
+        shift_mm, turn_deg = float(np.linalg.norm(params[:3])), float(np.degrees(np.abs(params[3:]).max()))
+        moved = shift_mm > MOVED_MM or turn_deg > MOVED_DEG or gone
+        message = (
+            f"{self.label}: the head is {shift_mm:.1f} mm and {turn_deg:.1f} degrees from where the session "
+            "began; the ROIs follow it"
+            + (f" ({gone} ROI voxel(s) moved out of the volume and are left out)" if gone else "")
+            + ("; ask the participant to keep still" if moved else "")
+        )
+        self.log_event(
+            "warning" if moved else "info", "run.position", message, run_id=self.run_id,
+            translation_mm=[round(float(v), 3) for v in params[:3]],
+            rotation_deg=[round(float(np.degrees(v)), 3) for v in params[3:]], voxels_out=gone,
+        )  # fmt: skip
 
     def _missing(self, index: int) -> None:
         self.missing.append(index)

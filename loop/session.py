@@ -68,7 +68,7 @@ from loop.evidence import Showing
 from loop.folder import RunRef, RunResponses, SessionFolder
 from loop.observer import Observer
 from loop.plans import PlannedStimulus, plan_run, save_png, training_order
-from loop.recording import RunRecording
+from loop.recording import RunRecording, SessionReference
 from loop.scoring import RoundScores, average_by_item, score_round, showings_by_item
 from loop.strategies import STRATEGIES, RoundContext
 from scanner_bridge import SeriesChoice
@@ -130,6 +130,7 @@ class Controller:
         self.atlas_paths = (config.resolve(config.atlas.labels), config.resolve(config.atlas.names))
         self.atlas = RoiAtlas.load(*self.atlas_paths)
         self.signals = RoiSignals(self.atlas, self.atlas.labelled_voxels())
+        self.reference = SessionReference(self.folder.reference_path, self.atlas.voxel_mm)
         self.roi_names = self.signals.roi_names
         flat_labels = self.atlas.labels.ravel()[self.signals.voxel_index]
         self.voxel_rois = [self.atlas.names[int(v)] for v in flat_labels]
@@ -419,7 +420,7 @@ class Controller:
             recorded = {v.index: v.status for v in run_volumes(s, run_id)}
         recording = RunRecording(
             run, run_id, plan, recorder=self._rec, signals=self.signals, voxel_mm=self.atlas.voxel_mm,
-            recorded=recorded, observer=self.observer, log_event=self._event,
+            recorded=recorded, observer=self.observer, log_event=self._event, reference=self.reference,
         )  # fmt: skip
         self.observer.run_started(run.description, plan)
         try:

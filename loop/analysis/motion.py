@@ -91,3 +91,31 @@ def framewise_displacement(params: npt.ArrayLike) -> Array:
     change = np.abs(np.diff(values, axis=0))
     fd = change[:, :3].sum(1) + HEAD_RADIUS_MM * change[:, 3:].sum(1)
     return np.concatenate([[0.0], fd])
+
+
+def locate(
+    indices: npt.ArrayLike, shape: tuple[int, ...], voxel_mm: npt.ArrayLike, params: npt.ArrayLike
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+    """Where voxels of the reference lie in a volume that :meth:`RigidRegistration.register` gave ``params``.
+
+    Parameters
+    ----------
+    indices : array of flat indices into a volume of ``shape`` (the reference's grid)
+    params : (6,) tx, ty, tz (mm), rx, ry, rz (rad), as ``register`` returns them
+
+    Returns
+    -------
+    (flat indices of the nearest voxels in the moved volume, whether each lies inside its grid); a voxel
+    outside keeps its own index.
+    """
+    p = np.asarray(params, dtype=np.float64)
+    mm = np.asarray(voxel_mm, dtype=np.float64)
+    centre = (np.asarray(shape) - 1) / 2
+    flat = np.asarray(indices, dtype=np.intp)
+    ijk = np.stack(np.unravel_index(flat, shape), 1).astype(np.float64)
+    moved = ((ijk - centre) * mm) @ _rotation(p[3:]).T + p[:3]
+    nearest = np.round(moved / mm + centre).astype(np.intp)
+    inside = np.all((nearest >= 0) & (nearest < np.asarray(shape)), axis=1)
+    located = flat.copy()
+    located[inside] = np.ravel_multi_index(tuple(nearest[inside].T), shape)
+    return located, inside

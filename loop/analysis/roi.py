@@ -108,6 +108,7 @@ class RoiSignals:
         # Where the ROIs' voxels and the model voxels lie in a volume: the atlas's own flat indices, until
         # check() meets volumes whose axes run another way.
         self._rois_in_volume, self._voxels_in_volume = self._roi_index, self.voxel_index
+        self._shape: tuple[int, ...] = shape
 
     def check(self, shape: tuple[int, ...], affine: Array) -> None:
         """Take volumes of this geometry: the atlas's grid, or the same voxels with axes flipped or swapped.
@@ -117,6 +118,7 @@ class RoiSignals:
         other grid is refused with both geometries named.
         """
         atlas_shape = self.atlas.labels.shape
+        self._shape = tuple(shape)
         if tuple(shape) == atlas_shape and np.allclose(affine, self.atlas.affine, atol=1e-3):
             self._rois_in_volume, self._voxels_in_volume = self._roi_index, self.voxel_index
             return
@@ -140,6 +142,25 @@ class RoiSignals:
         in_volume = np.ravel_multi_index(tuple(mapped), tuple(shape))  # atlas flat index -> the volume's
         self._rois_in_volume = [in_volume[idx] for idx in self._roi_index]
         self._voxels_in_volume = in_volume[self.voxel_index]
+        self._shape = tuple(shape)
+
+    def place(self, params: npt.ArrayLike, voxel_mm: npt.ArrayLike) -> int:
+        """Follow the head to where :meth:`RigidRegistration.register` found it (``params``) in this run.
+
+        Called after :meth:`check`, with the run's first volume registered to the session's reference
+        (the volume the atlas describes): each ROI voxel and model voxel is looked up at its nearest
+        voxel in the moved head. Returns how many ROI voxels moved out of the grid (left out of the means).
+        """
+        from loop.analysis.motion import locate
+
+        rois, gone = [], 0
+        for idx in self._rois_in_volume:
+            located, inside = locate(idx, self._shape, voxel_mm, params)
+            gone += int((~inside).sum())
+            rois.append(located[inside] if inside.any() else located)
+        self._rois_in_volume = rois
+        self._voxels_in_volume = locate(self._voxels_in_volume, self._shape, voxel_mm, params)[0]
+        return gone
 
     @property
     def rois_in_volume(self) -> list[npt.NDArray[np.intp]]:

@@ -53,6 +53,8 @@ class BoldRun:
         The run's noise (a different seed for every run of a session).
     motion_mm : float, optional
         Standard deviation of the head's step per volume, in mm (default: the subject's ``motion_mm``).
+    start_mm : array-like of shape (3,), optional
+        Where the head is at the run's first volume, against the session's first run (translations, mm).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class BoldRun:
         seed: int = 0,
         *,
         motion_mm: float | None = None,
+        start_mm: npt.ArrayLike | None = None,
     ) -> None:
         if not tr_s > 0 or n_volumes < 1:
             raise SimulationError(
@@ -99,8 +102,8 @@ class BoldRun:
         steps = (
             rng.normal(0, motion / config.voxel_mm, (n_volumes, 3)) if motion else np.zeros((n_volumes, 3))
         )
-        steps[0] = 0.0  # the first volume is the reference position
-        self.motion_voxels = np.cumsum(steps, axis=0)
+        steps[0] = 0.0 if start_mm is None else np.asarray(start_mm, dtype=np.float64) / config.voxel_mm
+        self.motion_voxels = np.cumsum(steps, axis=0)  # from where the session's first run began
 
     @property
     def next_index(self) -> int:

@@ -110,6 +110,10 @@ class SubjectConfig:
     lag of one second; ``physio_fraction`` the share of the noise variance in
     ``physio_rank`` low-rank physiological components; ``drift_pct`` the size
     of slow drifts over a run, in percent of the baseline.
+
+    Head: ``motion_mm`` is the standard deviation of the head's step per volume
+    within a run; ``run_shift_mm`` that of where the head is, on each axis, at
+    the start of each run after the first (as after a break between runs).
     """
 
     name: str = "sim-01"
@@ -124,6 +128,7 @@ class SubjectConfig:
     physio_fraction: float = 0.2
     drift_pct: float = 1.0
     motion_mm: float = 0.0
+    run_shift_mm: float = 0.0
     hrf_delay_sd_s: float = 0.5
     image_size: int = 128
     calibration_images: int = 100
@@ -139,8 +144,8 @@ class SubjectConfig:
             )
         if min(self.shape) < 16 or len(self.shape) != 3:
             problems.append(f"shape {self.shape} must be three sizes of at least 16 voxels")
-        if self.motion_mm < 0 or self.drift_pct < 0 or self.calibration_images < 20:
-            problems.append("motion_mm and drift_pct must be >= 0 and calibration_images >= 20")
+        if self.motion_mm < 0 or self.run_shift_mm < 0 or self.drift_pct < 0 or self.calibration_images < 20:
+            problems.append("motion_mm, run_shift_mm and drift_pct must be >= 0 and calibration_images >= 20")
         if problems:
             raise ConfigError(f"virtual subject {self.name!r}: " + "; ".join(problems))
 

@@ -207,3 +207,77 @@ def test_the_real_time_path_tracks_the_true_roi_responses_and_skips_a_missing_vo
     assert np.median(r) > 0.7, r
     assert [res.index for res in analyzer.results] == [k for k in range(n) if k != 50]
     assert max(res.fd_mm for res in analyzer.results) < 0.1  # this run has no head motion
+
+
+def test_registration_recovers_a_known_rotation_and_shift_and_locates_voxels_in_the_moved_head(  # type: ignore[no-untyped-def]
+    subject,
+) -> None:
+    from scipy.ndimage import map_coordinates
+
+    from loop.analysis.motion import _rotation, locate
+    from loop.simulation.bold import BoldRun
+
+    reference = BoldRun(subject, TR, 1, seed=3).volume().astype(np.float64)
+    truth = np.array([1.5, -2.0, 1.0, *np.radians([2.0, -1.5, 3.0])])
+    # The head moved: what sits at x (mm about the centre) in the reference sits at R x + t now.
+    shape, mm = reference.shape, np.array([3.0, 3.0, 3.0])
+    centre = (np.asarray(shape) - 1) / 2
+    grid = (np.indices(shape).reshape(3, -1).T - centre) * mm
+    before = (grid - truth[:3]) @ _rotation(truth[3:])  # R^-1 (y - t), row vectors
+    moved = map_coordinates(reference, (before / mm + centre).T, order=1, mode="nearest").reshape(shape)
+    found = RigidRegistration(reference, mm, iterations=30).register(moved)  # as a run is placed
+    print("translation (mm)", found[:3].round(3), "rotation (deg)", np.degrees(found[3:]).round(3))
+    np.testing.assert_allclose(found[:3], truth[:3], atol=0.2)
+    np.testing.assert_allclose(np.degrees(found[3:]), np.degrees(truth[3:]), atol=0.2)
+    # Each bright voxel of the reference is found again in the moved head, at its nearest voxel.
+    bright = np.flatnonzero(reference.ravel() > np.percentile(reference, 70))
+    there, inside = locate(bright, shape, mm, found)
+    assert inside.mean() > 0.99
+    r = np.corrcoef(reference.ravel()[bright][inside], moved.ravel()[there[inside]])[0, 1]
+    unplaced = np.corrcoef(reference.ravel()[bright], moved.ravel()[bright])[0, 1]
+    print(f"reference against the moved head: r {r:.3f} where located, {unplaced:.3f} where it was")
+    assert r > unplaced + 0.05
+
+
+def test_a_run_that_begins_elsewhere_is_placed_against_the_sessions_reference(  # type: ignore[no-untyped-def]
+    subject, tmp_path: Path
+) -> None:
+    from loop.recording import SessionReference
+    from loop.simulation.bold import BoldRun
+    from stimulus.natural import natural_image_set
+
+    mm = np.array([3.0, 3.0, 3.0])
+    first = BoldRun(subject, TR, 1, seed=1).volume()
+    assert SessionReference(tmp_path / "reference.npz", mm).position(first, subject.affine) is None
+    # A later run, after a break: the head starts 5.4 mm away and watches 40 images.
+    start = np.array([4.0, -3.0, 2.0])
+    images = natural_image_set(40, size=128, seed=21)
+    truth = subject.voxel_responses(images.pixels)
+    n = int((4.0 + 8.0 * 39 + 30) / TR)
+    run = BoldRun(subject, TR, n, seed=12, start_mm=start)
+    for k, response in enumerate(truth):
+        run.present(4.0 + 8.0 * k, 1.0, str(k), response)
+    volumes = [run.volume() for _ in range(n)]
+    signal = np.array([run.signal(k * TR) for k in range(n)])  # each ROI voxel's noise-free change
+    # A resumed controller reads the reference back from its file.
+    params = SessionReference(tmp_path / "reference.npz", mm).position(volumes[0], subject.affine)
+    assert params is not None
+    np.testing.assert_allclose(params[:3], start, atol=0.3)
+    assert np.degrees(np.abs(params[3:])).max() < 0.2
+    labels, names = subject.write_atlas(tmp_path)
+    placed, where_it_was = RoiSignals(RoiAtlas.load(labels, names)), RoiSignals(RoiAtlas.load(labels, names))
+    for signals in (placed, where_it_was):
+        signals.check(volumes[0].shape, subject.affine)
+    assert placed.place(params, mm) == 0  # no ROI voxel left the volume
+    for j, name in enumerate(placed.roi_names):
+        true = signal[:, subject.roi_voxels(name)].mean(1)
+        r = {}
+        for label, signals in (("placed", placed), ("unplaced", where_it_was)):
+            means = np.array([signals.extract(v)[0][j] for v in volumes])
+            r[label] = np.corrcoef(100 * (means / means[0] - 1), true)[0, 1]
+        print(
+            f"{name}: ROI mean against its truth, r {r['placed']:.3f} placed, "
+            f"{r['unplaced']:.3f} where it was"
+        )
+        assert r["placed"] > 0.95
+        assert r["placed"] > r["unplaced"]

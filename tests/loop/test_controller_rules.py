@@ -100,11 +100,12 @@ def controller(
     kind: type[InProcessAcquisition],
     adjust: Callable[[SessionConfig], SessionConfig] = lambda c: c,
     fmt: str = "nifti",
+    run_shift_mm: float = 0.0,
     **kwargs: Any,
 ) -> tuple[Controller, Path]:
     out = tmp_path / "session"
     config = adjust(small_config(out))
-    subject = VirtualSubject(SubjectConfig.from_spec("default", seed=4))
+    subject = VirtualSubject(SubjectConfig.from_spec("default", seed=4, run_shift_mm=run_shift_mm))
     truth = out / "export-truth"
     scanner = SimulatedScanner(
         subject,
@@ -200,7 +201,8 @@ class Watching(InProcessAcquisition):
 def test_each_run_refuses_the_series_of_the_runs_recorded_before_it(tmp_path: Path) -> None:
     """What a resumed controller relies on: the series come from the database, not from memory.
 
-    Also: the session file's attention task reaches every plan, and its score every run's record (the
+    Also: a run that begins with the head elsewhere is placed against the session's first volume; the
+    session file's attention task reaches every plan, and its score every run's record (the
     virtual subject never presses a key: a warning); the export's events files hold the rows the
     presenter's hold, fixation changes included, written by the one events writer.
     """
@@ -214,10 +216,16 @@ def test_each_run_refuses_the_series_of_the_runs_recorded_before_it(tmp_path: Pa
             fixation=dataclasses.replace(c.fixation, task=True, changes_per_minute=12.0),
         )
 
-    session, out = controller(tmp_path, Watching, adjust=one_quick_round)
+    session, out = controller(tmp_path, Watching, adjust=one_quick_round, run_shift_mm=2.0)
     session.run()
     assert isinstance(session.acquisition, Watching)
     assert session.acquisition.refused == {1: set(), 2: {"run01_vol_#####.nii"}}
+    # Run 2 began with the head elsewhere (a break between runs): found against run 1's first volume.
+    with sqlite3.connect(out / "db.sqlite") as db:
+        (details,) = db.execute("SELECT details FROM events WHERE code = 'run.position'").fetchone()
+    start = json.loads((out / "export-truth" / "run02_truth.json").read_text())["motion_mm"][0]
+    assert np.linalg.norm(start) > 1.0
+    np.testing.assert_allclose(json.loads(details)["translation_mm"], start, atol=0.3)
     with sqlite3.connect(out / "db.sqlite") as db:
         rows = db.execute(
             "SELECT level, message, details FROM events WHERE code = 'run.attention'"
