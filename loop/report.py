@@ -545,6 +545,7 @@ def _image_quality(s: Reader, session: SessionInfo, located: Relocation) -> tupl
         return f"{title}<p>No image quality: {html.escape(str(exc))}.</p>", ""
     signals, reader = RoiSignals(atlas), VolumeFiles()  # one reader: each folder's headers read once
     parts, table, brain = [], [], ""
+    placed = {e.run_index: e.details for e in session_events(s, session.id) if e.code == "run.position"}
     for run in session_runs(s, session.id):
         files = [
             (v.index, located.path(v.file_path) if v.file_path else None) for v in run_volumes(s, run.id)
@@ -558,18 +559,30 @@ def _image_quality(s: Reader, session: SessionInfo, located: Relocation) -> tupl
             brain = _brain_figure(s, session, located, atlas, quality, run.index)
         largest = np.abs(quality.motion).max(0)
         cells = "".join(f"<td>{quality.roi_tsnr[name]:.0f}</td>" for name in signals.roi_names)
+        position = placed.get(run.index) or {}
+        if run.index == 1:  # the session's reference
+            start = "<td>0.00</td><td>0.00</td>"
+        elif position:
+            shift = float(np.linalg.norm(position["translation_mm"]))
+            start = f"<td>{shift:.2f}</td><td>{np.abs(position['rotation_deg']).max():.2f}</td>"
+        else:
+            start = "<td>-</td><td>-</td>"
         table.append(
             f"<tr><td>{run.index}</td><td>{run.kind}</td><td>{len(quality.times_s)}</td>"
-            f"<td>{quality.left_out}</td>{cells}<td>{largest[:3].max():.2f}</td><td>{largest[3:].max():.2f}</td></tr>"
+            f"<td>{quality.left_out}</td>{cells}<td>{largest[:3].max():.2f}</td><td>{largest[3:].max():.2f}</td>"
+            f"{start}</tr>"
         )
         parts.append(_carpet_figure(run.index, quality))
     head = "".join(f"<th>tSNR {html.escape(name)}</th>" for name in signals.roi_names)
     summary = (
         "<p>From each run's volume files: the median temporal signal-to-noise ratio in each ROI (each "
         "voxel's mean over the sd of what a line through its time course leaves) and the largest "
-        "translation (mm) and rotation (degrees) against the run's first volume.</p>"
+        "translation (mm) and rotation (degrees) against the run's first volume; then where the head was at "
+        "the run's start against the session's first volume (the distance in mm, the largest rotation in "
+        "degrees), which its ROIs followed.</p>"
         f"<table><tr><th>run</th><th>kind</th><th>volumes</th><th>left out</th>{head}"
-        f"<th>translation</th><th>rotation</th></tr>{''.join(table)}</table>"
+        f"<th>translation</th><th>rotation</th><th>start: shift</th><th>start: rotation</th></tr>"
+        f"{''.join(table)}</table>"
         if table
         else ""
     )

@@ -242,10 +242,11 @@ def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Pat
     assert [(int(run), int(n), int(out)) for run, n, out, _ in rows] == [
         (k + 1, n, 0) for k, n in enumerate(planned)
     ]  # every run, every volume read from its file
-    for *_, cells in rows:  # six ROIs' median tSNR, then the largest translation and rotation
+    for *_, cells in rows:  # six ROIs' median tSNR, the largest translation and rotation, the start's
         values = [float(v) for v in re.findall(r"<td>([\d.]+)</td>", cells)]
-        assert len(values) == 6 + 2
+        assert len(values) == 6 + 2 + 2
         assert all(20 < v < 1000 for v in values[:6]), values
+        assert values[-2] < 0.2  # the default subject keeps its head where the session began
 
 
 def _bids_validator() -> str | None:
