@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich import box
 from rich.table import Table
@@ -13,7 +14,14 @@ from db import export_session, open_database
 from db.base import CortexloopError, EventLevel
 from db.database import upgrade_database
 from db.engine import DEFAULT_DB_FILENAME
-from db.queries import list_sessions, session_detail, session_events, session_id
+from db.queries import (
+    list_sessions,
+    model_versions,
+    session_detail,
+    session_events,
+    session_id,
+    session_scores,
+)
 from db.schema import head_revision
 from loop.cli._common import DbOption, FolderOption, JsonOption, console, print_json, when
 from scanner_bridge.readers import VolumeFiles
@@ -66,6 +74,86 @@ def sessions(
     console.print(table)
     if not rows:
         console.print("no sessions recorded yet")
+
+
+@app.command()
+def subject(
+    name: Annotated[str, typer.Argument(help="The subject, e.g. sub-01 or 01.", show_default=False)],
+    db: DbOption = DEFAULT_DB_FILENAME,
+    json: JsonOption = False,
+) -> None:
+    """One subject across sessions: each session's drive in its last round, and its models' lineage."""
+    from loop.scoring import Metric
+
+    with open_database(db, read_only=True) as database, database.reader() as s:
+        sessions = list_sessions(s, subject=name)
+        rows: list[dict[str, Any]] = []
+        for summary in sessions:
+            scores = session_scores(s, summary.id)
+            rounds = [x.round_index for x in scores if x.round_index is not None]
+            last = max(rounds, default=None)
+
+            def mean(metric: Metric, scores: list[Any] = scores, last: int | None = last) -> float | None:
+                values = [x.value for x in scores if x.metric == metric and x.round_index == last]
+                return float(np.mean(values)) if values and last is not None else None
+
+            models = model_versions(s, summary.id)
+            rows.append(
+                {
+                    "id": summary.id, "session": summary.ref, "status": summary.status,
+                    "started_at": summary.started_at, "rounds": summary.n_rounds, "last_round": last,
+                    "drive": mean(Metric.DRIVE), "drive_vs_best": mean(Metric.DRIVE_VS_BEST),
+                    "true_drive": mean(Metric.TARGET_TRUE),
+                    "models": [
+                        {"id": m.id, "parent": m.parent_id, "training_stimuli": m.n_training_stimuli,
+                         "sha256": m.artifact_sha256, "path": m.artifact_path, "created_at": m.created_at}
+                        for m in models
+                    ],
+                }
+            )  # fmt: skip
+    if json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(f"no sessions of subject {name} in {database.name}")
+        raise typer.Exit(1)
+    table = Table(box=box.SIMPLE_HEAD, title=f"subject {name}: the drive by session (its last round)")
+    for column in (
+        "session",
+        "status",
+        "started (UTC)",
+        "rounds",
+        "drive (%)",
+        "vs best natural",
+        "true (sim.)",
+    ):
+        table.add_column(
+            column, justify="left" if column in {"session", "status", "started (UTC)"} else "right"
+        )
+
+    def figure(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    for row in rows:
+        table.add_row(
+            row["session"], row["status"], when(row["started_at"]), str(row["rounds"]), figure(row["drive"]),
+            figure(row["drive_vs_best"]), figure(row["true_drive"]),
+        )  # fmt: skip
+    console.print(table)
+    lineage = Table(
+        box=box.SIMPLE_HEAD, title=f"subject {name}: encoding models, each refitted from its parent"
+    )
+    for column in ("session", "model", "from", "training images", "sha256", "file"):
+        lineage.add_column(
+            column, justify="right" if column in {"model", "from", "training images"} else "left"
+        )
+    for row in rows:
+        for m in row["models"]:
+            lineage.add_row(
+                row["session"], str(m["id"]), str(m["parent"] or "-"), str(m["training_stimuli"] or "-"),
+                m["sha256"][:12], m["path"],
+            )  # fmt: skip
+    console.print(lineage)
 
 
 @app.command()

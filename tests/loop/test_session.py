@@ -315,3 +315,25 @@ def test_a_moved_session_replays_and_reports_the_same_and_one_missing_an_image_f
         assert not (tmp_path / "x.html").exists()
     finally:
         away.rename(folder)  # the other tests read this session too
+
+
+def test_the_subject_s_sessions_show_their_drive_and_their_models_lineage(sessions: dict[int, Path]) -> None:
+    folder = sessions[0]
+    listed = cli("db", "subject", "sub-01", "--db", folder / "cortexloop.sqlite", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert row["session"] == "sub-01/ses-01"
+    assert row["last_round"] == 3
+    assert row["true_drive"] == pytest.approx(true_drive(folder)[3])  # the last round's, as scored
+    models = row["models"]
+    assert [m["parent"] for m in models] == [
+        None,
+        *(m["id"] for m in models[:-1]),
+    ]  # each from the one before
+    assert [m["training_stimuli"] for m in models] == sorted({m["training_stimuli"] for m in models})
+    table = cli("db", "subject", "sub-01", "--db", folder / "cortexloop.sqlite")
+    assert "the drive by session" in table.stdout
+    assert "encoding models, each refitted from its parent" in table.stdout
+    nobody = cli("db", "subject", "sub-09", "--db", folder / "cortexloop.sqlite")
+    assert nobody.returncode == 1
+    assert "no sessions of subject sub-09" in nobody.stdout
