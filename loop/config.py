@@ -69,6 +69,9 @@ class SessionSection:
 class AtlasConfig:
     labels: str = ""
     names: str = ""
+    # The head position the atlas is drawn for: an earlier session's reference.npz (a later day of the same
+    # subject). Empty: this session's own first volume.
+    reference: str = ""
 
 
 @dataclass(frozen=True)
@@ -413,9 +416,26 @@ def _problems(c: SessionConfig) -> list[str]:
         problems.append(f'[model] folds must be at least 2 with cv = "kfold", got {c.model.folds}')
     if not c.simulation.speed > 0:
         problems.append(f"[simulation] speed must be positive, got {c.simulation.speed}")
+    if c.atlas.reference:
+        problems += _reference_problems(c.resolve(c.atlas.reference))
     if c.session.kind == "scanner":
         problems += _scanner_problems(c)
     return problems
+
+
+def _reference_problems(path: Path) -> list[str]:
+    """An earlier session's reference volume, as ``[atlas] reference`` names it."""
+    import numpy as np
+
+    try:
+        with np.load(path) as saved:
+            if saved["volume"].ndim != 3 or saved["affine"].shape != (4, 4):
+                raise ValueError("not a volume and its affine")
+    except FileNotFoundError:
+        return [f"[atlas] reference {path} does not exist; give an earlier session's reference.npz"]
+    except (OSError, ValueError, KeyError) as exc:
+        return [f"[atlas] reference {path} is not a session's reference.npz ({exc})"]
+    return []
 
 
 def _scanner_problems(c: SessionConfig) -> list[str]:
@@ -468,6 +488,9 @@ seed = 0
 # Leave empty in a simulation: the virtual subject's atlas is used.
 labels = ""
 names = ""
+# A later day of the same subject: the first session's reference.npz, the head position the atlas is
+# drawn for. Every run is placed against it (empty: against this session's first volume).
+reference = ""
 
 [scanner]
 tr_s = 2.0

@@ -61,10 +61,13 @@ class SessionReference:
     path : Path
         Where the reference volume is kept (``.npz``: the volume and its affine).
     voxel_mm : array-like of shape (3,)
+    source : Path, optional
+        An earlier session's reference (a later day of one subject): copied to ``path`` and used
+        instead of this session's first volume, so every run of every day is placed in one space.
     """
 
-    def __init__(self, path: Path, voxel_mm: npt.ArrayLike) -> None:
-        self.path, self.voxel_mm = path, np.asarray(voxel_mm, dtype=np.float64)
+    def __init__(self, path: Path, voxel_mm: npt.ArrayLike, *, source: Path | None = None) -> None:
+        self.path, self.voxel_mm, self.source = path, np.asarray(voxel_mm, dtype=np.float64), source
         self._registration: RigidRegistration | None = None
         self._geometry: tuple[tuple[int, ...], Array] | None = None
 
@@ -73,6 +76,8 @@ class SessionReference:
         or when its voxels are stored in another orientation than the reference's (nothing to compare)."""
         data = np.asarray(volume, dtype=np.float64)
         if self._registration is None:
+            if not self.path.is_file() and self.source is not None:
+                write_atomic(self.path, self.source.read_bytes())
             if self.path.is_file():
                 with np.load(self.path) as saved:
                     reference, reference_affine = saved["volume"], saved["affine"]
@@ -235,11 +240,15 @@ class RunRecording:
         gone = self.signals.place(params, self.voxel_mm)
         shift_mm, turn_deg = float(np.linalg.norm(params[:3])), float(np.degrees(np.abs(params[3:]).max()))
         moved = shift_mm > MOVED_MM or turn_deg > MOVED_DEG or gone
+        earlier_day = self.reference is not None and self.reference.source is not None
+        where = (
+            "the first session's position ([atlas] reference)" if earlier_day else "where the session began"
+        )
         message = (
-            f"{self.label}: the head is {shift_mm:.1f} mm and {turn_deg:.1f} degrees from where the session "
-            "began; the ROIs follow it"
+            f"{self.label}: the head is {shift_mm:.1f} mm and {turn_deg:.1f} degrees from {where}; "
+            "the ROIs follow it"
             + (f" ({gone} ROI voxel(s) moved out of the volume and are left out)" if gone else "")
-            + ("; ask the participant to keep still" if moved else "")
+            + ("; ask the participant to keep still" if moved and not earlier_day else "")
         )
         self.log_event(
             "warning" if moved else "info", "run.position", message, run_id=self.run_id,

@@ -560,7 +560,7 @@ def _image_quality(s: Reader, session: SessionInfo, located: Relocation) -> tupl
         largest = np.abs(quality.motion).max(0)
         cells = "".join(f"<td>{quality.roi_tsnr[name]:.0f}</td>" for name in signals.roi_names)
         position = placed.get(run.index) or {}
-        if run.index == 1:  # the session's reference
+        if run.index == 1 and not position:  # the session's reference
             start = "<td>0.00</td><td>0.00</td>"
         elif position:
             shift = float(np.linalg.norm(position["translation_mm"]))

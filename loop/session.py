@@ -130,7 +130,11 @@ class Controller:
         self.atlas_paths = (config.resolve(config.atlas.labels), config.resolve(config.atlas.names))
         self.atlas = RoiAtlas.load(*self.atlas_paths)
         self.signals = RoiSignals(self.atlas, self.atlas.labelled_voxels())
-        self.reference = SessionReference(self.folder.reference_path, self.atlas.voxel_mm)
+        self.reference = SessionReference(
+            self.folder.reference_path,
+            self.atlas.voxel_mm,
+            source=config.resolve(config.atlas.reference) if config.atlas.reference else None,
+        )
         self.roi_names = self.signals.roi_names
         flat_labels = self.atlas.labels.ravel()[self.signals.voxel_index]
         self.voxel_rois = [self.atlas.names[int(v)] for v in flat_labels]

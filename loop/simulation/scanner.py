@@ -196,11 +196,17 @@ class SimulatedScanner:
             run_id, n_volumes = armed.run_id, n_volumes or armed.n_volumes
             # The subject looks at every image before the run, so no onset waits for it (or for the disk).
             self._seen = dict(zip(armed.stimuli, self.responses_to(list(armed.stimuli)), strict=True))
-        shift = self.subject.config.run_shift_mm
-        head = None  # the first run is where the head begins; a later one, after a break, elsewhere
-        if shift and run > 1:
-            head = np.random.default_rng([self.subject.config.seed, run, 7]).normal(0, shift, 3)
-        bold = BoldRun(self.subject, self.tr_s, n_volumes, seed=run if seed is None else seed, start_mm=head)
+        config = self.subject.config
+        head = np.asarray(config.head_mm, dtype=np.float64)  # this day's position
+        if config.run_shift_mm and run > 1:  # the first run is where the head begins; a later one moved
+            head = head + np.random.default_rng([config.seed, run, 7]).normal(0, config.run_shift_mm, 3)
+        bold = BoldRun(
+            self.subject,
+            self.tr_s,
+            n_volumes,
+            seed=run if seed is None else seed,
+            start_mm=head if head.any() else None,
+        )
         record = RunRecord(run=run, run_id=run_id, n_volumes=n_volumes)
         if plan is not None:
             record.log = self._present_plan(plan, bold)

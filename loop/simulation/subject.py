@@ -113,7 +113,9 @@ class SubjectConfig:
 
     Head: ``motion_mm`` is the standard deviation of the head's step per volume
     within a run; ``run_shift_mm`` that of where the head is, on each axis, at
-    the start of each run after the first (as after a break between runs).
+    the start of each run after the first (as after a break between runs);
+    ``head_mm`` where the head is in this session against the subject's first
+    (another day: the same brain, scanned in another position).
     """
 
     name: str = "sim-01"
@@ -129,6 +131,7 @@ class SubjectConfig:
     drift_pct: float = 1.0
     motion_mm: float = 0.0
     run_shift_mm: float = 0.0
+    head_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
     hrf_delay_sd_s: float = 0.5
     image_size: int = 128
     calibration_images: int = 100

@@ -87,13 +87,14 @@ def test_check_names_every_problem_of_a_file_at_once(cortexloop: Cli, tmp_path: 
     path = tmp_path / "s.toml"
     path.write_text(
         '[session]\nkind = "scanner"\n[atlas]\nlabels = "atlas.nii.gz"\nnames = "atlas.tsv"\n'
+        'reference = "../ses-01/reference.npz"\n'
         '[scanner]\ntr_s = 0.001\nbridge = "foo"\n[model]\nbackbone = "resnet50"\n'
         '[synthesis]\nsteps = 0\n[rounds]\ntargets = ["V9", "FFA"]\ntargets_per_round = 2\n'
     )
     result = cortexloop("session", "check", path)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert f"{path}: 7 problem(s); nothing was started" in result.stderr
+    assert f"{path}: 8 problem(s); nothing was started" in result.stderr
     for said in (
         "[model] backbone is 'resnet50'; use efficientnet-lite0, efficientnet-lite1 or efficientnet-lite2",
         "[scanner] tr_s must be between 0.1 and 20 s, got 0.001",
@@ -101,6 +102,7 @@ def test_check_names_every_problem_of_a_file_at_once(cortexloop: Cli, tmp_path: 
         "[synthesis] candidates, steps and later_steps must be at least 1",
         f"[atlas] labels {tmp_path}/atlas.nii.gz does not exist",
         f"[atlas] names {tmp_path}/atlas.tsv does not exist",
+        f"[atlas] reference {tmp_path}/../ses-01/reference.npz does not exist; give an earlier session's",
         f"[scanner] key_file {tmp_path}/cortexloop.key does not exist; make it with `cortexloop bridge",
     ):
         assert said in result.stderr
@@ -118,6 +120,7 @@ def test_check_holds_targets_to_the_atlas(cortexloop: Cli, tmp_path: Path) -> No
     path = tmp_path / "s.toml"
     path.write_text(
         '[session]\nkind = "scanner"\n[atlas]\nlabels = "atlas.nii.gz"\nnames = "atlas.tsv"\n'
+        'reference = "../ses-01/reference.npz"\n'
         '[rounds]\ntargets = ["V9", "FFA"]\ntargets_per_round = 2\n'
     )
     result = cortexloop("session", "check", path)

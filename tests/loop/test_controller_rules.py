@@ -27,8 +27,10 @@ from loop.analysis.roi import RoiSignals
 from loop.config import SessionConfig
 from loop.errors import AcquisitionError
 from loop.quality import run_quality
+from loop.recording import SessionReference
 from loop.replay import session_atlas
 from loop.session import Controller
+from loop.simulation.bold import BoldRun
 from loop.simulation.scanner import SimulatedScanner
 from loop.simulation.subject import SubjectConfig, VirtualSubject
 from scanner_bridge.readers import VolumeFiles, read_volume
@@ -100,12 +102,12 @@ def controller(
     kind: type[InProcessAcquisition],
     adjust: Callable[[SessionConfig], SessionConfig] = lambda c: c,
     fmt: str = "nifti",
-    run_shift_mm: float = 0.0,
+    subject: VirtualSubject | None = None,
     **kwargs: Any,
 ) -> tuple[Controller, Path]:
     out = tmp_path / "session"
     config = adjust(small_config(out))
-    subject = VirtualSubject(SubjectConfig.from_spec("default", seed=4, run_shift_mm=run_shift_mm))
+    subject = subject or VirtualSubject(SubjectConfig.from_spec("default", seed=4))
     truth = out / "export-truth"
     scanner = SimulatedScanner(
         subject,
@@ -201,7 +203,7 @@ class Watching(InProcessAcquisition):
 def test_each_run_refuses_the_series_of_the_runs_recorded_before_it(tmp_path: Path) -> None:
     """What a resumed controller relies on: the series come from the database, not from memory.
 
-    Also: a run that begins with the head elsewhere is placed against the session's first volume; the
+    Also: on a subject's second day every run is placed against the first day's reference volume; the
     session file's attention task reaches every plan, and its score every run's record (the
     virtual subject never presses a key: a warning); the export's events files hold the rows the
     presenter's hold, fixation changes included, written by the one events writer.
@@ -216,16 +218,36 @@ def test_each_run_refuses_the_series_of_the_runs_recorded_before_it(tmp_path: Pa
             fixation=dataclasses.replace(c.fixation, task=True, changes_per_minute=12.0),
         )
 
-    session, out = controller(tmp_path, Watching, adjust=one_quick_round, run_shift_mm=2.0)
+    # Day 2 of a subject: its head 4.5 mm from day 1's, and moved again after the break between runs.
+    subject = VirtualSubject(
+        SubjectConfig.from_spec("default", seed=4, run_shift_mm=2.0, head_mm=(3.0, -3.0, 1.5))
+    )
+    day_one = tmp_path / "day1" / "reference.npz"  # day 1's first volume, the head where it began
+    SessionReference(day_one, [3.0, 3.0, 3.0]).position(
+        BoldRun(subject, 2.0, 1, seed=99).volume(), subject.affine
+    )
+
+    def on_day_two(c: SessionConfig) -> SessionConfig:
+        c = one_quick_round(c)
+        return dataclasses.replace(c, atlas=dataclasses.replace(c.atlas, reference=str(day_one)))
+
+    session, out = controller(tmp_path, Watching, adjust=on_day_two, subject=subject)
     session.run()
     assert isinstance(session.acquisition, Watching)
     assert session.acquisition.refused == {1: set(), 2: {"run01_vol_#####.nii"}}
-    # Run 2 began with the head elsewhere (a break between runs): found against run 1's first volume.
+    # Each run was found where the head was against day 1, and its ROIs followed it there.
     with sqlite3.connect(out / "db.sqlite") as db:
-        (details,) = db.execute("SELECT details FROM events WHERE code = 'run.position'").fetchone()
-    start = json.loads((out / "export-truth" / "run02_truth.json").read_text())["motion_mm"][0]
-    assert np.linalg.norm(start) > 1.0
-    np.testing.assert_allclose(json.loads(details)["translation_mm"], start, atol=0.3)
+        placed = db.execute(
+            'SELECT r."index", e.details FROM events e JOIN runs r ON r.id = e.run_id '
+            "WHERE e.code = 'run.position' ORDER BY r.\"index\""
+        ).fetchall()
+    assert [number for number, _ in placed] == [1, 2]
+    for number, details in placed:
+        start = json.loads((out / "export-truth" / f"run{number:02d}_truth.json").read_text())["motion_mm"][0]
+        print(
+            f"run {number}: found at {json.loads(details)['translation_mm']} mm, truly {np.round(start, 3)}"
+        )
+        np.testing.assert_allclose(json.loads(details)["translation_mm"], start, atol=0.3)
     with sqlite3.connect(out / "db.sqlite") as db:
         rows = db.execute(
             "SELECT level, message, details FROM events WHERE code = 'run.attention'"
