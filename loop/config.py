@@ -18,6 +18,7 @@ import dataclasses
 import re
 import tomllib
 import typing
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -428,12 +429,12 @@ def _reference_problems(path: Path) -> list[str]:
     import numpy as np
 
     try:
-        with np.load(path) as saved:
+        with path.open("rb") as handle, np.load(handle) as saved:
             if saved["volume"].ndim != 3 or saved["affine"].shape != (4, 4):
                 raise ValueError("not a volume and its affine")
     except FileNotFoundError:
         return [f"[atlas] reference {path} does not exist; give an earlier session's reference.npz"]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         return [f"[atlas] reference {path} is not a session's reference.npz ({exc})"]
     return []
 

@@ -20,6 +20,7 @@ import io
 import logging
 import math
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from db import SessionRecorder
-from db.base import VolumeStatus, write_atomic
+from db.base import ConfigError, VolumeStatus, write_atomic
 from loop.analysis.design import Trial
 from loop.analysis.motion import RigidRegistration
 from loop.analysis.realtime import RunAnalyzer
@@ -71,6 +72,23 @@ class SessionReference:
         self._registration: RigidRegistration | None = None
         self._geometry: tuple[tuple[int, ...], Array] | None = None
 
+    def _load(self) -> tuple[Array, Array]:
+        try:
+            with self.path.open("rb") as handle, np.load(handle) as saved:  # closed even when not a zip
+                volume, affine = (
+                    np.asarray(saved["volume"], np.float64),
+                    np.asarray(saved["affine"], np.float64),
+                )
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise ConfigError(
+                f"the session's reference volume {self.path} cannot be read ({exc}); restore it, or move it "
+                "away so that the next run's first volume becomes the reference (the runs recorded so far "
+                "were placed against the old one)"
+            ) from None
+        if volume.ndim != 3 or affine.shape != (4, 4):
+            raise ConfigError(f"{self.path} holds no reference volume and affine; restore it or move it away")
+        return volume, affine
+
     def position(self, volume: npt.ArrayLike, affine: npt.ArrayLike) -> Array | None:
         """The six parameters that bring ``volume`` onto the reference; None when it becomes the reference,
         or when its voxels are stored in another orientation than the reference's (nothing to compare)."""
@@ -79,8 +97,7 @@ class SessionReference:
             if not self.path.is_file() and self.source is not None:
                 write_atomic(self.path, self.source.read_bytes())
             if self.path.is_file():
-                with np.load(self.path) as saved:
-                    reference, reference_affine = saved["volume"], saved["affine"]
+                reference, reference_affine = self._load()
             else:
                 buffer = io.BytesIO()
                 np.savez_compressed(buffer, volume=data.astype(np.float32), affine=np.asarray(affine))

@@ -262,6 +262,13 @@ def test_a_run_that_begins_elsewhere_is_placed_against_the_sessions_reference(  
     # A resumed controller reads the reference back from its file.
     params = SessionReference(tmp_path / "reference.npz", mm).position(volumes[0], subject.affine)
     assert params is not None
+    # A reference cut short (a full disk, a bad copy): said, with what to do, and nothing is placed wrongly.
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes((tmp_path / "reference.npz").read_bytes()[:1000])
+    with pytest.raises(
+        ConfigError, match=r"reference volume .*cut.npz cannot be read .* restore it, or move it"
+    ):
+        SessionReference(cut, mm).position(volumes[0], subject.affine)
     np.testing.assert_allclose(params[:3], start, atol=0.3)
     assert np.degrees(np.abs(params[3:])).max() < 0.2
     labels, names = subject.write_atlas(tmp_path)
