@@ -127,6 +127,7 @@ class Controller:
         self.observer = observer or Observer()
         self.device = device
         self.folder = SessionFolder.of(config)
+        self._lab: tuple[Any, npt.NDArray[np.intp]] | None = None  # a lab's image set, once read
         self.atlas_paths = (config.resolve(config.atlas.labels), config.resolve(config.atlas.names))
         self.atlas = RoiAtlas.load(*self.atlas_paths)
         self.signals = RoiSignals(self.atlas, self.atlas.labelled_voxels())
@@ -254,21 +255,37 @@ class Controller:
             fixation=self.config.fixation.settings(),
         )  # fmt: skip
 
+    def _lab_set(self) -> tuple[Any, npt.NDArray[np.intp]]:
+        """The lab's image set (read and checked once) and which of its images the training run shows."""
+        from stimulus.image_sets import read_image_set
+
+        if self._lab is None:
+            t = self.config.training
+            found = read_image_set(self.config.resolve(t.image_set))
+            if len(found) < t.images:
+                raise ConfigError(
+                    f"{self.config.source}: [training] images is {t.images}, but the image set "
+                    f"{found.source} has {len(found)} usable image(s); lower images or add to the set"
+                )
+            chosen = np.sort(
+                np.random.default_rng(self.config.session.seed).choice(len(found), t.images, replace=False)
+            )
+            self._lab = (found, chosen)
+        return self._lab
+
+    def _lab_pool(self) -> tuple[Path, ...]:
+        """The lab's images the training run did not show: the rounds' natural candidates (none: built-in)."""
+        if not self.config.training.image_set:
+            return ()
+        found, chosen = self._lab_set()
+        return tuple(path for k, path in enumerate(found.paths) if k not in set(chosen.tolist()))
+
     def _lab_images(self) -> npt.NDArray[np.float32]:
         """``[training] images`` of the lab's image set, drawn with the session's seed, at display size."""
-        from stimulus.image_sets import read_image_set
         from stimulus.images import load_images
 
         t = self.config.training
-        found = read_image_set(self.config.resolve(t.image_set))
-        if len(found) < t.images:
-            raise ConfigError(
-                f"{self.config.source}: [training] images is {t.images}, but the image set {found.source} "
-                f"has {len(found)} usable image(s); lower images or add to the set"
-            )
-        chosen = np.sort(
-            np.random.default_rng(self.config.session.seed).choice(len(found), t.images, replace=False)
-        )
+        found, chosen = self._lab_set()
         converted = f"; used as RGB: {', '.join(found.converted)}" if found.converted else ""
         self._event(
             "info", "training.images",
@@ -331,7 +348,7 @@ class Controller:
             index=index, targets=targets, model=self._current_model(),
             showings=self._showings(), roi_names=self.roi_names,
             stimuli=self.folder.stimuli, origins=self._origins(), settings=s,
-            images_per_target=r.images_per_target, seed=seed,
+            images_per_target=r.images_per_target, seed=seed, pool=self._lab_pool(),
         )  # fmt: skip
         steps = s.later_steps if context.later else s.steps
         self.observer.message(

@@ -77,6 +77,7 @@ class RoundContext:
     settings: SynthesisSettings
     images_per_target: int
     seed: int  # the round's: the same session and round give the same images
+    pool: tuple[Path, ...] = ()  # a lab's natural candidates (its image set less the training images)
 
     @property
     def shown(self) -> list[tuple[PlannedStimulus, Array]]:
@@ -305,8 +306,20 @@ def _natural_pool(n: int, size: int, seed: int) -> Iterator[tuple[int, npt.NDArr
 
 
 def _screen_fresh(ranked: _Ranking, context: RoundContext) -> None:
-    """Offer the round's fresh natural candidates: ``candidates`` in the first round that synthesizes."""
+    """Offer the round's fresh natural candidates: ``candidates`` in the first round that synthesizes.
+
+    A lab's own images (``context.pool``) when it brought them, as many as there are at most; else the
+    built-in natural set.
+    """
     fresh = context.settings.later_candidates if context.later else context.settings.candidates
+    if context.pool:
+        rng = np.random.default_rng(context.seed)
+        chosen = sorted(rng.choice(len(context.pool), min(fresh, len(context.pool)), replace=False))
+        for first in range(0, len(chosen), POOL_CHUNK):
+            paths = [context.pool[k] for k in chosen[first : first + POOL_CHUNK]]
+            pixels = load_images(paths, context.settings.display_size)
+            ranked.consider(pixels, [f"lab image {path}" for path in paths])
+        return
     for chunk, pool in _natural_pool(fresh, context.settings.display_size, context.seed):
         ranked.consider(pool, [f"natural candidate {k} of pool {chunk}" for k in range(len(pool))])
 

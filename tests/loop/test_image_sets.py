@@ -114,3 +114,13 @@ def test_a_session_trains_on_the_lab_images(
         nearest, second = np.sort(np.abs(lab_pixels - pixels).mean(axis=(1, 2, 3)))[:2]
         assert nearest < 0.03, (stimulus.path, nearest)  # resized twice (256 px, then 64) against once
         assert nearest < second / 5, (stimulus.path, nearest, second)
+    # The round's candidates came from the lab too: the images it has that training did not show.
+    with open_database(out / "cortexloop.sqlite") as database, database.reader() as s:
+        made = [r.synthesis or {} for r in session_stimuli(s, sid) if r.kind == "synthesized"]
+    starts = [m.get("start", "") for m in made]
+    assert starts
+    assert not [start for start in starts if start.startswith("natural candidate")]  # the built-in pool
+    lab = {str(path) for path in found.paths}
+    assert all(start.removeprefix("lab image ") in lab or start.startswith("natural/") for start in starts), (
+        starts
+    )

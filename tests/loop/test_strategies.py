@@ -98,3 +98,37 @@ def test_the_shown_images_are_averaged_over_their_showings(round_two: RoundConte
     assert len(shown) == N_IMAGES + 2  # the training run's images and the two of round 1
     repeats = [s.responses for s in round_two.showings if s.stimulus.path == "natural/nat_000.png"]
     np.testing.assert_allclose(shown["natural/nat_000.png"], np.mean(repeats, axis=0))
+
+
+def test_a_lab_s_own_images_are_the_fresh_candidates_when_it_brought_them(
+    round_two: RoundContext, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import dataclasses
+
+    from loop.strategies import _screen_fresh
+
+    folder = tmp_path_factory.mktemp("lab")
+    pool = tuple(
+        folder / save_png(p, folder, f"{k}.png")[0] for k, p in enumerate(natural_crops(5, size=80, seed=8))
+    )
+
+    class Offered:
+        def __init__(self) -> None:
+            self.names: list[str] = []
+            self.shapes: list[tuple[int, ...]] = []
+
+        def consider(self, pixels: np.ndarray, names: list[str]) -> None:
+            self.names += names
+            self.shapes.append(pixels.shape)
+
+    first_round = dataclasses.replace(round_two, showings=[s for s in round_two.showings if s.run == 1])
+    for candidates, expected in ((8, 5), (3, 3)):  # all five when fewer than asked; else a draw of them
+        settings = dataclasses.replace(first_round.settings, candidates=candidates)
+        offered = Offered()
+        _screen_fresh(offered, dataclasses.replace(first_round, pool=pool, settings=settings))  # type: ignore[arg-type]
+        assert len(offered.names) == expected
+        assert {name.removeprefix("lab image ") for name in offered.names} <= {str(p) for p in pool}
+        assert offered.shapes[0][1:] == (3, 64, 64)  # at display size
+    built_in = Offered()
+    _screen_fresh(built_in, first_round)  # type: ignore[arg-type]
+    assert built_in.names[0].startswith("natural candidate")
