@@ -154,7 +154,6 @@ class RunRecording:
     ) -> None:
         self.run, self.run_id, self.plan = run, run_id, plan
         self.reference = reference
-        self.position: Array | None = None
         self.recorder, self.signals, self.observer, self.log_event = recorder, signals, observer, log_event
         self.recorded = set(recorded)
         self.recorded_missing = {i for i, status in recorded.items() if status is VolumeStatus.MISSING}
@@ -253,11 +252,10 @@ class RunRecording:
         params = self.reference.position(volume.data, volume.affine)
         if params is None:
             return
-        self.position = params
         gone = self.signals.place(params, self.voxel_mm)
         shift_mm, turn_deg = float(np.linalg.norm(params[:3])), float(np.degrees(np.abs(params[3:]).max()))
         moved = shift_mm > MOVED_MM or turn_deg > MOVED_DEG or gone
-        earlier_day = self.reference is not None and self.reference.source is not None
+        earlier_day = self.reference.source is not None
         where = (
             "the first session's position ([atlas] reference)" if earlier_day else "where the session began"
         )

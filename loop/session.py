@@ -278,7 +278,8 @@ class Controller:
         if not self.config.training.image_set:
             return ()
         found, chosen = self._lab_set()
-        return tuple(path for k, path in enumerate(found.paths) if k not in set(chosen.tolist()))
+        shown = set(chosen.tolist())
+        return tuple(path for k, path in enumerate(found.paths) if k not in shown)
 
     def _lab_images(self) -> npt.NDArray[np.float32]:
         """``[training] images`` of the lab's image set, drawn with the session's seed, at display size."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -89,14 +90,7 @@ def subject(
         sessions = list_sessions(s, subject=name)
         rows: list[dict[str, Any]] = []
         for summary in sessions:
-            scores = session_scores(s, summary.id)
-            rounds = [x.round_index for x in scores if x.round_index is not None]
-            last = max(rounds, default=None)
-
-            def mean(metric: Metric, scores: list[Any] = scores, last: int | None = last) -> float | None:
-                values = [x.value for x in scores if x.metric == metric and x.round_index == last]
-                return float(np.mean(values)) if values and last is not None else None
-
+            last, mean = _last_round(session_scores(s, summary.id))
             models = model_versions(s, summary.id)
             rows.append(
                 {
@@ -154,6 +148,17 @@ def subject(
                 m["sha256"][:12], m["path"],
             )  # fmt: skip
     console.print(lineage)
+
+
+def _last_round(scores: list[Any]) -> tuple[int | None, Callable[[str], float | None]]:
+    """A session's last scored round, and the mean of a metric's values in it (None: none recorded)."""
+    last = max((x.round_index for x in scores if x.round_index is not None), default=None)
+
+    def mean(metric: str) -> float | None:
+        values = [x.value for x in scores if x.metric == metric and x.round_index == last]
+        return float(np.mean(values)) if values and last is not None else None
+
+    return last, mean
 
 
 @app.command()

@@ -32,7 +32,7 @@ from stimulus.names import CvKind, ReductionMethod
 # `stimulus` brings torch, about two seconds to import: the model commands import it when they run, so
 # that every other `cortexloop` command starts quickly.
 if TYPE_CHECKING:
-    from stimulus import BackboneSpec, EncodingConfig, EncodingModel
+    from stimulus import BackboneSpec, EncodingConfig, EncodingModel, EncodingScores
 
 BACKBONE_NAMES = "efficientnet-lite0, efficientnet-lite1, efficientnet-lite2 (docs/encoding.md for others)"
 
@@ -292,39 +292,47 @@ def score(
     measured = read_responses(responses, len(stimuli.paths))
     result = model.score(stimuli.paths, measured.values, stimulus_ids=stimuli.ids, given_ceiling=given)
     if json:
-        print_json(
-            {
-                "model": str(model_path),
-                "n_stimuli": result.n_stimuli,
-                "median_r": float(np.median(result.r)),
-                "median_r2": float(np.median(result.r2)),
-                "noise_ceiling_percent_median": (
-                    float(np.median(result.ceiling.percent)) if result.ceiling is not None else None
-                ),
-                "normalized_accuracy_all_voxels": result.overall_normalized,
-                "rois": result.by_roi,
-            }
-        )
+        print_json({"model": str(model_path), "n_stimuli": result.n_stimuli, **scores_json(result)})
         return
-    table_out = Table(box=box.SIMPLE_HEAD, title=f"{model_path.name} on {result.n_stimuli} stimuli")
+    print_scores(result, f"{model_path.name} on {result.n_stimuli} stimuli")
+    if result.overall_normalized is None:
+        console.print(
+            "no stimulus repeats, so no noise ceiling: repeat some stimuli, or give the dataset's with "
+            "--noise-ceiling"
+        )
+
+
+def scores_json(result: EncodingScores) -> dict[str, Any]:
+    """A model's scores for scripts: medians over voxels, the noise ceiling's, and each ROI's."""
+    return {
+        "median_r": float(np.median(result.r)),
+        "median_r2": float(np.median(result.r2)),
+        "noise_ceiling_percent_median": (
+            float(np.median(result.ceiling.percent)) if result.ceiling is not None else None
+        ),
+        "normalized_accuracy_all_voxels": result.overall_normalized,
+        "rois": result.by_roi,
+    }
+
+
+def print_scores(result: EncodingScores, title: str) -> None:
+    """A model's scores per ROI as a table; with a noise ceiling, r2/NC and paper 003's overall accuracy."""
+    table = Table(box=box.SIMPLE_HEAD, title=title)
     columns = ["ROI", "voxels", "median r", "median R2"]
     if result.normalized is not None:
         columns.append("median r2/NC (%)")
     for column in columns:
-        table_out.add_column(column, justify="left" if column == "ROI" else "right")
+        table.add_column(column, justify="left" if column == "ROI" else "right")
     for roi, values in result.by_roi.items():
         cells = [roi, str(int(values["n_voxels"])), f"{values['median_r']:.3f}", f"{values['median_r2']:.3f}"]
         if result.normalized is not None:
             cells.append(f"{values['median_normalized_accuracy']:.1f}")
-        table_out.add_row(*cells)
-    console.print(table_out)
+        table.add_row(*cells)
+    console.print(table)
     if result.overall_normalized is not None:
-        console.print(f"normalized accuracy over all {len(result.r)} voxels (median of 100 r2/NC): "
-                      f"{result.overall_normalized:.1f} %")  # fmt: skip
-    else:
         console.print(
-            "no stimulus repeats, so no noise ceiling: repeat some stimuli, or give the dataset's with "
-            "--noise-ceiling"
+            f"normalized accuracy over all {len(result.r)} voxels (median of 100 r2/NC): "
+            f"{result.overall_normalized:.1f} %"
         )
 
 

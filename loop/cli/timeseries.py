@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 import numpy.typing as npt
 import typer
-from rich import box
-from rich.table import Table
 
 from db.base import write_atomic
 from loop.cli._common import JsonOption, console, print_json, progress_bars, save_figure
@@ -41,8 +39,11 @@ from loop.cli.model import (
     WeightsOption,
     _Bar,
     _print_rois,
+    _read_ceiling,
     _summary,
     encoding_config,
+    print_scores,
+    scores_json,
 )
 
 if TYPE_CHECKING:
@@ -213,14 +214,7 @@ def score(
     chosen = [run for run in table if run.split == "test"] if any(run.split for run in table) else table
     if not chosen:
         raise EncodingInputError(f"{runs} has no run with split 'test' to score")
-    given = None
-    if noise_ceiling is not None:
-        try:
-            given = np.load(noise_ceiling, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise EncodingInputError(
-                f"noise ceiling {noise_ceiling} is not a readable .npy ({exc})"
-            ) from None
+    given = _read_ceiling(noise_ceiling) if noise_ceiling is not None else None
     scored = _score(model, chosen, given_ceiling=given)
     if out is not None:
         _write_scores(model, scored, out)
@@ -266,41 +260,17 @@ def _score(
 
 
 def _scores_json(scored: TimeSeriesScores) -> dict[str, Any]:
-    result = scored.scores
     return {
-        "n_trs": result.n_stimuli,
+        "n_trs": scored.scores.n_stimuli,
         "stimuli": list(dict.fromkeys(scored.stimuli)),
-        "median_r": float(np.median(result.r)),
-        "median_r2": float(np.median(result.r2)),
-        "noise_ceiling_percent_median": (
-            float(np.median(result.ceiling.percent)) if result.ceiling is not None else None
-        ),
-        "normalized_accuracy_all_voxels": result.overall_normalized,
-        "rois": result.by_roi,
+        **scores_json(scored.scores),
     }
 
 
 def _print_scores(scored: TimeSeriesScores, title: str) -> None:
-    result = scored.scores
     n_stimuli = len(set(scored.stimuli))
     stimuli = "1 stimulus" if n_stimuli == 1 else f"{n_stimuli} stimuli"
-    table = Table(box=box.SIMPLE_HEAD, title=f"{title}: {result.n_stimuli} TRs of {stimuli}")
-    columns = ["ROI", "voxels", "median r", "median R2"]
-    if result.normalized is not None:
-        columns.append("median r2/NC (%)")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "ROI" else "right")
-    for roi, values in result.by_roi.items():
-        cells = [roi, str(int(values["n_voxels"])), f"{values['median_r']:.3f}", f"{values['median_r2']:.3f}"]
-        if result.normalized is not None:
-            cells.append(f"{values['median_normalized_accuracy']:.1f}")
-        table.add_row(*cells)
-    console.print(table)
-    if result.overall_normalized is not None:
-        console.print(
-            f"normalized accuracy over all {len(result.r)} voxels (median of 100 r2/NC): "
-            f"{result.overall_normalized:.1f} %"
-        )
+    print_scores(scored.scores, f"{title}: {scored.scores.n_stimuli} TRs of {stimuli}")
 
 
 def _write_scores(model: EncodingModel, scored: TimeSeriesScores, folder: Path) -> None:
