@@ -647,6 +647,11 @@ def stimulus_ids(s: Reader, sha256s: Iterable[str]) -> dict[str, int]:
     return {sha: stimulus_id for sha, stimulus_id in rows}
 
 
+def stimulus_path(s: Reader, sha256: str) -> str | None:
+    """The path an image was first recorded under (in its session's stimulus folder); None if it is new."""
+    return s.scalar(select(Stimulus.path).where(Stimulus.sha256 == sha256))
+
+
 def _model_row(m: EncodingModelVersion) -> ModelVersionRow:
     return ModelVersionRow(
         id=m.id,

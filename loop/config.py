@@ -170,6 +170,9 @@ class ModelConfig:
     reduction: ReductionMethod = "pool"
     cv: CvKind = "loo"
     folds: int = 5
+    # Where the session's model starts (stimulus.transfer): one model file, or an earlier session of this
+    # database as "SUBJECT/SESSION" (its last model); several are averaged by ROI (other subjects').
+    start: tuple[str, ...] = ()
 
     def encoding(self) -> EncodingConfig:
         """The library's settings for fitting the session's encoding model."""
@@ -238,7 +241,7 @@ class SessionConfig:
         planned when the round begins, but its length is known now).
         """
         t, r = self.training, self.rounds
-        runs = [("training", t.images + t.repeated * (t.repeats - 1), t.timing)]
+        runs = [("training", t.images + t.repeated * (t.repeats - 1), t.timing)] if t.images else []
         per_round = r.targets_per_round * (r.images_per_target + len(r.controls)) * r.repeats
         runs += [(f"round {k}", per_round, r.timing) for k in range(1, r.count + 1)]
         return [
@@ -387,8 +390,11 @@ def _problems(c: SessionConfig) -> list[str]:
         )
     if t.repeated > t.images:
         problems.append(f"[training] repeated ({t.repeated}) cannot exceed images ({t.images})")
-    if t.repeats < 1 or t.images < 10:
-        problems.append("[training] needs at least 10 images and repeats >= 1")
+    if t.repeats < 1 or (t.images < 10 and not (t.images == 0 and c.model.start)):
+        problems.append(
+            "[training] needs at least 10 images and repeats >= 1 (0 images, no training run, "
+            "only with a [model] start)"
+        )
     r = c.rounds
     for section, timing in (("training", t.timing), ("rounds", r.timing)):
         if not 0 < timing.trial_s < timing.isi_s:
@@ -419,8 +425,35 @@ def _problems(c: SessionConfig) -> list[str]:
         problems.append(f"[simulation] speed must be positive, got {c.simulation.speed}")
     if c.atlas.reference:
         problems += _reference_problems(c.resolve(c.atlas.reference))
+    problems += _start_problems(c)
     if c.session.kind == "scanner":
         problems += _scanner_problems(c)
+    return problems
+
+
+SESSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def start_source(c: SessionConfig, entry: str) -> Path | str:
+    """A ``[model] start`` entry: a model file's path, or an earlier session's "SUBJECT/SESSION"."""
+    path = c.resolve(entry)
+    if path.is_file() or not SESSION_NAME.match(entry):
+        return path
+    return entry
+
+
+def _start_problems(c: SessionConfig) -> list[str]:
+    """The model files that ``[model] start`` names exist (sessions are looked up when the session starts)."""
+    problems = []
+    for entry in c.model.start:
+        where = start_source(c, entry)
+        if isinstance(where, Path) and not where.is_file():
+            problems.append(
+                f"[model] start {where} is not a model file; give a model file, or an earlier session "
+                'of this database as "SUBJECT/SESSION"'
+            )
+    if len(set(c.model.start)) != len(c.model.start):
+        problems.append("[model] start names a model twice; name each once")
     return problems
 
 
@@ -555,6 +588,9 @@ budget = 1000        # features per layer
 reduction = "pool"   # pool or smooth
 cv = "loo"           # each voxel's ridge penalty by exact leave-one-out, or "kfold"
 folds = 5            # with cv = "kfold": folds of images in the order they were first shown
+start = []           # a model from before: ["models/sub-01.pt"] (a model file), ["sub-01/ses-01"] (an earlier
+                     # session's last model); several (other subjects') are averaged by ROI. The training
+                     # run then validates it and the session refits towards it ([training] images may be 0)
 
 [fixation]
 size_deg = 0.3            # the fixation point (degrees with a calibrated monitor)

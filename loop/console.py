@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from loop.analysis.realtime import VolumeResult
 from loop.observer import Observer
@@ -76,7 +77,7 @@ class ConsoleObserver(Observer):
 
     def message(self, level: str, text: str) -> None:
         style = {"warning": "yellow", "error": "bold red"}.get(level, "")
-        self.console.print(f"[{style}]{text}[/]" if style else text, markup=bool(style), highlight=False)
+        self.console.print(Text(text, style=style), highlight=False)  # "[atlas]" in a message is text
 
     def run_started(self, label: str, plan: RunPlan) -> None:
         self._missing = 0

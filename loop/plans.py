@@ -66,14 +66,19 @@ class PlannedStimulus:
     target_roi: str | None = None
 
 
-def save_png(pixels: npt.NDArray[np.floating[Any]], folder: Path, name: str) -> tuple[str, str]:
-    """Write (3, H, W) pixels on 0..1 as ``folder/name`` atomically; return (name, SHA-256)."""
+def png_bytes(pixels: npt.NDArray[np.floating[Any]]) -> bytes:
+    """(3, H, W) pixels on 0..1 as a PNG file's bytes."""
     import io
 
     image = Image.fromarray((np.clip(pixels, 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    data = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def save_png(pixels: npt.NDArray[np.floating[Any]], folder: Path, name: str) -> tuple[str, str]:
+    """Write (3, H, W) pixels on 0..1 as ``folder/name`` atomically; return (name, SHA-256)."""
+    data = png_bytes(pixels)
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / name, data)
     return name, hashlib.sha256(data).hexdigest()

@@ -31,7 +31,7 @@ import numpy.typing as npt
 from db import SessionRecorder
 from db.base import ConfigError, VolumeStatus, write_atomic
 from loop.analysis.design import Trial
-from loop.analysis.motion import RigidRegistration
+from loop.analysis.motion import RigidRegistration, rotation_angle_deg
 from loop.analysis.realtime import RunAnalyzer
 from loop.analysis.roi import RoiSignals
 from loop.folder import RunRef
@@ -253,7 +253,7 @@ class RunRecording:
         if params is None:
             return
         gone = self.signals.place(params, self.voxel_mm)
-        shift_mm, turn_deg = float(np.linalg.norm(params[:3])), float(np.degrees(np.abs(params[3:]).max()))
+        shift_mm, turn_deg = float(np.linalg.norm(params[:3])), rotation_angle_deg(params[3:])
         moved = shift_mm > MOVED_MM or turn_deg > MOVED_DEG or gone
         earlier_day = self.reference.source is not None
         where = (

@@ -533,6 +533,7 @@ def saliency_figure(rows: list[tuple[str, Any, dict[str, Any]]]) -> Any:
 
 def _image_quality(s: Reader, session: SessionInfo, located: Relocation) -> tuple[str, str]:
     """Each run's image quality from its volume files, where they are at hand (:mod:`loop.quality`)."""
+    from loop.analysis.motion import rotation_angle_deg
     from loop.analysis.roi import RoiSignals
     from loop.quality import QualityUnavailableError, run_quality
     from loop.replay import session_atlas
@@ -564,7 +565,8 @@ def _image_quality(s: Reader, session: SessionInfo, located: Relocation) -> tupl
             start = "<td>0.00</td><td>0.00</td>"
         elif position:
             shift = float(np.linalg.norm(position["translation_mm"]))
-            start = f"<td>{shift:.2f}</td><td>{np.abs(position['rotation_deg']).max():.2f}</td>"
+            turn = rotation_angle_deg(np.radians(position["rotation_deg"]))
+            start = f"<td>{shift:.2f}</td><td>{turn:.2f}</td>"
         else:
             start = "<td>-</td><td>-</td>"
         table.append(
@@ -578,8 +580,8 @@ def _image_quality(s: Reader, session: SessionInfo, located: Relocation) -> tupl
         "<p>From each run's volume files: the median temporal signal-to-noise ratio in each ROI (each "
         "voxel's mean over the sd of what a line through its time course leaves) and the largest "
         "translation (mm) and rotation (degrees) against the run's first volume; then where the head was at "
-        "the run's start against the session's first volume (the distance in mm, the largest rotation in "
-        "degrees), which its ROIs followed.</p>"
+        "the run's start against the session's first volume, or an earlier day's (the distance in mm, the "
+        "whole turn in degrees), which its ROIs followed.</p>"
         f"<table><tr><th>run</th><th>kind</th><th>volumes</th><th>left out</th>{head}"
         f"<th>translation</th><th>rotation</th><th>start: shift</th><th>start: rotation</th></tr>"
         f"{''.join(table)}</table>"

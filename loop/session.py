@@ -2,6 +2,13 @@
 
 A session is a training run and then rounds. The training run shows
 natural images; their single-trial responses fit the first encoding model.
+A session may start from a model fitted before it (``[model] start``: a
+model file, an earlier session's last model, or other subjects' models
+averaged by ROI; :mod:`stimulus.transfer`). The training run then
+validates that model (its predictions against the run's measurements, an
+event) and every fit of the session shrinks towards it instead of towards
+zero; the training run may be shorter, or left out, in which case the first
+round synthesizes with the start model itself.
 Each round then chooses its target ROIs, synthesizes images for them with
 the current model, plans a run of those images with controls in a random
 order (the best and the median natural image of the training run for each
@@ -45,9 +52,20 @@ import numpy as np
 import numpy.typing as npt
 
 from db import Database, RoiSpec, SessionRecorder
-from db.base import ConfigError, EventLevel, RunKind, SessionKind, Status, StimulusKind
+from db.base import (
+    ConfigError,
+    EventLevel,
+    RecordNotFoundError,
+    RunKind,
+    SessionKind,
+    Status,
+    StimulusKind,
+    write_atomic,
+)
 from db.queries import (
+    ModelVersionRow,
     RunRow,
+    find_session,
     model_version,
     model_versions,
     run_series,
@@ -57,17 +75,18 @@ from db.queries import (
     session_runs,
     session_stimuli,
     stimulus_ids,
+    stimulus_path,
 )
 from loop.acquisition import Acquisition
 from loop.analysis.design import Trial
 from loop.analysis.roi import RoiAtlas, RoiSignals
-from loop.config import SessionConfig
+from loop.config import SessionConfig, start_source
 from loop.dataset import TrainingData, single_trial_responses
 from loop.errors import AcquisitionError, SessionError
 from loop.evidence import Showing
 from loop.folder import RunRef, RunResponses, SessionFolder
 from loop.observer import Observer
-from loop.plans import PlannedStimulus, plan_run, save_png, training_order
+from loop.plans import PlannedStimulus, plan_run, png_bytes, save_png, training_order
 from loop.recording import RunRecording, SessionReference
 from loop.scoring import RoundScores, average_by_item, score_round, showings_by_item
 from loop.strategies import STRATEGIES, RoundContext
@@ -148,6 +167,7 @@ class Controller:
         self.recorder: SessionRecorder | None = None
         self.state = _State()
         self._loaded: tuple[int | None, Any] = (None, None)  # (model version id, the model in memory)
+        self._start_id: int | None = None  # the model version the session started from ([model] start)
 
     # -- the session ----------------------------------------------------------------------------
 
@@ -210,6 +230,8 @@ class Controller:
         self.state.rounds_done = sum(r.status == Status.COMPLETED for r in rounds)
         if models:
             self.state.model_id, self.state.model_n = models[-1].id, models[-1].n_training_stimuli or 0
+            if (models[0].layers or {}).get("start"):
+                self._start_id = models[0].id
         self._event(
             "warning",
             "session.resumed",
@@ -219,12 +241,21 @@ class Controller:
 
     # -- the training run -------------------------------------------------------------------------
 
+    @property
+    def _trained(self) -> int:
+        """1 with a training run (run 1), 0 without (a session started from a model: round k is run k)."""
+        return 1 if self.config.training.images else 0
+
     def _training(self) -> None:
+        if self.config.model.start and self.state.model_id is None:
+            self._start_model()
         run = self.folder.run(1)
-        if run.number not in self.state.runs:
+        if self._trained and run.number not in self.state.runs:
             plan = self._saved_plan(run) or self._training_plan(run)
             self._acquire(run, plan, kind=RunKind.TRAINING, round_id=None)
         if self.state.model_id is None or self.state.model_n < self._n_distinct():
+            if self._trained and self._start_id is not None and self.state.model_id == self._start_id:
+                self._validate_start(run)  # before the first fit moves the model away from it
             self._fit(description="fitted on the training run")
 
     def _training_plan(self, run: RunRef) -> RunPlan:
@@ -240,15 +271,11 @@ class Controller:
             ).pixels
         natural = []
         for k in range(t.images):
-            name, sha = save_png(pixels[k], self.folder.stimuli, f"natural/nat_{k:03d}.png")
-            natural.append(PlannedStimulus(name, sha, "natural"))
-            self._rec.record_stimulus(
-                sha256=sha,
-                path=name,
-                kind=StimulusKind.NATURAL,
-                width=pixels.shape[2],
+            name, sha = self._keep_image(
+                pixels[k], f"natural/nat_{k:03d}.png", kind=StimulusKind.NATURAL, width=pixels.shape[2],
                 height=pixels.shape[1],
-            )
+            )  # fmt: skip
+            natural.append(PlannedStimulus(name, sha, "natural"))
         order = training_order(t.images, t.repeated, t.repeats, seed=self.config.session.seed)
         return plan_run(
             run.bids, [natural[k] for k in order], tr_s=self.config.scanner.tr_s, timing=t.timing,
@@ -298,7 +325,7 @@ class Controller:
 
     def _round(self, index: int) -> None:
         round_id, targets, model_id = self._open_round(index)
-        run = self.folder.run(1 + index)  # run 1 is the training run; round k is run k + 1
+        run = self.folder.run(index + self._trained)  # run 1 is the training run, if there is one
         if run.number not in self.state.runs:
             plan = self._saved_plan(run) or plan_run(
                 run.bids,
@@ -360,7 +387,6 @@ class Controller:
         stimuli = []
         for image in strategy.make(context):
             pixels = resize_pixels(image.pixels, s.display_size)
-            name, sha = save_png(pixels, self.folder.stimuli, f"round{index:02d}/{image.name}.png")
             start = None  # kept beside the image, so that the report shows how far synthesis moved it
             if image.start is not None:
                 start, _ = save_png(
@@ -369,19 +395,14 @@ class Controller:
             origin = image.origin or start  # a screened candidate is its own natural origin
             made = {"predicted": image.predicted, "moved_rms": image.moved, "start_file": start,
                     "origin_file": origin}  # fmt: skip
-            self._rec.record_stimulus(
-                sha256=sha,
-                path=name,
-                kind=StimulusKind.SYNTHESIZED,
-                target_roi=image.target,
-                model_version_id=self.state.model_id,
-                synthesis_params={**image.parameters, **made},
-                seed=seed,
-                width=s.display_size,
+            name, sha = self._keep_image(
+                pixels, f"round{index:02d}/{image.name}.png", kind=StimulusKind.SYNTHESIZED,
+                target_roi=image.target, model_version_id=self.state.model_id,
+                synthesis_params={**image.parameters, **made}, seed=seed, width=s.display_size,
                 height=s.display_size,
-            )
+            )  # fmt: skip
             stimuli.append(PlannedStimulus(name, sha, "synthesized", image.target))
-        natural = self._measured_responses([1])  # the training run's natural images
+        natural = self._measured_responses([1] if self._trained else [])  # the training run's
         for roi in targets:
             if not natural:
                 break
@@ -392,6 +413,28 @@ class Controller:
                 if condition in r.controls:
                     stimuli.append(PlannedStimulus(stimulus.path, stimulus.sha256, condition, roi))
         return stimuli * r.repeats
+
+    def _keep_image(self, pixels: npt.NDArray[np.float32], name: str, **record: Any) -> tuple[str, str]:
+        """Write an image into the session's stimulus folder and record it: (its path there, SHA-256).
+
+        The database records an image once, by content, under the path it was first written to. An
+        image an earlier session of the database recorded (the same natural image on another day) is
+        written here under that path too, so every session's folder holds its images where the
+        database says; a new image whose name such an image took is named after its content.
+        """
+        data = png_bytes(pixels)
+        sha = hashlib.sha256(data).hexdigest()
+        with self.database.reader() as s:
+            recorded = stimulus_path(s, sha)
+        path = recorded or name
+        target = self.folder.stimuli / path
+        if recorded is None and target.exists() and hashlib.sha256(target.read_bytes()).hexdigest() != sha:
+            path = str(Path(name).with_name(f"{Path(name).stem}-{sha[:12]}.png"))
+        target = self.folder.stimuli / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, data)
+        self._rec.record_stimulus(sha256=sha, path=path, **record)
+        return path, sha
 
     def _origins(self) -> dict[str, str]:
         """Each synthesized image's natural ancestor, as recorded with it (paths in the stimulus folder)."""
@@ -632,33 +675,139 @@ class Controller:
         from stimulus.encoding import EncodingModel
 
         names, responses, _, _ = self._training_data().averaged()
-        self.observer.message("info", f"fitting the encoding model on {len(names)} images ({description})")
+        prior = None if self._start_id is None else self._model_for(self._start_id)
+        towards = f", towards model version {self._start_id}" if prior is not None else ""
+        self.observer.message(
+            "info", f"fitting the encoding model on {len(names)} images ({description}{towards})"
+        )
         model = EncodingModel(self.config.model.encoding(), device=self.device).fit(
             [self.folder.stimuli / n for n in names],
             responses,
             roi_labels=self.voxel_rois,
             voxel_indices=self.signals.voxel_index,
+            prior=prior,
         )
+        self._record_model(model, description=description, parent_id=self.state.model_id, n_images=len(names))
+
+    def _record_model(
+        self,
+        model: Any,
+        *,
+        description: str,
+        parent_id: int | None,
+        n_images: int,
+        start: list[str] | None = None,
+    ) -> None:
+        """Save ``model`` in the session folder, record it, and make it the session's current model."""
         path = self.folder.new_model_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = model.save(path)
         medians = _roi_medians(model)
+        layers: dict[str, Any] = {"layers": list(model.layers), "cv_median_r": medians}
+        if start is not None:
+            layers["start"] = start
         model_id = self._rec.record_model_version(
-            backbone=self.config.model.backbone,
+            backbone=model.config.backbone,
             artifact_path=str(path),
             artifact_sha256=digest,
-            parent_id=self.state.model_id,
-            n_training_stimuli=len(names),
+            parent_id=parent_id,
+            n_training_stimuli=n_images,
             description=description,
-            layers={"layers": list(model.layers), "cv_median_r": medians},
+            layers=layers,
         )
-        self.state.model_id, self.state.model_n = model_id, len(names)
+        self.state.model_id, self.state.model_n = model_id, n_images
         self._loaded = (model_id, model)
+        if start is not None:
+            self._start_id = model_id
         self._event(
             "info",
-            "model.fitted",
+            "model.fitted" if start is None else "model.started",
             f"model version {model_id} ({description}): cross-validated r by ROI "
             + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()),
+        )
+
+    def _start_model(self) -> None:
+        """The model of ``[model] start`` on this session's voxels, recorded as the session's first."""
+        from stimulus.encoding import EncodingModel, describe_features, feature_space
+        from stimulus.errors import StimulusError
+        from stimulus.transfer import on_voxels
+
+        models, sources, parents = [], [], []
+        for entry in self.config.model.start:
+            where = start_source(self.config, entry)
+            try:
+                if isinstance(where, Path):
+                    model = EncodingModel.load(where, device=self.device)
+                    sources.append(f"{where} (sha256 {model.file_sha256_})")
+                else:
+                    record = self._last_model_of(where)
+                    model = EncodingModel.load(
+                        record.artifact_path, expected_sha256=record.artifact_sha256, device=self.device
+                    )
+                    sources.append(f"{where} model version {record.id} ({record.artifact_path})")
+                    parents.append(record.id)
+            except StimulusError as exc:
+                raise SessionError(f"[model] start {entry}: {exc}") from None
+            models.append(model)
+        try:
+            start = on_voxels(models, self.voxel_rois, self.signals.voxel_index)
+            ours = EncodingModel(self.config.model.encoding(), device=self.device)
+            if feature_space(ours) != feature_space(start):
+                raise SessionError(
+                    f"[model] start reads {describe_features(start)}; this session's [model] reads "
+                    f"{describe_features(ours)}: set [model] backbone, image_size, budget and reduction to "
+                    "the start model's"
+                )
+        except StimulusError as exc:
+            raise SessionError(f"[model] start: {exc}") from None
+        how = "as it is" if start is models[0] else f"averaged by ROI over {len(models)} model(s)"
+        self._record_model(
+            start,
+            description=f"the start model: {'; '.join(sources)}, {how}",
+            parent_id=parents[0] if len(parents) == 1 and len(models) == 1 else None,
+            n_images=0,
+            start=sources,
+        )
+
+    def _last_model_of(self, ref: str) -> ModelVersionRow:
+        """The last model version an earlier session of this database recorded."""
+        with self.database.reader() as s:
+            try:
+                found = find_session(s, ref).id
+            except RecordNotFoundError as exc:
+                raise SessionError(f"[model] start {ref}: {exc}") from None
+            models = model_versions(s, found)
+        if found == self._rec.session_id:
+            raise SessionError(f"[model] start {ref} is this session; name an earlier one")
+        if not models:
+            raise SessionError(f"[model] start {ref}: that session recorded no model; name one that did")
+        if not Path(models[-1].artifact_path).is_file():
+            raise SessionError(
+                f"[model] start {ref}: its last model's file {models[-1].artifact_path} is missing; restore "
+                "that session's folder, or give the model file itself"
+            )
+        return models[-1]
+
+    def _validate_start(self, run: RunRef) -> None:
+        """How well the start model predicts the training run's measured ROI responses (an event)."""
+        shown = self._measured_responses([run.number] if run.number in self.state.runs else [])
+        if len(shown) < 3:
+            return
+        model = self._model_for(self._start_id)
+        predicted = model.predict([self.folder.stimuli / stimulus.path for stimulus, _ in shown])
+        labels = np.asarray(model.roi_labels_)
+        measured = np.stack([values for _, values in shown])
+        r = {
+            roi: float(np.corrcoef(predicted[:, labels == roi].mean(1), measured[:, j])[0, 1])
+            for j, roi in enumerate(self.roi_names)
+        }
+        self._event(
+            "info",
+            "model.validated",
+            f"the start model (version {self._start_id}) predicts the {len(shown)} images of run "
+            f"{run.number}: r by ROI " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()),
+            r=r,
+            n_images=len(shown),
         )
 
     def _current_model(self) -> Any:

@@ -270,9 +270,14 @@ class Adaptive:
         ranked = _Ranking(context.model, context.targets, context.images_per_target)
         images = context.by_image()
         paths = list(images)
-        pixels = load_images([context.stimuli / p for p in paths], size)
-        predicted = ranked.predict(pixels)
-        for roi in context.targets:
+        # Nothing shown yet (a session started from a model, with no training run): the fresh pool alone.
+        pixels = (
+            load_images([context.stimuli / p for p in paths], size)
+            if paths
+            else np.zeros((0, 3, size, size), np.float32)
+        )
+        predicted = ranked.predict(pixels) if paths else {}
+        for roi in context.targets if paths else ():
             column = context.roi_names.index(roi)
             showings = [[s.responses[column] for s in images[p]] for p in paths]
             posterior = posterior_means(predicted[roi], showings)

@@ -12,6 +12,14 @@ so that synthesis can push gradients from predicted responses back to pixels,
 and saves to one file (:meth:`EncodingModel.save`) that carries everything
 needed to use it and is checked against the installed backbone when loaded.
 
+A model can be fitted from a prior (:meth:`EncodingModel.fit` with
+``prior=``): an earlier model of the same voxels, such as one fitted on an
+earlier session or averaged over other subjects (:mod:`stimulus.transfer`).
+The ridge then shrinks towards the prior's weights instead of towards zero:
+it fits what the prior leaves unexplained, and its cross-validated penalty
+decides how far the new data move the model. With few new images, or a
+prior that already predicts them, the model stays near the prior.
+
 Two designs are supported: one response per image (trial betas, the default)
 and a time series (:meth:`EncodingModel.fit_timeseries`: frame features
 averaged per TR and lagged, for block and movie runs).
@@ -71,6 +79,8 @@ __all__ = [
     "EncodingScores",
     "TimeSeriesRun",
     "TimeSeriesScores",
+    "describe_features",
+    "feature_space",
 ]
 
 log = logging.getLogger(__name__)
@@ -403,6 +413,7 @@ class EncodingModel:
         groups: npt.ArrayLike | None = None,
         roi_labels: Sequence[str] | None = None,
         voxel_indices: npt.ArrayLike | None = None,
+        prior: EncodingModel | None = None,
         progress: Progress | None = None,
     ) -> EncodingModel:
         """Fit on one response per image.
@@ -417,6 +428,9 @@ class EncodingModel:
         roi_labels : sequence of str of shape (n_voxels,), optional
         voxel_indices : array of shape (n_voxels,), optional
             Where each voxel lies in the run's volume (flat index), kept in the model.
+        prior : EncodingModel, optional
+            A model of the same voxels in the same feature space: the fit
+            keeps its feature statistics and shrinks towards its weights.
         progress : callable(stage, done, total), optional
         """
         started = time.perf_counter()
@@ -424,10 +438,15 @@ class EncodingModel:
         y = _responses(responses, n_images, "images")
         if self.config.cv == "kfold":  # refuse impossible folds before the slow feature pass
             group_folds(n_images, self.config.n_splits, groups)
+        if prior is not None:
+            self._check_prior(prior, y.shape[1])
         pixels = _as_pixels(images, self.config.image_size)
         self._set_voxels(y.shape[1], roi_labels, voxel_indices)
-        layers = self._standardize_from(self._raw_layer_features(pixels, progress))
-        self._fit_design(layers, y, groups, progress)
+        raw = self._raw_layer_features(pixels, progress)
+        if prior is None:
+            self._fit_design(self._standardize_from(raw), y, groups, progress)
+        else:
+            self._fit_from_prior(raw, y, groups, prior, progress)
         self.lags_s_, self.tr_s_ = (), None
         self.fit_info_ = self._fit_info(len(pixels), started)
         return self
@@ -508,7 +527,13 @@ class EncodingModel:
         y: npt.NDArray[np.float32],
         groups: npt.ArrayLike | None,
         progress: Progress | None,
+        *,
+        offset: npt.NDArray[np.float32] | None = None,
     ) -> None:
+        """Fit the ridge on ``layers``; with ``offset`` (a prior's prediction) on what it leaves of ``y``.
+
+        The coefficients are then the residual's; the scores are of ``offset`` plus it.
+        """
         n_layers = len(layers)
         layer_scores = []
         if self.config.layerwise and n_layers > 1:
@@ -518,26 +543,65 @@ class EncodingModel:
                 assert ridge.cv_predictions_ is not None
                 layer_scores.append(r2_score(y, ridge.cv_predictions_))
         stage = _stage(progress, "all layers")
+        target = y if offset is None else y - offset
         ridge = self._ridge(keep_predictions=True).fit(
-            np.concatenate(layers, axis=1), y, groups, progress=stage
+            np.concatenate(layers, axis=1), target, groups, progress=stage
         )
         assert ridge.cv_predictions_ is not None
+        predictions = ridge.cv_predictions_ if offset is None else ridge.cv_predictions_ + offset
         self.coef_ = ridge.coef_.astype(np.float32)
         self.intercept_ = ridge.intercept_.astype(np.float32)
         self.alpha_ = ridge.alpha_
-        self.cv_r_ = pearson_r(y, ridge.cv_predictions_)
-        self.cv_r2_ = r2_score(y, ridge.cv_predictions_)
+        self.cv_r_ = pearson_r(y, predictions)
+        self.cv_r2_ = r2_score(y, predictions)
         self.layer_scores_ = np.array(layer_scores) if layer_scores else np.zeros((0, y.shape[1]))
         self.best_layer_ = self.layer_scores_.argmax(axis=0) if layer_scores else np.zeros(0, dtype=np.int64)
         if progress:
             progress("permutation test", 0, 1)
-        self.p_values_ = permutation_p_values(
-            y, ridge.cv_predictions_, n_permutations=self.config.n_permutations
-        )
+        self.p_values_ = permutation_p_values(y, predictions, n_permutations=self.config.n_permutations)
         self.selected_ = fdr_select(self.p_values_, self.config.fdr_q)
         if progress:
             progress("permutation test", 1, 1)
         self._solver = ridge.solver_
+
+    def _check_prior(self, prior: EncodingModel, n_voxels: int) -> None:
+        prior._check_fitted()
+        if prior.lags_s_:
+            raise EncodingInputError("a time-series model cannot be the prior of a per-image model")
+        if prior.n_voxels != n_voxels:
+            raise EncodingInputError(
+                f"the prior has {prior.n_voxels} voxels and the responses {n_voxels}; a prior must model "
+                "the same voxels (express it on them first: stimulus.transfer.on_voxels)"
+            )
+        mine, theirs = feature_space(self), feature_space(prior)
+        if mine != theirs:
+            raise EncodingInputError(
+                f"the prior reads other features ({describe_features(prior)}) than this model "
+                f"({describe_features(self)}); fit with the features the prior reads"
+            )
+
+    def _fit_from_prior(
+        self,
+        raw: list[npt.NDArray[np.float32]],
+        y: npt.NDArray[np.float32],
+        groups: npt.ArrayLike | None,
+        prior: EncodingModel,
+        progress: Progress | None,
+    ) -> None:
+        """Ridge towards the prior's weights: fit the residual of its prediction, then add it back."""
+        layers = []
+        for mine, theirs, values in zip(
+            self.extractor.reductions, prior.extractor.reductions, raw, strict=True
+        ):
+            mine.mean.copy_(theirs.mean)
+            mine.scale.copy_(theirs.scale)
+            if self.config.reduction.standardize:
+                values = (values - theirs.mean.cpu().numpy()) / theirs.scale.cpu().numpy()
+            layers.append(values.astype(np.float32))
+        offset = (np.concatenate(layers, axis=1) @ prior.coef_ + prior.intercept_).astype(np.float32)
+        self._fit_design(layers, y, groups, progress, offset=offset)
+        self.coef_ = (self.coef_ + prior.coef_).astype(np.float32)
+        self.intercept_ = (self.intercept_ + prior.intercept_).astype(np.float32)
 
     def _fit_info(self, n_images: int, started: float) -> dict[str, Any]:
         return {
@@ -919,6 +983,24 @@ class EncodingModel:
         model.file_sha256_ = digest
         model._solver = meta["fit"].get("solver", "")
         return model
+
+
+def feature_space(model: EncodingModel) -> tuple[object, ...]:
+    """What makes two models' features the same: backbone, weights, layers, image size, reduction."""
+    c = model.config
+    backbone = model.backbone
+    reduction = c.reduction
+    return (backbone.name, backbone.weights_sha256, model.layers, c.image_size, reduction.method,
+            reduction.budget, reduction.log, reduction.standardize)  # fmt: skip
+
+
+def describe_features(model: EncodingModel) -> str:
+    """The features a model reads, in words: what :func:`feature_space` compares."""
+    c = model.config
+    return (
+        f"{model.backbone.name} layers {', '.join(model.layers)} at {c.image_size} px, "
+        f"{c.reduction.method} to {c.reduction.budget} per layer"
+    )
 
 
 def _payload_digest(meta_json: str, tensors: dict[str, torch.Tensor]) -> str:

@@ -18,14 +18,14 @@ import numpy as np
 import numpy.typing as npt
 from scipy.ndimage import map_coordinates
 
-__all__ = ["RigidRegistration", "framewise_displacement"]
+__all__ = ["RigidRegistration", "framewise_displacement", "locate", "rotation_angle_deg", "rotation_matrix"]
 
 Array = npt.NDArray[np.float64]
 
 HEAD_RADIUS_MM = 50.0
 
 
-def _rotation(r: Array) -> Array:
+def rotation_matrix(r: Array) -> Array:
     """Rotation matrix for small angles about x, y, z (applied in that order)."""
     cx, cy, cz = np.cos(r)
     sx, sy, sz = np.sin(r)
@@ -34,6 +34,12 @@ def _rotation(r: Array) -> Array:
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     rotation: Array = rz @ ry @ rx
     return rotation
+
+
+def rotation_angle_deg(r: npt.ArrayLike) -> float:
+    """The whole turn of a rotation (degrees about its axis) from its angles about x, y and z (radians)."""
+    cosine = (np.trace(rotation_matrix(np.asarray(r, dtype=np.float64))) - 1) / 2
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
 
 
 class RigidRegistration:
@@ -74,7 +80,7 @@ class RigidRegistration:
         data = np.asarray(volume, dtype=np.float64)
         p = self._params.copy()
         for _ in range(self.iterations):
-            moved = self._x @ _rotation(p[3:]).T + p[:3]
+            moved = self._x @ rotation_matrix(p[3:]).T + p[:3]
             coords = (moved / self.voxel_mm + self._centre).T
             sampled = map_coordinates(data, coords, order=1, mode="nearest")
             step = self._hessian_inv @ (self._sd.T @ (sampled - self._reference))
@@ -113,7 +119,7 @@ def locate(
     centre = (np.asarray(shape) - 1) / 2
     flat = np.asarray(indices, dtype=np.intp)
     ijk = np.stack(np.unravel_index(flat, shape), 1).astype(np.float64)
-    moved = ((ijk - centre) * mm) @ _rotation(p[3:]).T + p[:3]
+    moved = ((ijk - centre) * mm) @ rotation_matrix(p[3:]).T + p[:3]
     nearest = np.round(moved / mm + centre).astype(np.intp)
     inside = np.all((nearest >= 0) & (nearest < np.asarray(shape)), axis=1)
     located = flat.copy()

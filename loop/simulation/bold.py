@@ -8,7 +8,8 @@ integrated over the presentation's duration. To it the run adds, in
 percent of each voxel's baseline: AR(1) noise, a few low-rank
 physiological oscillations shared across voxels, a slow drift, and
 optionally rigid head motion (a random walk of translations, applied to
-the whole volume). Every draw comes from the run's seed, so a run can be
+the whole volume, from where the run began: shifted and, on another day,
+rotated). Every draw comes from the run's seed, so a run can be
 generated again exactly; :attr:`BoldRun.presentations` and
 :attr:`BoldRun.motion_voxels` keep what went in.
 """
@@ -20,9 +21,11 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+from scipy.ndimage import affine_transform
 from scipy.ndimage import shift as shift_volume
 
 from loop.analysis.hrf import hrf_integral
+from loop.analysis.motion import rotation_matrix
 from loop.errors import SimulationError
 from loop.simulation.subject import PHYSIO_FREQUENCIES, VirtualSubject
 
@@ -55,6 +58,8 @@ class BoldRun:
         Standard deviation of the head's step per volume, in mm (default: the subject's ``motion_mm``).
     start_mm : array-like of shape (3,), optional
         Where the head is at the run's first volume, against the session's first run (translations, mm).
+    rotation_deg : array-like of shape (3,), optional
+        How the head is turned during the run, about the volume's centre (degrees about x, y, z).
     """
 
     def __init__(
@@ -66,6 +71,7 @@ class BoldRun:
         *,
         motion_mm: float | None = None,
         start_mm: npt.ArrayLike | None = None,
+        rotation_deg: npt.ArrayLike | None = None,
     ) -> None:
         if not tr_s > 0 or n_volumes < 1:
             raise SimulationError(
@@ -104,6 +110,8 @@ class BoldRun:
         )
         steps[0] = 0.0 if start_mm is None else np.asarray(start_mm, dtype=np.float64) / config.voxel_mm
         self.motion_voxels = np.cumsum(steps, axis=0)  # from where the session's first run began
+        turned = np.zeros(3) if rotation_deg is None else np.radians(np.asarray(rotation_deg, np.float64))
+        self.rotation = rotation_matrix(turned) if turned.any() else None
 
     @property
     def next_index(self) -> int:
@@ -158,7 +166,13 @@ class BoldRun:
         values = np.abs(air * np.float32(0.02 * config.baseline)).astype(np.float64)
         values[self._brain_index] = self._tissue * (1 + percent / 100)
         volume = values.reshape(shape)
-        if np.any(self.motion_voxels[k]):
+        if self.rotation is not None:
+            # What sits at x (about the centre) in the still head sits at R x + t: sample R^T (y - t).
+            centre = (np.asarray(shape) - 1) / 2
+            back = self.rotation.T
+            offset = centre - back @ (centre + self.motion_voxels[k])
+            volume = affine_transform(volume, back, offset=offset, order=1, mode="nearest")
+        elif np.any(self.motion_voxels[k]):
             volume = shift_volume(volume, self.motion_voxels[k], order=1, mode="nearest")
         self._next += 1
         raw: npt.NDArray[np.int16] = np.clip(np.round(volume), 0, np.iinfo(np.int16).max).astype(np.int16)

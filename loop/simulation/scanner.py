@@ -206,6 +206,7 @@ class SimulatedScanner:
             n_volumes,
             seed=run if seed is None else seed,
             start_mm=head if head.any() else None,
+            rotation_deg=config.head_deg if any(config.head_deg) else None,
         )
         record = RunRecord(run=run, run_id=run_id, n_volumes=n_volumes)
         if plan is not None:
@@ -312,6 +313,7 @@ class SimulatedScanner:
             "volume_time": "volume k is the signal at k * tr_s seconds after the first trigger",
             "presentations": presentations,
             "motion_mm": (bold.motion_voxels * self.subject.config.voxel_mm).tolist(),
+            "rotation_deg": list(self.subject.config.head_deg),
             "files": {str(k): v for k, v in record.files.items()},
         }
         path = self.truth_dir / f"run{record.run:02d}_truth.json"

@@ -114,8 +114,10 @@ class SubjectConfig:
     Head: ``motion_mm`` is the standard deviation of the head's step per volume
     within a run; ``run_shift_mm`` that of where the head is, on each axis, at
     the start of each run after the first (as after a break between runs);
-    ``head_mm`` where the head is in this session against the subject's first
-    (another day: the same brain, scanned in another position).
+    ``head_mm`` and ``head_deg`` where the head is in this session against the
+    subject's first (another day: the same brain, scanned in another position):
+    a shift in mm along the volume's axes and a rotation in degrees about
+    them, about the volume's centre, as :mod:`loop.analysis.motion` measures it.
     """
 
     name: str = "sim-01"
@@ -132,6 +134,7 @@ class SubjectConfig:
     motion_mm: float = 0.0
     run_shift_mm: float = 0.0
     head_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    head_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
     hrf_delay_sd_s: float = 0.5
     image_size: int = 128
     calibration_images: int = 100
@@ -174,8 +177,9 @@ class SubjectConfig:
                 f"known: {', '.join(sorted(known))}"
             )
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "shape" in values:
-            values["shape"] = tuple(values["shape"])
+        for key in ("shape", "head_mm", "head_deg"):
+            if key in values:
+                values[key] = tuple(values[key])
         try:
             return cls(**values)
         except TypeError as exc:

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from stimulus.encoding import EncodingModel
+from stimulus.encoding import EncodingModel, feature_space
 from stimulus.errors import TargetError
 from stimulus.names import ObjectiveKind
 
@@ -135,15 +135,6 @@ class _Subject:
             whose = f"model {self.which + 1} of {self.n_models}" if self.n_models > 1 else "the model"
             raise TargetError(f"{whose} has no ROI named {roi!r}; its ROIs are {known}")
         return members
-
-
-def feature_space(model: EncodingModel) -> tuple[object, ...]:
-    """What makes two models' features the same: backbone, weights, layers, image size, reduction."""
-    c = model.config
-    backbone = model.backbone
-    reduction = c.reduction
-    return (backbone.name, backbone.weights_sha256, model.layers, c.image_size, reduction.method,
-            reduction.budget, reduction.log)  # fmt: skip
 
 
 def _target_column(

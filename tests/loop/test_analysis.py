@@ -214,7 +214,7 @@ def test_registration_recovers_a_known_rotation_and_shift_and_locates_voxels_in_
 ) -> None:
     from scipy.ndimage import map_coordinates
 
-    from loop.analysis.motion import _rotation, locate
+    from loop.analysis.motion import locate, rotation_matrix
     from loop.simulation.bold import BoldRun
 
     reference = BoldRun(subject, TR, 1, seed=3).volume().astype(np.float64)
@@ -223,7 +223,7 @@ def test_registration_recovers_a_known_rotation_and_shift_and_locates_voxels_in_
     shape, mm = reference.shape, np.array([3.0, 3.0, 3.0])
     centre = (np.asarray(shape) - 1) / 2
     grid = (np.indices(shape).reshape(3, -1).T - centre) * mm
-    before = (grid - truth[:3]) @ _rotation(truth[3:])  # R^-1 (y - t), row vectors
+    before = (grid - truth[:3]) @ rotation_matrix(truth[3:])  # R^-1 (y - t), row vectors
     moved = map_coordinates(reference, (before / mm + centre).T, order=1, mode="nearest").reshape(shape)
     found = RigidRegistration(reference, mm, iterations=30).register(moved)  # as a run is placed
     print("translation (mm)", found[:3].round(3), "rotation (deg)", np.degrees(found[3:]).round(3))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,29 +28,14 @@ from loop.errors import AcquisitionError
 from loop.quality import run_quality
 from loop.recording import SessionReference
 from loop.replay import session_atlas
-from loop.session import Controller
 from loop.simulation.bold import BoldRun
-from loop.simulation.scanner import SimulatedScanner
 from loop.simulation.subject import SubjectConfig, VirtualSubject
 from scanner_bridge.readers import VolumeFiles, read_volume
 from scanner_bridge.volume import Volume
-from stimulus.present import RunLog, RunPlan, VirtualClock, write_bids_events
+from stimulus.present import RunLog, RunPlan, write_bids_events
+from tests.loop.conftest import controller
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def small_config(out: Path) -> SessionConfig:
-    c = SessionConfig()
-    truth = out / "export-truth"  # where the simulated scanner writes the atlas and the ground truth
-    return dataclasses.replace(
-        c,
-        session=dataclasses.replace(c.session, output=str(out), database=str(out / "db.sqlite")),
-        atlas=dataclasses.replace(c.atlas, labels=str(truth / "rois.nii.gz"), names=str(truth / "rois.tsv")),
-        simulation=dataclasses.replace(c.simulation, truth=str(truth)),
-        training=dataclasses.replace(c.training, images=12, repeated=4, repeats=2, lead_out_s=12.0),
-        rounds=dataclasses.replace(c.rounds, count=0),
-        model=dataclasses.replace(c.model, budget=100),
-    )
 
 
 class Dropping(InProcessAcquisition):
@@ -95,32 +79,6 @@ class GivingUp(InProcessAcquisition):
             part = read_volume([self.export_dir / name for name in record.files[index]])
             sink.volume(index, VolumeStatus.OK, part.as_volume(index, {}))
         raise AcquisitionError(f"the presenter could not run {plan.run_id}: no trigger within 60 s")
-
-
-def controller(
-    tmp_path: Path,
-    kind: type[InProcessAcquisition],
-    adjust: Callable[[SessionConfig], SessionConfig] = lambda c: c,
-    fmt: str = "nifti",
-    subject: VirtualSubject | None = None,
-    **kwargs: Any,
-) -> tuple[Controller, Path]:
-    out = tmp_path / "session"
-    config = adjust(small_config(out))
-    subject = subject or VirtualSubject(SubjectConfig.from_spec("default", seed=4))
-    truth = out / "export-truth"
-    scanner = SimulatedScanner(
-        subject,
-        out / "export",
-        tr_s=2.0,
-        clock=VirtualClock(),
-        fmt=fmt,
-        stimulus_dir=out / "stimuli",
-        truth_dir=truth,
-    )
-    acquisition = kind(scanner, export_dir=out / "export", **kwargs)
-    database = open_database(out / "db.sqlite", create=True)
-    return Controller(config, database, acquisition), out
 
 
 def test_a_missing_volume_is_recorded_as_missing_logged_and_left_out_of_the_fit(tmp_path: Path) -> None:
