@@ -156,8 +156,7 @@ def test_experiment_3_a_new_subject_with_no_training_run_is_driven_by_other_subj
     with sqlite3.connect(out / "db.sqlite") as db:
         runs = [k for (k,) in db.execute('SELECT "index" FROM runs ORDER BY "index"')]
         models = db.execute(
-            "SELECT id, parent_id, n_training_stimuli, description, layers "
-            "FROM encoding_models ORDER BY id"
+            "SELECT id, parent_id, n_training_stimuli, description, layers FROM encoding_models ORDER BY id"
         ).fetchall()
         round_model = db.execute("SELECT model_version_id FROM rounds").fetchone()[0]
         made_with = {
