@@ -18,6 +18,7 @@ from sqlalchemy import delete, insert, select
 
 from db._types import utcnow
 from db.base import (
+    ConfigError,
     EventLevel,
     RecordNotFoundError,
     ResponseMethod,
@@ -116,7 +117,7 @@ class SessionRecorder:
             elif s.scalar(
                 select(Session.id).where(Session.subject_id == subj.id, Session.label == session_label)
             ):
-                raise ValueError(
+                raise ConfigError(  # a ValueError too
                     f"session sub-{subject_label}/ses-{session_label} already exists in "
                     f"{database.name}; resume it, or choose another session label"
                 )

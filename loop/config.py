@@ -431,7 +431,7 @@ def _problems(c: SessionConfig) -> list[str]:
     return problems
 
 
-SESSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SESSION_NAME = re.compile(r"^(sub-)?[A-Za-z0-9]+/(ses-)?[A-Za-z0-9]+$")  # BIDS labels: letters and digits
 
 
 def start_source(c: SessionConfig, entry: str) -> Path | str:

@@ -51,11 +51,7 @@ class RunRef:
     number: int
     label: str
     bids: str  # the run's BIDS name, with its task: the plan's run_id
-
-    @property
-    def round(self) -> int | None:
-        """The round this run is (None for the training run)."""
-        return self.number - 1 if self.number > 1 else None
+    round: int | None  # the round this run is (None for the training run)
 
     @property
     def description(self) -> str:
@@ -87,10 +83,14 @@ class SessionFolder:
         Where a simulation's ground truth is (None in a scanner session).
     bids : tuple of (str, str)
         The session's subject and session labels, with or without their ``sub-``/``ses-`` prefixes.
+    trained : bool
+        Whether run 1 is a training run (a session started from a model may have none).
     """
 
-    def __init__(self, root: Path, *, stimuli: Path, truth: Path | None, bids: tuple[str, str]) -> None:
-        self.root, self.stimuli, self.truth = root, stimuli, truth
+    def __init__(
+        self, root: Path, *, stimuli: Path, truth: Path | None, bids: tuple[str, str], trained: bool = True
+    ) -> None:
+        self.root, self.stimuli, self.truth, self.trained = root, stimuli, truth, trained
         subject, session = bids
         self._prefix = f"sub-{subject.removeprefix('sub-')}_ses-{session.removeprefix('ses-')}"
 
@@ -104,12 +104,18 @@ class SessionFolder:
             stimuli=config.resolve(stimuli) if stimuli else root / "stimuli",
             truth=config.resolve(config.simulation.truth) if config.simulation.truth else None,
             bids=(config.session.subject, config.session.session),
+            trained=config.training.images > 0,
         )
 
     def run(self, number: int) -> RunRef:
-        task = TASKS[(RunKind.TRAINING if number == 1 else RunKind.CLOSED_LOOP).value]
+        """Run ``number``: the training run first, when the session has one, then one run per round."""
+        training = self.trained and number == 1
+        task = TASKS[(RunKind.TRAINING if training else RunKind.CLOSED_LOOP).value]
         return RunRef(
-            number, f"{self._prefix}_run-{number:02d}", f"{self._prefix}_task-{task}_run-{number:02d}"
+            number,
+            f"{self._prefix}_run-{number:02d}",
+            f"{self._prefix}_task-{task}_run-{number:02d}",
+            round=None if training else number - int(self.trained),
         )
 
     @property

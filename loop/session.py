@@ -81,6 +81,7 @@ from loop.acquisition import Acquisition
 from loop.analysis.design import Trial
 from loop.analysis.roi import RoiAtlas, RoiSignals
 from loop.config import SessionConfig, start_source
+from loop.continuation import EarlierSession
 from loop.dataset import TrainingData, single_trial_responses
 from loop.errors import AcquisitionError, SessionError
 from loop.evidence import Showing
@@ -109,7 +110,7 @@ class _State:
 
     runs: dict[int, RunResponses] = field(default_factory=dict)  # completed runs by number
     model_id: int | None = None
-    model_n: int = 0  # distinct stimuli the current model was fitted on
+    model_runs: int = 0  # how many of the session's completed runs the current model was fitted on
     rounds_done: int = 0
 
 
@@ -168,6 +169,7 @@ class Controller:
         self.state = _State()
         self._loaded: tuple[int | None, Any] = (None, None)  # (model version id, the model in memory)
         self._start_id: int | None = None  # the model version the session started from ([model] start)
+        self._earlier: EarlierSession | None = None  # the earlier session it continues, if it does
 
     # -- the session ----------------------------------------------------------------------------
 
@@ -229,9 +231,16 @@ class Controller:
             self.state.runs[run.number] = self.folder.load_responses(run, self.roi_names)
         self.state.rounds_done = sum(r.status == Status.COMPLETED for r in rounds)
         if models:
-            self.state.model_id, self.state.model_n = models[-1].id, models[-1].n_training_stimuli or 0
-            if (models[0].layers or {}).get("start"):
+            last = models[-1]
+            covered = (last.layers or {}).get("runs")
+            if covered is None:  # recorded before models said so: it covered the runs whose images it had
+                covered = len(self.state.runs) if (last.n_training_stimuli or 0) >= self._n_distinct() else 0
+            self.state.model_id, self.state.model_runs = last.id, int(covered)
+            first = models[0].layers or {}
+            if first.get("start"):
                 self._start_id = models[0].id
+            if first.get("continues"):
+                self._earlier = self._continue(str(first["continues"]))
         self._event(
             "warning",
             "session.resumed",
@@ -253,7 +262,7 @@ class Controller:
         if self._trained and run.number not in self.state.runs:
             plan = self._saved_plan(run) or self._training_plan(run)
             self._acquire(run, plan, kind=RunKind.TRAINING, round_id=None)
-        if self.state.model_id is None or self.state.model_n < self._n_distinct():
+        if self._needs_fit():
             if self._trained and self._start_id is not None and self.state.model_id == self._start_id:
                 self._validate_start(run)  # before the first fit moves the model away from it
             self._fit(description="fitted on the training run")
@@ -326,6 +335,7 @@ class Controller:
     def _round(self, index: int) -> None:
         round_id, targets, model_id = self._open_round(index)
         run = self.folder.run(index + self._trained)  # run 1 is the training run, if there is one
+        assert run.round == index
         if run.number not in self.state.runs:
             plan = self._saved_plan(run) or plan_run(
                 run.bids,
@@ -338,7 +348,7 @@ class Controller:
             self._acquire(run, plan, kind=RunKind.CLOSED_LOOP, round_id=round_id)
         assert model_id is not None, "a round is scored with the model it synthesized with"
         scores, records, predictions = self._score_round(run, model_id)
-        if self.state.model_n < self._n_distinct():
+        if self._needs_fit():
             self._fit(description=f"refitted after round {index}")
         self._rec.end_round(
             round_id, refit_model_version_id=self.state.model_id, scores=records, predictions=predictions
@@ -402,7 +412,7 @@ class Controller:
                 height=s.display_size,
             )  # fmt: skip
             stimuli.append(PlannedStimulus(name, sha, "synthesized", image.target))
-        natural = self._measured_responses([1] if self._trained else [])  # the training run's
+        natural = self._measured_responses(self._natural_runs())
         for roi in targets:
             if not natural:
                 break
@@ -436,19 +446,33 @@ class Controller:
         self._rec.record_stimulus(sha256=sha, path=path, **record)
         return path, sha
 
+    def _natural_runs(self) -> list[int]:
+        """Where the rounds' natural controls come from: the training run, or the continued session's."""
+        if self._trained:
+            return [1]
+        if self._earlier is not None and self._earlier.training is not None:
+            return [self._earlier.training]
+        return []
+
     def _origins(self) -> dict[str, str]:
         """Each synthesized image's natural ancestor, as recorded with it (paths in the stimulus folder)."""
         with self.database.reader() as s:
             rows = session_stimuli(s, self._rec.session_id)
-        return {
+        earlier = self._earlier.origins if self._earlier is not None else {}
+        return earlier | {
             r.path: r.synthesis["origin_file"] for r in rows if r.synthesis and r.synthesis.get("origin_file")
         }
+
+    def _all_runs(self) -> dict[int, RunResponses]:
+        """The completed runs, the continued session's first (numbered before this session's own)."""
+        earlier = self._earlier.runs if self._earlier is not None else {}
+        return {number: run for number, run in sorted((earlier | self.state.runs).items())}
 
     def _showings(self) -> list[Showing]:
         """Every presentation of the completed runs, in order, with its measured ROI responses."""
         return [
             Showing(stimulus, run.number, response)
-            for run in (self.state.runs[number] for number in sorted(self.state.runs))
+            for run in self._all_runs().values()
             for stimulus, response in zip(run.stimuli, run.roi, strict=True)
         ]
 
@@ -456,8 +480,9 @@ class Controller:
         """Each image shown in ``runs`` with its measured ROI responses, averaged over its showings."""
         rows: dict[str, list[Array]] = {}
         first: dict[str, PlannedStimulus] = {}
+        every = self._all_runs()
         for number in runs:
-            run = self.state.runs[number]
+            run = every[number]
             for stimulus, response in zip(run.stimuli, run.roi, strict=True):
                 rows.setdefault(stimulus.path, []).append(response)
                 first.setdefault(stimulus.path, stimulus)
@@ -663,19 +688,23 @@ class Controller:
 
     def _training_data(self) -> TrainingData:
         data = TrainingData()
-        for number in sorted(self.state.runs):
-            run = self.state.runs[number]
+        for number, run in self._all_runs().items():
             data.add_run(number, [s.path for s in run.stimuli], run.voxels)
         return data
 
+    def _needs_fit(self) -> bool:
+        """Whether a completed run is not in the current model yet (or there is no model at all)."""
+        return self.state.model_id is None or self.state.model_runs < len(self.state.runs)
+
     def _n_distinct(self) -> int:
-        return len({s.path for run in self.state.runs.values() for s in run.stimuli})
+        return len({s.path for run in self._all_runs().values() for s in run.stimuli})
 
     def _fit(self, *, description: str) -> None:
         from stimulus.encoding import EncodingModel
 
         names, responses, _, _ = self._training_data().averaged()
-        prior = None if self._start_id is None else self._model_for(self._start_id)
+        # The start model is the prior, unless its own data are here (an earlier session continued).
+        prior = None if self._start_id is None or self._earlier else self._model_for(self._start_id)
         towards = f", towards model version {self._start_id}" if prior is not None else ""
         self.observer.message(
             "info", f"fitting the encoding model on {len(names)} images ({description}{towards})"
@@ -697,15 +726,20 @@ class Controller:
         parent_id: int | None,
         n_images: int,
         start: list[str] | None = None,
+        continues: str | None = None,
     ) -> None:
         """Save ``model`` in the session folder, record it, and make it the session's current model."""
         path = self.folder.new_model_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = model.save(path)
         medians = _roi_medians(model)
-        layers: dict[str, Any] = {"layers": list(model.layers), "cv_median_r": medians}
+        layers: dict[str, Any] = {
+            "layers": list(model.layers), "cv_median_r": medians, "runs": len(self.state.runs),
+        }  # fmt: skip
         if start is not None:
             layers["start"] = start
+        if continues is not None:
+            layers["continues"] = continues
         model_id = self._rec.record_model_version(
             backbone=model.config.backbone,
             artifact_path=str(path),
@@ -715,7 +749,7 @@ class Controller:
             description=description,
             layers=layers,
         )
-        self.state.model_id, self.state.model_n = model_id, n_images
+        self.state.model_id, self.state.model_runs = model_id, len(self.state.runs)
         self._loaded = (model_id, model)
         if start is not None:
             self._start_id = model_id
@@ -761,13 +795,37 @@ class Controller:
         except StimulusError as exc:
             raise SessionError(f"[model] start: {exc}") from None
         how = "as it is" if start is models[0] else f"averaged by ROI over {len(models)} model(s)"
+        continues = self._continues(models, start)
+        if continues is not None:
+            self._earlier = self._continue(continues)
+            how += f", continuing {continues} (its {len(self._earlier.runs)} run(s) and their images)"
         self._record_model(
             start,
             description=f"the start model: {'; '.join(sources)}, {how}",
             parent_id=parents[0] if len(parents) == 1 and len(models) == 1 else None,
-            n_images=0,
+            n_images=self._n_distinct(),
             start=sources,
+            continues=continues,
         )
+
+    def _continues(self, models: list[Any], start: Any) -> str | None:
+        """The session this one continues: the one ``[model] start`` entry, of this subject, same voxels."""
+        entries = self.config.model.start
+        if len(entries) != 1 or start is not models[0]:
+            return None
+        where = start_source(self.config, entries[0])
+        if isinstance(where, Path):
+            return None
+        subject = where.partition("/")[0].removeprefix("sub-")
+        return where if subject == self.config.session.subject.removeprefix("sub-") else None
+
+    def _continue(self, ref: str) -> EarlierSession:
+        earlier = EarlierSession.load(self.database, ref, self.roi_names, self.folder.stimuli)
+        self.observer.message(
+            "info",
+            f"continuing {earlier.ref}: {len(earlier.runs)} run(s) of its measurements join this session's",
+        )
+        return earlier
 
     def _last_model_of(self, ref: str) -> ModelVersionRow:
         """The last model version an earlier session of this database recorded."""

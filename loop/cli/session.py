@@ -62,10 +62,15 @@ def check(
     s, t, r = config.session, config.training, config.rounds
     shown = t.images + t.repeated * (t.repeats - 1)
     console.print(f"{path}: valid. {s.kind} session {s.subject}/{s.session}, TR {config.scanner.tr_s:g} s")
-    console.print(
-        f"training: {t.images} natural images ({t.repeated} shown {t.repeats} times), {shown} trials, "
-        f"{t.design} design, {t.trial_s:g} s every {t.isi_s:g} s"
-    )
+    if t.images:
+        console.print(
+            f"training: {t.images} natural images ({t.repeated} shown {t.repeats} times), {shown} trials, "
+            f"{t.design} design, {t.trial_s:g} s every {t.isi_s:g} s"
+        )
+    else:
+        console.print("training: none; round 1 synthesizes with the start model")
+    if config.model.start:
+        console.print(f"model: starts from {', '.join(config.model.start)}", soft_wrap=True)
     console.print(
         f"rounds: {r.count} x {r.targets_per_round} targets ({r.policy}) x {r.images_per_target} images, "
         f"controls: {', '.join(r.controls) or 'none'}"
@@ -156,9 +161,19 @@ def _live_problems(config: SessionConfig, path: Path, wait_s: float) -> list[str
 def _check_can_run(database: Database, config: SessionConfig, *, resume: bool, again: str) -> None:
     """Refuse, before waiting on any other computer, a session that cannot be started or resumed."""
     from db.base import RecordNotFoundError, Status
-    from db.queries import session_info
+    from db.queries import find_session, model_versions, session_info
+    from loop.config import start_source
 
     ref = f"{config.session.subject}/{config.session.session}"
+    for entry in config.model.start:  # an earlier session to start from must be there, with a model
+        if isinstance(start_source(config, entry), str):
+            with database.reader() as s:
+                try:
+                    found = find_session(s, entry).id
+                except RecordNotFoundError as exc:
+                    raise CortexloopError(f"[model] start {entry}: {exc}") from None
+                if not model_versions(s, found):
+                    raise CortexloopError(f"[model] start {entry}: that session recorded no model")
     try:
         with database.reader() as s:
             status = session_info(s, ref).status

@@ -42,7 +42,7 @@ from typing import IO, Any
 from rich.console import Console
 
 from db.base import Status, write_atomic
-from loop.config import SessionConfig, to_toml
+from loop.config import SessionConfig, start_source, to_toml
 from loop.errors import SimulationError
 from loop.simulation.scanner import run_files
 from scanner_bridge import generate_key_file
@@ -82,6 +82,7 @@ def simulation_config(config: SessionConfig, out: Path) -> SessionConfig:
     out = out.resolve()
     truth = out / "export-truth"
     database = config.database_target
+    config = _resolved(config)  # the file's own relative paths, before it is written in ``out``
     return dataclasses.replace(
         config,
         session=dataclasses.replace(
@@ -105,6 +106,24 @@ def simulation_config(config: SessionConfig, out: Path) -> SessionConfig:
     )
 
 
+def _resolved(config: SessionConfig) -> SessionConfig:
+    """``config`` with the paths it gives relative to its file made absolute (reference, images, models)."""
+
+    def absolute(path: str) -> str:
+        return str(config.resolve(path).resolve()) if path else path
+
+    start = tuple(
+        str(where.resolve()) if isinstance(where := start_source(config, entry), Path) else entry
+        for entry in config.model.start
+    )
+    return dataclasses.replace(
+        config,
+        atlas=dataclasses.replace(config.atlas, reference=absolute(config.atlas.reference)),
+        training=dataclasses.replace(config.training, image_set=absolute(config.training.image_set)),
+        model=dataclasses.replace(config.model, start=start),
+    )
+
+
 class SimulatedSession:
     """One simulated session in ``out``: write its files, start its processes, supervise them."""
 
@@ -117,7 +136,7 @@ class SimulatedSession:
         self._log_files: dict[str, IO[bytes]] = {}
         self.config = simulation_config(config, self.out)
         self.config_path = self.out / "session.toml"
-        self.n_runs = 1 + self.config.rounds.count
+        self.n_runs = len(self.config.scanner_runs())  # the training run (if any) and one per round
 
     # -- running --------------------------------------------------------------------------------
 

@@ -239,9 +239,17 @@ def test_registration_recovers_a_known_rotation_and_shift_and_locates_voxels_in_
     assert r > unplaced + 0.05
 
 
+@pytest.mark.parametrize(
+    ("start", "turn"),
+    [
+        pytest.param((4.0, -3.0, 2.0), (0.0, 0.0, 0.0), id="after-a-break-5.4mm"),
+        pytest.param((2.5, -2.5, 2.0), (3.0, -3.0, 2.5), id="another-day-4.1mm-4.9deg"),
+    ],
+)
 def test_a_run_that_begins_elsewhere_is_placed_against_the_sessions_reference(  # type: ignore[no-untyped-def]
-    subject, tmp_path: Path
+    subject, tmp_path: Path, start: tuple[float, float, float], turn: tuple[float, float, float]
 ) -> None:
+    """A later run (after a break, or on another day, the head turned too) is found and its ROIs followed."""
     from loop.recording import SessionReference
     from loop.simulation.bold import BoldRun
     from stimulus.natural import natural_image_set
@@ -249,12 +257,11 @@ def test_a_run_that_begins_elsewhere_is_placed_against_the_sessions_reference(  
     mm = np.array([3.0, 3.0, 3.0])
     first = BoldRun(subject, TR, 1, seed=1).volume()
     assert SessionReference(tmp_path / "reference.npz", mm).position(first, subject.affine) is None
-    # A later run, after a break: the head starts 5.4 mm away and watches 40 images.
-    start = np.array([4.0, -3.0, 2.0])
+    # A later run: the head starts elsewhere (and, on another day, turned) and watches 40 images.
     images = natural_image_set(40, size=128, seed=21)
     truth = subject.voxel_responses(images.pixels)
     n = int((4.0 + 8.0 * 39 + 30) / TR)
-    run = BoldRun(subject, TR, n, seed=12, start_mm=start)
+    run = BoldRun(subject, TR, n, seed=12, start_mm=start, rotation_deg=turn)
     for k, response in enumerate(truth):
         run.present(4.0 + 8.0 * k, 1.0, str(k), response)
     volumes = [run.volume() for _ in range(n)]
@@ -270,7 +277,7 @@ def test_a_run_that_begins_elsewhere_is_placed_against_the_sessions_reference(  
     ):
         SessionReference(cut, mm).position(volumes[0], subject.affine)
     np.testing.assert_allclose(params[:3], start, atol=0.3)
-    assert np.degrees(np.abs(params[3:])).max() < 0.2
+    np.testing.assert_allclose(np.degrees(params[3:]), turn, atol=0.2)
     labels, names = subject.write_atlas(tmp_path)
     placed, where_it_was = RoiSignals(RoiAtlas.load(labels, names)), RoiSignals(RoiAtlas.load(labels, names))
     for signals in (placed, where_it_was):

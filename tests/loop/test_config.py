@@ -53,6 +53,12 @@ def test_the_example_is_the_defaults(tmp_path: Path) -> None:
         ("[session\n", r"is not valid TOML"),
         ("[fixation]\nchanges_per_minute = -1\n", r"\[fixation\] changes_per_minute -1.0 must be in"),
         ("[fixation]\ntask = true\nresponse_keys = []\n", r"\[fixation\] response_keys is empty"),
+        ("[training]\nimages = 0\nrepeated = 0\n", r"0 images, no training run, only with a \[model\] start"),
+        (
+            '[model]\nstart = ["models/sub-02.pt"]\n',
+            r"\[model\] start .*models/sub-02.pt is not a model file; give a model file, or an earlier",
+        ),
+        ('[model]\nstart = ["sub-01/ses-01", "sub-01/ses-01"]\n', r"\[model\] start names a model twice"),
     ],
 )
 def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:

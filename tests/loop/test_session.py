@@ -337,3 +337,84 @@ def test_the_subject_s_sessions_show_their_drive_and_their_models_lineage(sessio
     nobody = cli("db", "subject", "sub-09", "--db", folder / "cortexloop.sqlite")
     assert nobody.returncode == 1
     assert "no sessions of subject sub-09" in nobody.stdout
+
+
+def true_by_target(database: Path, ref: str) -> dict[str, float]:
+    """The virtual subject's true response of each target to its images in the session's last round."""
+    with open_database(database) as db, db.reader() as s:
+        scores = session_scores(s, session_id(s, ref))
+    last = max(score.round_index or 0 for score in scores)
+    return {
+        str(score.roi): score.value
+        for score in scores
+        if score.metric == Metric.TARGET_TRUE and score.round_index == last
+    }
+
+
+@pytest.fixture(scope="module")
+def day_two(sessions: dict[int, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Day 2 of the same subject: the head 4.1 mm and 4.9 degrees from day 1's, no training run, one round.
+
+    It records into a copy of day 1's database and starts from day 1's session (``[model] start``), placed
+    against day 1's reference volume so that day 1's atlas means the same voxels.
+    """
+    day_one = sessions[0]
+    folder = tmp_path_factory.mktemp("day2")
+    database = folder / "study.sqlite"
+    with sqlite3.connect(day_one / "cortexloop.sqlite") as source, sqlite3.connect(database) as target:
+        source.backup(target)
+    (folder / "subject.toml").write_text("head_mm = [2.5, -2.5, 2.0]\nhead_deg = [3.0, -3.0, 2.5]\n")
+    (folder / "day2.toml").write_text(
+        f'[session]\nsession = "ses-02"\n\n[atlas]\nreference = "{day_one / "reference.npz"}"\n\n'
+        "[training]\nimages = 0\nrepeated = 0\n\n[rounds]\ncount = 1\n\n"
+        '[model]\nstart = ["sub-01/ses-01"]\n\n'
+        f'[simulation]\nsubject = "{folder / "subject.toml"}"\n'
+    )
+    command = [sys.executable, "-m", "loop.cli", "--log-level", "warning", "simulate", "--in-process",
+               "--seed", "0", "--config", folder / "day2.toml", "--db", database, "--out",
+               folder / "session"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        list(map(str, command)), capture_output=True, text=True, env=env, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return folder
+
+
+@pytest.mark.timeout(SESSION_TIMEOUT_S)
+def test_day_two_started_from_day_one_finds_the_head_and_drives_as_day_one_ended(
+    sessions: dict[int, Path], day_two: Path
+) -> None:
+    """Issue 19's day 2: moved 4 mm and 5 degrees, no training run, day 1's model, images and measurements."""
+    with sqlite3.connect(day_two / "study.sqlite") as db:
+        placed = db.execute(
+            "SELECT e.details FROM events e JOIN sessions s ON s.id = e.session_id "
+            "WHERE s.label = '02' AND e.code = 'run.position'"
+        ).fetchall()
+        models = db.execute(
+            "SELECT m.id, m.parent_id, s.label FROM encoding_models m JOIN sessions s ON s.id = m.session_id "
+            "ORDER BY m.id"
+        ).fetchall()
+        runs = db.execute(
+            'SELECT r."index", r.kind FROM runs r JOIN sessions s ON s.id = r.session_id '
+            "WHERE s.label = '02'"
+        ).fetchall()
+    assert runs == [(1, "closed_loop")]  # no training run
+    # The head is found where the simulation put it against day 1, and the ROIs follow it there.
+    (details,) = placed[0]
+    np.testing.assert_allclose(json.loads(details)["translation_mm"], [2.5, -2.5, 2.0], atol=0.3)
+    np.testing.assert_allclose(json.loads(details)["rotation_deg"], [3.0, -3.0, 2.5], atol=0.3)
+    # Day 2's first model is day 1's last, continued; its refit has day 1's and day 2's measurements.
+    day_one_last = max(m for m, _, label in models if label == "01")
+    day_two_models = [(m, parent) for m, parent, label in models if label == "02"]
+    assert day_two_models[0][1] == day_one_last
+    assert [parent for _, parent in day_two_models[1:]] == [m for m, _ in day_two_models[:-1]]
+    # The drive in truth: day 2's one round without training reaches what day 1's three rounds ended with.
+    before = true_by_target(day_two / "study.sqlite", "sub-01/ses-01")
+    after = true_by_target(day_two / "study.sqlite", "sub-01/ses-02")
+    for roi in before:
+        print(f"{roi}: day 1's last round {before[roi]:.3f} %, day 2's {after[roi]:.3f} %")
+    assert np.mean(list(after.values())) >= np.mean(list(before.values()))
+    assert all(after[roi] > before[roi] - 0.1 for roi in before)  # and no target far below
+    # Its folder holds every image its report shows (day 1's that it refined were copied there).
+    assert (day_two / "session" / "report.html").stat().st_size > 100_000
