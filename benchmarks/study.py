@@ -96,6 +96,8 @@ def day_two(seed: int, first: Path, root: Path, args: argparse.Namespace) -> tup
     database.unlink(missing_ok=True)
     with sqlite3.connect(first / "cortexloop.sqlite") as source, sqlite3.connect(database) as target:
         source.backup(target)
+    upgrade = [sys.executable, "-m", "loop.cli", "db", "upgrade", "--db", str(database)]
+    subprocess.run(upgrade, check=True, capture_output=True)  # a day 1 recorded by an earlier version
     move, turn = list(args.move_mm), list(args.turn_deg)
     (folder / "subject.toml").write_text(f"head_mm = {move}\nhead_deg = {turn}\n")
     c = SessionConfig()

@@ -34,15 +34,22 @@ from loop.analysis.design import Trial
 from loop.analysis.motion import RigidRegistration, rotation_angle_deg
 from loop.analysis.realtime import RunAnalyzer
 from loop.analysis.roi import RoiSignals
+from loop.errors import SessionError
 from loop.folder import RunRef
 from loop.observer import Observer
 from scanner_bridge.volume import Volume
 from stimulus.present import RunPlan
 
-__all__ = ["EventLogger", "RunRecording", "SessionReference"]
+__all__ = ["EventLogger", "RunRecording", "SessionReference", "implausible_position"]
 
 # A head that moved more than this between runs is worth a word to the operator.
 MOVED_MM, MOVED_DEG = 2.0, 2.0
+# Further than a head moves in a head coil, between runs or days: the registration failed, or the reference
+# is not this head's.
+TOO_FAR_MM, TOO_FAR_DEG = 25.0, 25.0
+# Below this correlation of the placed volume with the reference (at its edges) the registration did not find
+# the head: a turn too large for it, or not this head. A placed day-2 head turned 5 degrees matches 0.93.
+POOR_MATCH = 0.75
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,7 @@ class SessionReference:
     def __init__(self, path: Path, voxel_mm: npt.ArrayLike, *, source: Path | None = None) -> None:
         self.path, self.voxel_mm, self.source = path, np.asarray(voxel_mm, dtype=np.float64), source
         self._registration: RigidRegistration | None = None
+        self.match: float | None = None  # how well the last run placed matches the reference (Pearson r)
         self._geometry: tuple[tuple[int, ...], Array] | None = None
 
     def _load(self) -> tuple[Array, Array]:
@@ -103,8 +111,9 @@ class SessionReference:
                 np.savez_compressed(buffer, volume=data.astype(np.float32), affine=np.asarray(affine))
                 write_atomic(self.path, buffer.getvalue())
                 reference, reference_affine = data, np.asarray(affine, dtype=np.float64)
-            # Between runs the head may have moved millimetres: iterate to convergence, once per run.
-            self._registration = RigidRegistration(reference, self.voxel_mm, iterations=30)
+            # Between runs or days the head may have moved millimetres and turned degrees: iterate to
+            # convergence, once per run (a 20 degree turn takes about 60 iterations, 25 ms).
+            self._registration = RigidRegistration(reference, self.voxel_mm, iterations=100)
             self._geometry = (reference.shape, reference_affine)
             if reference is data:
                 return None
@@ -112,7 +121,41 @@ class SessionReference:
         shape, reference_affine = self._geometry
         if data.shape != shape or not np.allclose(affine, reference_affine, atol=1e-3):
             return None
-        return self._registration.register(data)
+        params = self._registration.register(data)
+        self.match = self._registration.match(data, params)
+        return params
+
+
+def implausible_position(params: npt.ArrayLike, *, label: str, reference: SessionReference) -> str | None:
+    """What to check when a run's head was not found, or found further than a head moves; else None."""
+    p = np.asarray(params, dtype=np.float64)
+    shift_mm, turn_deg = float(np.linalg.norm(p[:3])), rotation_angle_deg(p[3:])
+    match = reference.match
+    if shift_mm <= TOO_FAR_MM and turn_deg <= TOO_FAR_DEG and (match is None or match >= POOR_MATCH):
+        return None
+    found = f"{label}: registering its first volume to the reference {reference.path} "
+    if match is not None and match < POOR_MATCH:
+        found += (
+            f"did not find the head: placed {shift_mm:.0f} mm and {turn_deg:.0f} degrees away, it matches "
+            f"the reference with r {match:.2f} (below {POOR_MATCH:g}): the head turned further than the "
+            "registration follows (about 25 degrees), or the reference is not this head's. "
+        )
+    else:
+        found += (
+            f"put the head {shift_mm:.0f} mm and {turn_deg:.0f} degrees away, further than a head moves in "
+            f"a head coil ({TOO_FAR_MM:g} mm, {TOO_FAR_DEG:g} degrees): the registration failed, or the "
+            "reference is not this head's. "
+        )
+    if reference.source is not None:
+        return found + (
+            f"Check that [atlas] reference ({reference.source}) is this subject's first session, that the "
+            "slices are prescribed as they were then, and that the first volume shows the whole head; "
+            "without [atlas] reference the session places its runs against its own first volume"
+        )
+    return found + (
+        "Check that this is the same subject, with the slices prescribed as in the session's first run, and "
+        "that the first volume shows the whole head"
+    )
 
 
 class RunRecording:
@@ -252,6 +295,9 @@ class RunRecording:
         params = self.reference.position(volume.data, volume.affine)
         if params is None:
             return
+        problem = implausible_position(params, label=self.label, reference=self.reference)
+        if problem:
+            raise SessionError(problem)
         gone = self.signals.place(params, self.voxel_mm)
         shift_mm, turn_deg = float(np.linalg.norm(params[:3])), rotation_angle_deg(params[3:])
         moved = shift_mm > MOVED_MM or turn_deg > MOVED_DEG or gone

@@ -90,6 +90,18 @@ class RigidRegistration:
         self._params = p
         return p.copy()
 
+    def match(self, volume: npt.ArrayLike, params: npt.ArrayLike) -> float:
+        """How well ``volume`` moved by ``params`` matches the reference: Pearson r at the fit's points.
+
+        Near 1 where the registration found the head; a registration that failed (a turn too large for
+        it, another head) leaves it well below.
+        """
+        p = np.asarray(params, dtype=np.float64)
+        moved = self._x @ rotation_matrix(p[3:]).T + p[:3]
+        where = (moved / self.voxel_mm + self._centre).T
+        sampled = map_coordinates(np.asarray(volume, dtype=np.float64), where, order=1, mode="nearest")
+        return float(np.corrcoef(sampled, self._reference)[0, 1])
+
 
 def framewise_displacement(params: npt.ArrayLike) -> Array:
     """(n_volumes,) framewise displacement in mm from (n_volumes, 6) parameters; 0 for the first."""

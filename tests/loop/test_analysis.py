@@ -225,7 +225,7 @@ def test_registration_recovers_a_known_rotation_and_shift_and_locates_voxels_in_
     grid = (np.indices(shape).reshape(3, -1).T - centre) * mm
     before = (grid - truth[:3]) @ rotation_matrix(truth[3:])  # R^-1 (y - t), row vectors
     moved = map_coordinates(reference, (before / mm + centre).T, order=1, mode="nearest").reshape(shape)
-    found = RigidRegistration(reference, mm, iterations=30).register(moved)  # as a run is placed
+    found = RigidRegistration(reference, mm, iterations=100).register(moved)  # as a run is placed
     print("translation (mm)", found[:3].round(3), "rotation (deg)", np.degrees(found[3:]).round(3))
     np.testing.assert_allclose(found[:3], truth[:3], atol=0.2)
     np.testing.assert_allclose(np.degrees(found[3:]), np.degrees(truth[3:]), atol=0.2)
@@ -250,7 +250,7 @@ def test_a_run_that_begins_elsewhere_is_placed_against_the_sessions_reference(  
     subject, tmp_path: Path, start: tuple[float, float, float], turn: tuple[float, float, float]
 ) -> None:
     """A later run (after a break, or on another day, the head turned too) is found and its ROIs followed."""
-    from loop.recording import SessionReference
+    from loop.recording import SessionReference, implausible_position
     from loop.simulation.bold import BoldRun
     from stimulus.natural import natural_image_set
 
@@ -278,6 +278,11 @@ def test_a_run_that_begins_elsewhere_is_placed_against_the_sessions_reference(  
         SessionReference(cut, mm).position(volumes[0], subject.affine)
     np.testing.assert_allclose(params[:3], start, atol=0.3)
     np.testing.assert_allclose(np.degrees(params[3:]), turn, atol=0.2)
+    reference = SessionReference(tmp_path / "reference.npz", mm)
+    reference.position(volumes[0], subject.affine)
+    assert reference.match is not None
+    assert reference.match > 0.9  # the placed head matches the reference: nothing to stop for
+    assert implausible_position(params, label="a run", reference=reference) is None
     labels, names = subject.write_atlas(tmp_path)
     placed, where_it_was = RoiSignals(RoiAtlas.load(labels, names)), RoiSignals(RoiAtlas.load(labels, names))
     for signals in (placed, where_it_was):

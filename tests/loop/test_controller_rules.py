@@ -24,7 +24,7 @@ from db.queries import run_volumes, session_info, session_runs
 from loop.acquisition import InProcessAcquisition, RunSink
 from loop.analysis.roi import RoiSignals
 from loop.config import SessionConfig
-from loop.errors import AcquisitionError
+from loop.errors import AcquisitionError, SessionError
 from loop.quality import run_quality
 from loop.recording import SessionReference
 from loop.replay import session_atlas
@@ -272,3 +272,29 @@ def test_a_session_scanned_as_single_slice_dicom_records_and_exports_what_nifti_
     assert tsnr["dicom"] == pytest.approx(tsnr["nifti"], rel=1e-3)  # each ROI's median tSNR
     assert len(signals["dicom"]) == 6 * planned["dicom"]  # every volume (all its slices), every ROI
     assert np.allclose(np.array(signals["dicom"]), np.array(signals["nifti"]))
+
+
+def test_a_head_the_registration_cannot_find_stops_the_session_before_its_run_is_recorded(
+    tmp_path: Path,
+) -> None:
+    """Day 2, the head turned 45 degrees from day 1's: said, with what to check; none of the run recorded."""
+    subject = VirtualSubject(SubjectConfig.from_spec("default", seed=4, head_deg=(0.0, 0.0, 45.0)))
+    day_one = tmp_path / "day1" / "reference.npz"
+    still = VirtualSubject(SubjectConfig.from_spec("default", seed=4))
+    SessionReference(day_one, [3.0, 3.0, 3.0]).position(
+        BoldRun(still, 2.0, 1, seed=99).volume(), still.affine
+    )
+
+    def on_day_two(c: SessionConfig) -> SessionConfig:
+        return dataclasses.replace(c, atlas=dataclasses.replace(c.atlas, reference=str(day_one)))
+
+    session, out = controller(tmp_path, InProcessAcquisition, adjust=on_day_two, subject=subject)
+    with pytest.raises(
+        SessionError, match=r"training run: registering its first volume .* did not find the head"
+    ):
+        session.run()
+    with sqlite3.connect(out / "db.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM volumes").fetchone()[0] == 0
+        stopped = db.execute("SELECT message FROM events WHERE code = 'session.stopped'").fetchall()
+    assert len(stopped) == 1
+    assert "Check that [atlas] reference" in stopped[0][0]
