@@ -40,7 +40,7 @@ from loop.observer import Observer
 from scanner_bridge.volume import Volume
 from stimulus.present import RunPlan
 
-__all__ = ["EventLogger", "RunRecording", "SessionReference", "implausible_position"]
+__all__ = ["EventLogger", "RunRecording", "SessionReference", "implausible_position", "read_reference"]
 
 # A head that moved more than this between runs is worth a word to the operator.
 MOVED_MM, MOVED_DEG = 2.0, 2.0
@@ -56,6 +56,32 @@ log = logging.getLogger(__name__)
 Array = npt.NDArray[np.float64]
 # The controller's event log: (level, code, message, *, run_id=None, **details).
 EventLogger = Callable[..., None]
+
+
+def read_reference(path: Path) -> tuple[tuple[int, int, int], Array]:
+    """The grid (shape, affine) of a volume: a NIfTI (its first volume) or a session's ``reference.npz``."""
+    import nibabel as nib
+
+    try:
+        if path.suffix == ".npz":
+            with path.open("rb") as handle, np.load(handle) as saved:
+                volume, affine = saved["volume"], saved["affine"]
+                shape = volume.shape[:3]
+        else:
+            image = nib.load(path)
+            shape, affine = image.shape[:3], image.affine  # type: ignore[attr-defined]
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        EOFError,
+        zipfile.BadZipFile,
+        nib.filebasedimages.ImageFileError,
+    ) as exc:
+        raise ConfigError(
+            f"{path} is not a volume to take a grid from ({exc}); give a NIfTI or a reference.npz"
+        ) from None
+    return (int(shape[0]), int(shape[1]), int(shape[2])), np.asarray(affine, dtype=np.float64)
 
 
 class SessionReference:

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from db.base import ConfigError
 
-__all__ = ["RoiAtlas", "RoiSignals"]
+__all__ = ["RoiAtlas", "RoiSignals", "resample_atlas"]
 
 Array = npt.NDArray[np.float64]
 
@@ -172,3 +172,18 @@ class RoiSignals:
         flat = np.asarray(volume).ravel()
         means = np.array([flat[idx].mean(dtype=np.float64) for idx in self._rois_in_volume])
         return means, flat[self._voxels_in_volume].astype(np.float64)
+
+
+def resample_atlas(atlas: RoiAtlas, shape: tuple[int, int, int], affine: npt.ArrayLike) -> RoiAtlas:
+    """``atlas`` on another grid (``shape``, ``affine``): each voxel takes the label at its centre.
+
+    A lab's atlas drawn on an anatomy or on another session's grid is put on the session's grid this
+    way (nearest neighbour, through the two affines: any voxel size, field of view and orientation).
+    """
+    from nibabel.processing import resample_from_to
+
+    image = nib.Nifti1Image(atlas.labels.astype(np.int16), atlas.affine)
+    target = np.asarray(affine, dtype=np.float64)
+    moved = resample_from_to(image, (tuple(shape), target), order=0, mode="constant", cval=0)
+    labels = np.asarray(moved.dataobj).astype(np.int16)
+    return RoiAtlas(labels=labels, affine=target, names=dict(atlas.names))

@@ -24,6 +24,61 @@ app = typer.Typer(help="A session's configuration: init, check.", no_args_is_hel
 
 
 @app.command()
+def atlas(
+    labels: Annotated[Path, typer.Argument(help="The lab's ROI label image (NIfTI).", show_default=False)],
+    names: Annotated[Path, typer.Argument(help="Its names (TSV: index, name).", show_default=False)],
+    reference: Annotated[
+        Path,
+        typer.Option(
+            help="A volume on the session's grid: a NIfTI the scanner wrote, or a session's reference.npz.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="The label image to write on that grid (NIfTI).", show_default=False)
+    ],
+) -> None:
+    """Put a lab's ROI atlas on the session's grid (each voxel takes the label at its centre), saying
+    how many voxels each ROI has there; then name it in [atlas] labels."""
+    import gzip
+
+    import nibabel as nib
+    import numpy as np
+
+    from db.base import write_atomic
+    from loop.analysis.roi import RoiAtlas, resample_atlas
+    from loop.recording import read_reference
+
+    found = RoiAtlas.load(labels, names)
+    shape, affine = read_reference(reference)
+    placed = resample_atlas(found, shape, affine)
+    table = Table(
+        "ROI", "voxels (mm³) in the lab's atlas", "voxels (mm³) on the session's grid", box=box.SIMPLE_HEAD
+    )
+    lost = []
+    for index, name in sorted(found.names.items()):
+        before, after = int((found.labels == index).sum()), int((placed.labels == index).sum())
+        table.add_row(name, f"{before} ({before * np.prod(found.voxel_mm):.0f})",
+                      f"{after} ({after * np.prod(placed.voxel_mm):.0f})")  # fmt: skip
+        if before and not after:
+            lost.append(name)
+    if lost:
+        raise ConfigError(
+            f"{', '.join(lost)} of {labels} cover no voxel centre of the grid of {reference}: the atlas is "
+            "not where that volume is (check both are of this subject, in scanner coordinates)"
+        )
+    image = nib.Nifti1Image(placed.labels, placed.affine)
+    image.set_sform(placed.affine, code="scanner")
+    image.set_qform(placed.affine, code="scanner")
+    write_atomic(
+        out, gzip.compress(image.to_bytes(), mtime=0) if out.name.endswith(".gz") else image.to_bytes()
+    )
+    console.print(table)
+    console.print(f"wrote {out}; in the session file: [atlas] labels = \"{out}\", names = \"{names}\"",
+                  markup=False, soft_wrap=True)  # fmt: skip
+
+
+@app.command()
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the example.")] = Path("session.toml"),
 ) -> None:

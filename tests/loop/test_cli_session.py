@@ -61,3 +61,61 @@ def test_starting_a_recorded_session_again_names_the_resume_command(
     started = time.monotonic()
     line = _refused(cortexloop("session", "run", "--config", other, "--resume"), time.monotonic() - started)
     assert "nothing to resume: the database has no session sub-rehearsal/ses-02" in line
+
+
+def test_a_labs_atlas_on_another_grid_is_put_on_the_sessions_grid(cortexloop: Cli, tmp_path: Path) -> None:
+    """An atlas drawn at 2 mm in another orientation lands on the session's 3 mm grid where it was drawn."""
+    import nibabel as nib
+    import numpy as np
+
+    from loop.analysis.roi import RoiAtlas, resample_atlas
+    from loop.recording import SessionReference
+    from loop.simulation.bold import BoldRun
+    from loop.simulation.subject import SubjectConfig, VirtualSubject
+
+    subject = VirtualSubject(SubjectConfig(seed=4))
+    labels, names = subject.write_atlas(tmp_path / "truth")
+    own = RoiAtlas.load(labels, names)
+    # The lab's atlas: 2 mm voxels, the first axis flipped, a field of view shifted by half a voxel.
+    fine = np.diag([-2.0, 2.0, 2.0, 1.0])
+    fine[:3, 3] = own.affine[:3, :3] @ (np.array(own.labels.shape) - 1) * [1, 0, 0] + own.affine[:3, 3] + 1.0
+    lab = resample_atlas(own, (96, 96, 54), fine)
+    nib.save(nib.Nifti1Image(lab.labels, lab.affine), tmp_path / "lab.nii.gz")
+    reference = tmp_path / "reference.npz"
+    SessionReference(reference, [3.0] * 3).position(BoldRun(subject, 2.0, 1, seed=1).volume(), subject.affine)
+    result = cortexloop(
+        "session",
+        "atlas",
+        tmp_path / "lab.nii.gz",
+        names,
+        "--reference",
+        reference,
+        "--out",
+        tmp_path / "on.nii.gz",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "in the session file: [atlas] labels" in result.stdout
+    placed = RoiAtlas.load(tmp_path / "on.nii.gz", names)
+    np.testing.assert_allclose(placed.affine, own.affine)
+    for index, name in own.names.items():
+        mine, theirs = own.labels == index, placed.labels == index
+        overlap = (mine & theirs).sum() / (mine | theirs).sum()
+        print(f"{name}: {mine.sum()} voxels drawn, {theirs.sum()} placed, overlap {overlap:.2f}")
+        assert overlap > 0.8
+    # An atlas of somewhere else is refused, naming the ROIs that found no voxel there.
+    away = np.array(fine)
+    away[:3, 3] += 500.0
+    nib.save(nib.Nifti1Image(lab.labels, away), tmp_path / "away.nii.gz")
+    result = cortexloop(
+        "session",
+        "atlas",
+        tmp_path / "away.nii.gz",
+        names,
+        "--reference",
+        reference,
+        "--out",
+        tmp_path / "x.nii",
+    )
+    assert result.returncode == 1
+    assert "V1, V2, V4, LO, FFA, PPA of" in result.stderr
+    assert "cover no voxel centre" in result.stderr
