@@ -420,16 +420,17 @@ def _models(s: Reader, session: SessionInfo, located: Relocation) -> tuple[str, 
     names = sorted(r.name for r in session.rois)  # the session's ROIs, as a model file lists its own
     for k, version in enumerate(versions, 1):
         path = located.path(version.artifact_path)
+        how = f"<td>{html.escape(version.description or '')}</td>"
         if not path.is_file():
             gone = f"its file {html.escape(str(path))} is gone"
-            rows.append(f"<tr><td>{k}</td><td colspan={1 + len(names)}>{gone}</td></tr>")
+            rows.append(f"<tr><td>{k}</td>{how}<td colspan={1 + len(names)}>{gone}</td></tr>")
             continue
         meta, tensors, _ = read_model_file(path)
         codes, r = tensors["roi_codes"].numpy(), tensors["cv_r"].numpy()
         median = {str(name): float(np.median(r[codes == j])) for j, name in enumerate(meta["roi_names"])}
         medians.append((k, median))
         cells = "".join(f"<td>{median.get(name, float('nan')):.3f}</td>" for name in names)
-        rows.append(f"<tr><td>{k}</td><td>{version.n_training_stimuli or '-'}</td>{cells}</tr>")
+        rows.append(f"<tr><td>{k}</td>{how}<td>{version.n_training_stimuli or '-'}</td>{cells}</tr>")
     if not versions:
         return "<h2>Model by version</h2><p>No model was fitted.</p>", ""
     head = "".join(f"<th>{html.escape(name)}</th>" for name in names)
@@ -444,11 +445,15 @@ def _models(s: Reader, session: SessionInfo, located: Relocation) -> tuple[str, 
         axes.set_xticks([k for k, _ in medians])
         axes.legend(fontsize=7, ncol=len(names))
         figure = figure_html(fig)
+    validated = [e.message for e in session_events(s, session.id) if e.code == "model.validated"]
+    said = f"<p>{html.escape(validated[-1][0].upper() + validated[-1][1:])}.</p>" if validated else ""
     return (
         "<h2>Model by version</h2><p>Each refit's accuracy: the median over each ROI's voxels of the "
-        "cross-validated r the model file records (version 1 is fitted on the training run, each later "
-        "one refitted on everything measured up to the run before it).</p>"
-        f"<table><tr><th>version</th><th>training images</th>{head}</tr>{''.join(rows)}</table>{figure}",
+        "cross-validated r the model file records (version 1 is fitted on the training run, or is the model "
+        "the session started from, as it says; each later one refitted on everything measured up to the run "
+        f"before it).</p>{said}"
+        f"<table><tr><th>version</th><th>how</th><th>training images</th>{head}</tr>{''.join(rows)}</table>"
+        f"{figure}",
         "",
     )
 

@@ -221,8 +221,9 @@ def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Pat
     assert [(int(t), int(n)) for _, t, n, _ in rows] == [(t, n) for _, t, n in config.scanner_runs()]
     assert all(0 < float(r) < 1 for *_, r in rows)  # neighbouring trials overlap, none twice over
     models = text[text.index("<h2>Model by version</h2>") : text.index("<h2>Attention</h2>")]
-    trained = [int(n) for n in re.findall(r"<tr><td>\d</td><td>(\d+)</td>", models)]
+    trained = [int(n) for n in re.findall(r"<tr><td>\d</td><td>[\w ]+</td><td>(\d+)</td>", models)]
     assert len(trained) == 1 + config.rounds.count  # fitted on the training run, refitted after each round
+    assert "<td>refitted after round 3</td>" in models
     assert trained == sorted(set(trained))  # each refit on more images
     # Attention: each target's best image of round 3 with every target's map; their overlaps, pair by pair.
     attention = text[text.index("<h2>Attention</h2>") : text.index("<h2>Image quality</h2>")]
@@ -416,5 +417,7 @@ def test_day_two_started_from_day_one_finds_the_head_and_drives_as_day_one_ended
         print(f"{roi}: day 1's last round {before[roi]:.3f} %, day 2's {after[roi]:.3f} %")
     assert np.mean(list(after.values())) >= np.mean(list(before.values()))
     assert all(after[roi] > before[roi] - 0.1 for roi in before)  # and no target far below
-    # Its folder holds every image its report shows (day 1's that it refined were copied there).
-    assert (day_two / "session" / "report.html").stat().st_size > 100_000
+    # Its folder holds every image its report shows (day 1's that it refined were copied there), and the
+    # report says where its first model came from.
+    report = (day_two / "session" / "report.html").read_text()
+    assert "<td>the start model: sub-01/ses-01 model version 4" in report
