@@ -29,7 +29,7 @@ from stimulus.encoding import EncodingModel
 from stimulus.errors import EncodingInputError
 from stimulus.natural import natural_image_set
 from stimulus.transfer import on_voxels
-from tests.loop.conftest import controller, small_config
+from tests.loop.conftest import Seen, controller, small_config
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -49,8 +49,8 @@ def labels_of(subject: VirtualSubject) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
-    """Three subjects' model files (fitted on 100 images each, responses with noise) and a fourth subject."""
+def study(tmp_path_factory: pytest.TempPathFactory, seen: Seen) -> Study:
+    """Three subjects' model files (fitted on 100 images each, with noise); subject 3 is the new one."""
     folder = tmp_path_factory.mktemp("study")
     images = natural_image_set(100, size=128, seed=31).pixels
     encoding = small_config(folder).model.encoding()  # the features the sessions below read
@@ -66,9 +66,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Study:
         )
         model.save(folder / f"sub-{seed}.pt")
         donors.append(folder / f"sub-{seed}.pt")
-    subject = VirtualSubject(SubjectConfig(seed=24))
-    unseen = natural_image_set(300, size=128, seed=32).pixels
-    return Study(donors=donors, subject=subject, images=unseen, truth=subject.voxel_responses(unseen))
+    return Study(donors=donors, subject=seen.subject, images=seen.images[:300], truth=seen.truth[:300])
 
 
 def test_other_subjects_models_averaged_by_roi_predict_a_new_subject_and_guide_a_short_fit(
