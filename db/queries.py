@@ -72,6 +72,7 @@ __all__ = [
     "session_scores",
     "session_stimuli",
     "stimulus_ids",
+    "stimulus_path",
 ]
 
 Reader = OrmSession  # what every query reads through: ``with database.reader() as s``

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from db import Database
 from db.base import RunKind, Status, write_atomic
-from db.queries import find_session, session_info, session_runs, session_stimuli
+from db.queries import session_info, session_runs, session_stimuli
 from loop.config import parse_config
 from loop.errors import SessionError
 from loop.folder import RunResponses, SessionFolder
@@ -52,7 +52,7 @@ class EarlierSession:
     def load(cls, database: Database, ref: str, roi_names: list[str], stimuli: Path) -> EarlierSession:
         """Read session ``ref``'s completed runs and copy its images into the folder ``stimuli``."""
         with database.reader() as s:
-            info = session_info(s, str(find_session(s, ref).id))
+            info = session_info(s, ref)
             rows = session_runs(s, info.id, status=Status.COMPLETED)
             recorded = session_stimuli(s, info.id)
         if info.config_toml is None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.ndimage import affine_transform
 
 from db import SessionRecorder
 from db.base import ConfigError, VolumeStatus, write_atomic
@@ -104,7 +105,13 @@ class SessionReference:
         self.path, self.voxel_mm, self.source = path, np.asarray(voxel_mm, dtype=np.float64), source
         self._registration: RigidRegistration | None = None
         self.match: float | None = None  # how well the last run placed matches the reference (Pearson r)
+        self.across: Array | None = None  # reference-grid voxel -> the last run's (when its grid differs)
         self._geometry: tuple[tuple[int, ...], Array] | None = None
+
+    @property
+    def grid(self) -> tuple[tuple[int, ...], Array] | None:
+        """The reference's (shape, affine), once it is known."""
+        return self._geometry
 
     def _load(self) -> tuple[Array, Array]:
         try:
@@ -124,9 +131,15 @@ class SessionReference:
         return volume, affine
 
     def position(self, volume: npt.ArrayLike, affine: npt.ArrayLike) -> Array | None:
-        """The six parameters that bring ``volume`` onto the reference; None when it becomes the reference,
-        or when its voxels are stored in another orientation than the reference's (nothing to compare)."""
+        """The six parameters that bring ``volume`` onto the reference; None when it becomes the reference.
+
+        A volume on another grid than the reference's (another day's slice prescription, another
+        orientation) is first resampled onto the reference's grid through the two affines; then
+        :attr:`across` maps reference-grid voxel coordinates to the volume's, and the parameters are
+        the head's movement in the reference's grid.
+        """
         data = np.asarray(volume, dtype=np.float64)
+        self.across = None
         if self._registration is None:
             if not self.path.is_file() and self.source is not None:
                 write_atomic(self.path, self.source.read_bytes())
@@ -146,7 +159,13 @@ class SessionReference:
         assert self._geometry is not None
         shape, reference_affine = self._geometry
         if data.shape != shape or not np.allclose(affine, reference_affine, atol=1e-3):
-            return None
+            across = np.linalg.solve(np.asarray(affine, dtype=np.float64), reference_affine).astype(
+                np.float64
+            )
+            data = affine_transform(
+                data, across[:3, :3], offset=across[:3, 3], output_shape=shape, order=1, mode="nearest"
+            )
+            self.across = across
         params = self._registration.register(data)
         self.match = self._registration.match(data, params)
         return params
@@ -266,7 +285,6 @@ class RunRecording:
             self._missing(index)
             return
         if not self._checked:
-            self.signals.check(volume.data.shape, volume.affine)
             self._place(volume)
             self._checked = True
         result = self.analyzer.process(index, volume.data)
@@ -316,15 +334,21 @@ class RunRecording:
 
     def _place(self, volume: Volume) -> None:
         """Find the head against the session's reference at the run's first volume; follow it there."""
-        if self.reference is None:
+        params = self.reference.position(volume.data, volume.affine) if self.reference else None
+        if params is None:  # no reference, or this volume became it: the atlas's own grid
+            self.signals.check(volume.data.shape, volume.affine)
             return
-        params = self.reference.position(volume.data, volume.affine)
-        if params is None:
-            return
+        assert self.reference is not None
         problem = implausible_position(params, label=self.label, reference=self.reference)
         if problem:
             raise SessionError(problem)
-        gone = self.signals.place(params, self.voxel_mm)
+        if self.reference.across is None:
+            self.signals.check(volume.data.shape, volume.affine)
+            gone = self.signals.place(params, self.voxel_mm)
+        else:  # another grid than the reference's (another day's prescription): looked up across
+            grid = self.reference.grid
+            assert grid is not None
+            gone = self.signals.place_across(params, self.voxel_mm, grid, (volume.data.shape, volume.affine))
         shift_mm, turn_deg = float(np.linalg.norm(params[:3])), rotation_angle_deg(params[3:])
         moved = shift_mm > MOVED_MM or turn_deg > MOVED_DEG or gone
         earlier_day = self.reference.source is not None

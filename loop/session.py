@@ -65,12 +65,12 @@ from db.base import (
 from db.queries import (
     ModelVersionRow,
     RunRow,
-    find_session,
     model_version,
     model_versions,
     run_series,
     run_trials,
     run_volumes,
+    session_id,
     session_rounds,
     session_runs,
     session_stimuli,
@@ -831,7 +831,7 @@ class Controller:
         """The last model version an earlier session of this database recorded."""
         with self.database.reader() as s:
             try:
-                found = find_session(s, ref).id
+                found = session_id(s, ref)
             except RecordNotFoundError as exc:
                 raise SessionError(f"[model] start {ref}: {exc}") from None
             models = model_versions(s, found)

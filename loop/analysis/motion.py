@@ -112,28 +112,46 @@ def framewise_displacement(params: npt.ArrayLike) -> Array:
 
 
 def locate(
-    indices: npt.ArrayLike, shape: tuple[int, ...], voxel_mm: npt.ArrayLike, params: npt.ArrayLike
+    indices: npt.ArrayLike,
+    shape: tuple[int, ...],
+    voxel_mm: npt.ArrayLike,
+    params: npt.ArrayLike,
+    *,
+    to_volume: tuple[Array, tuple[int, ...]] | None = None,
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
     """Where voxels of the reference lie in a volume that :meth:`RigidRegistration.register` gave ``params``.
 
     Parameters
     ----------
-    indices : array of flat indices into a volume of ``shape`` (the reference's grid)
+    indices : array of flat indices into a volume of ``shape`` (the reference's grid), or of (n, 3)
+        voxel coordinates in it (fractional ones too)
     params : (6,) tx, ty, tz (mm), rx, ry, rz (rad), as ``register`` returns them
+    to_volume : (4 x 4 matrix, shape), optional
+        For a volume on another grid: the map from the reference's voxel coordinates to the volume's
+        (``inv(volume affine) @ reference affine``) and the volume's shape.
 
     Returns
     -------
     (flat indices of the nearest voxels in the moved volume, whether each lies inside its grid); a voxel
-    outside keeps its own index.
+    outside keeps its own index (or 0, when the grids differ).
     """
     p = np.asarray(params, dtype=np.float64)
     mm = np.asarray(voxel_mm, dtype=np.float64)
     centre = (np.asarray(shape) - 1) / 2
-    flat = np.asarray(indices, dtype=np.intp)
-    ijk = np.stack(np.unravel_index(flat, shape), 1).astype(np.float64)
-    moved = ((ijk - centre) * mm) @ rotation_matrix(p[3:]).T + p[:3]
-    nearest = np.round(moved / mm + centre).astype(np.intp)
-    inside = np.all((nearest >= 0) & (nearest < np.asarray(shape)), axis=1)
+    given = np.asarray(indices)
+    if given.ndim == 2:
+        ijk, flat = given.astype(np.float64), np.zeros(len(given), dtype=np.intp)
+    else:
+        flat = given.astype(np.intp)
+        ijk = np.stack(np.unravel_index(flat, shape), 1).astype(np.float64)
+    moved = (((ijk - centre) * mm) @ rotation_matrix(p[3:]).T + p[:3]) / mm + centre
+    target = tuple(shape)
+    if to_volume is not None:
+        matrix, target = to_volume
+        moved = moved @ matrix[:3, :3].T + matrix[:3, 3]
+        flat = np.zeros(len(moved), dtype=np.intp)
+    nearest = np.round(moved).astype(np.intp)
+    inside = np.all((nearest >= 0) & (nearest < np.asarray(target)), axis=1)
     located = flat.copy()
-    located[inside] = np.ravel_multi_index(tuple(nearest[inside].T), shape)
+    located[inside] = np.ravel_multi_index(tuple(nearest[inside].T), target)
     return located, inside

@@ -162,6 +162,46 @@ class RoiSignals:
         self._voxels_in_volume = locate(self._voxels_in_volume, self._shape, voxel_mm, params)[0]
         return gone
 
+    def place_across(
+        self,
+        params: npt.ArrayLike,
+        voxel_mm: npt.ArrayLike,
+        reference: tuple[tuple[int, ...], Array],
+        volume: tuple[tuple[int, ...], Array],
+    ) -> int:
+        """Like :meth:`place`, for volumes on another grid than the reference's (``(shape, affine)`` each).
+
+        Each atlas voxel goes through the affines to the reference's grid, moves with the head there
+        (``params``, as registered in the reference's grid), and is looked up at its nearest voxel of the
+        volume's grid: the atlas and the model's voxels resampled onto the day's grid. Returns how many
+        ROI voxels fall outside it.
+        """
+        from loop.analysis.motion import locate
+
+        (reference_shape, reference_affine), (shape, affine) = reference, volume
+        atlas_to_reference = np.linalg.solve(reference_affine, self.atlas.affine)
+        reference_to_volume = np.linalg.solve(np.asarray(affine, np.float64), reference_affine).astype(
+            np.float64
+        )
+        atlas_shape = self.atlas.labels.shape
+
+        def located(flat: npt.NDArray[np.intp]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+            ijk = np.stack(np.unravel_index(flat, atlas_shape), 1).astype(np.float64)
+            where = ijk @ atlas_to_reference[:3, :3].T + atlas_to_reference[:3, 3]
+            return locate(
+                where, reference_shape, voxel_mm, params, to_volume=(reference_to_volume, tuple(shape))
+            )
+
+        rois, gone = [], 0
+        for idx in self._roi_index:
+            found, inside = located(idx)
+            gone += int((~inside).sum())
+            rois.append(found[inside] if inside.any() else found)
+        self._rois_in_volume = rois
+        self._voxels_in_volume = located(self.voxel_index)[0]
+        self._shape = tuple(shape)
+        return gone
+
     @property
     def rois_in_volume(self) -> list[npt.NDArray[np.intp]]:
         """Each ROI's voxels (in ``roi_names`` order) as flat indices into the volumes :meth:`check` took."""

@@ -216,7 +216,7 @@ def _live_problems(config: SessionConfig, path: Path, wait_s: float) -> list[str
 def _check_can_run(database: Database, config: SessionConfig, *, resume: bool, again: str) -> None:
     """Refuse, before waiting on any other computer, a session that cannot be started or resumed."""
     from db.base import RecordNotFoundError, Status
-    from db.queries import find_session, model_versions, session_info
+    from db.queries import model_versions, session_id, session_info
     from loop.config import start_source
 
     ref = f"{config.session.subject}/{config.session.session}"
@@ -224,7 +224,7 @@ def _check_can_run(database: Database, config: SessionConfig, *, resume: bool, a
         if isinstance(start_source(config, entry), str):
             with database.reader() as s:
                 try:
-                    found = find_session(s, entry).id
+                    found = session_id(s, entry)
                 except RecordNotFoundError as exc:
                     raise CortexloopError(f"[model] start {entry}: {exc}") from None
                 if not model_versions(s, found):

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,3 +121,124 @@ def controller(
     acquisition = kind(scanner, export_dir=out / "export", **kwargs)
     database = open_database(out / "db.sqlite", create=True)
     return Controller(config, database, acquisition), out
+
+
+# -- the suite's whole default session and its day 2, run beside the other tests ----------------------
+
+
+DAY_TWO_MOVE = {"head_mm": (2.5, -2.5, 2.0), "head_deg": (3.0, -3.0, 2.5)}  # 4.1 mm and 4.9 degrees
+SESSION_TIMEOUT_S = 900
+
+
+class StudySessions:
+    """Seed 0's whole default session (day 1), then its day 2, each ``cortexloop simulate --in-process``.
+
+    Each runs in a process of its own with one thread (as the benchmarks run them), started as soon
+    as the suite knows it needs them, so that the other tests run beside it on the second core. Day 2
+    starts from day 1 (``[model] start``), in a copy of its database, its head moved by
+    ``DAY_TWO_MOVE``, with no training run and one round.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.day_one, self.day_two = root / "seed0", root / "day2"
+        self._one = self._simulate(["--seed", "0", "--out", str(self.day_one)], root / "day1.log")
+        self._two: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def _simulate(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+        command = [
+            sys.executable,
+            "-m",
+            "loop.cli",
+            "--log-level",
+            "warning",
+            "simulate",
+            "--in-process",
+            *args,
+        ]
+        with log.open("wb") as out:
+            return subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+            )
+
+    def _finished(self, process: subprocess.Popen[bytes], log: Path) -> str:
+        try:
+            process.wait(timeout=SESSION_TIMEOUT_S)
+        finally:
+            process.kill()
+        output = log.read_text(errors="replace")
+        assert process.returncode == 0, output[-4000:]
+        return output
+
+    def wait_day_one(self) -> Path:
+        """Day 1's folder, once its session has ended (and day 2 has taken what it needs of it)."""
+        output = self._finished(self._one, self.root / "day1.log")
+        assert "target ROIs driven above non-target images" in output
+        if self._two is None:
+            self._start_day_two()
+        return self.day_one
+
+    def _start_day_two(self) -> None:
+        folder = self.day_two
+        folder.mkdir()
+        with (
+            sqlite3.connect(self.day_one / "cortexloop.sqlite") as source,
+            sqlite3.connect(folder / "study.sqlite") as target,
+        ):
+            source.backup(target)
+        shutil.copy(self.day_one / "reference.npz", folder / "day1-reference.npz")  # as a lab keeps it
+        move = "".join(f"{key} = {list(value)}\n" for key, value in DAY_TWO_MOVE.items())
+        (folder / "subject.toml").write_text(move)
+        (folder / "day2.toml").write_text(
+            f'[session]\nsession = "ses-02"\n\n[atlas]\nreference = "{folder / "day1-reference.npz"}"\n\n'
+            "[training]\nimages = 0\nrepeated = 0\n\n[rounds]\ncount = 1\n\n"
+            f'[model]\nstart = ["sub-01/ses-01"]\n\n[simulation]\nsubject = "{folder / "subject.toml"}"\n'
+        )
+        log = self.root / "day2.log"
+        self._two = self._simulate(
+            ["--seed", "0", "--config", str(folder / "day2.toml"), "--db", str(folder / "study.sqlite"),
+             "--out", str(folder / "session")], log,
+        )  # fmt: skip
+        # Day 2 reads day 1's folder only as it starts (its model, runs and images); then the tests may
+        # move day 1's folder about.
+        deadline = time.monotonic() + 300
+        while "(the start model:" not in log.read_text(errors="replace") and self._two.poll() is None:
+            assert time.monotonic() < deadline, log.read_text(errors="replace")[-4000:]
+            time.sleep(0.5)
+
+    def wait_day_two(self) -> Path:
+        """Day 2's folder (its database ``study.sqlite``, its session in ``session/``), once it has ended."""
+        self.wait_day_one()
+        assert self._two is not None
+        self._finished(self._two, self.root / "day2.log")
+        return self.day_two
+
+    def stop(self) -> None:
+        for process in (self._one, self._two):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+STUDY = pytest.StashKey[StudySessions]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the whole sessions now when a collected test needs them: they run beside the others."""
+    if any("study_sessions" in getattr(item, "fixturenames", ()) for item in items):
+        config.stash[STUDY] = StudySessions(Path(tempfile.mkdtemp(prefix="cortexloop-sessions-")))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if STUDY in config.stash:
+        config.stash[STUDY].stop()
+
+
+@pytest.fixture(scope="session")
+def study_sessions(request: pytest.FixtureRequest) -> StudySessions:
+    """The whole default session of seed 0 and its day 2, started when the suite was collected."""
+    if STUDY not in request.config.stash:
+        request.config.stash[STUDY] = StudySessions(Path(tempfile.mkdtemp(prefix="cortexloop-sessions-")))
+    return request.config.stash[STUDY]

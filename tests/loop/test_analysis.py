@@ -294,3 +294,33 @@ def test_a_run_that_begins_elsewhere_is_placed_against_the_sessions_reference(  
         )
         assert r["placed"] > 0.95
         assert r["placed"] > r["unplaced"]
+    # The same day on another slice prescription (it followed the head: 4 degrees, 6 mm): its volumes are
+    # resampled onto the reference's grid to register, and the atlas looked up on theirs.
+    from scipy.ndimage import affine_transform
+
+    from loop.analysis.motion import rotation_matrix
+
+    prescribed = np.array(subject.affine)
+    prescribed[:3, :3] = rotation_matrix(np.radians([4.0, 0.0, 0.0])) @ subject.affine[:3, :3]
+    prescribed[:3, 3] += [6.0, 0.0, -3.0]
+    to_reference = np.linalg.solve(subject.affine, prescribed)
+    rewritten = [
+        affine_transform(v.astype(np.float64), to_reference[:3, :3], offset=to_reference[:3, 3], order=1)
+        for v in volumes
+    ]
+    elsewhere = SessionReference(tmp_path / "reference.npz", mm)
+    params = elsewhere.position(rewritten[0], prescribed)
+    assert params is not None
+    assert elsewhere.across is not None
+    np.testing.assert_allclose(params[:3], start, atol=0.3)  # the head's movement, in the reference's grid
+    np.testing.assert_allclose(np.degrees(params[3:]), turn, atol=0.3)
+    across = RoiSignals(RoiAtlas.load(labels, names))
+    assert elsewhere.grid is not None
+    assert across.place_across(params, mm, elsewhere.grid, (rewritten[0].shape, prescribed)) == 0
+    for j, name in enumerate(across.roi_names):
+        means = np.array([across.extract(v)[0][j] for v in rewritten])
+        r_across = np.corrcoef(100 * (means / means[0] - 1), signal[:, subject.roi_voxels(name)].mean(1))[
+            0, 1
+        ]
+        print(f"{name}: on another prescription, r {r_across:.3f}")
+        assert r_across > 0.9

@@ -31,48 +31,13 @@ from loop.report import write_report
 from loop.scoring import Metric
 from loop.summary import SessionOutcome, session_outcome
 from stimulus.images import load_image
-
-SEEDS = (0,)
-SESSION_TIMEOUT_S = 900
+from tests.loop.conftest import SESSION_TIMEOUT_S, StudySessions
 
 
 @pytest.fixture(scope="module")
-def sessions(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+def sessions(study_sessions: StudySessions) -> dict[int, Path]:
     """Each seed's session folder, after ``cortexloop simulate --in-process --seed N`` ran in it."""
-    root = tmp_path_factory.mktemp("sessions")
-    folders = {seed: root / f"seed{seed}" for seed in SEEDS}
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as the benchmark runs them: the same numbers
-    runs = {
-        seed: subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "loop.cli",
-                "--log-level",
-                "warning",
-                "simulate",
-                "--in-process",
-                "--seed",
-                str(seed),
-                "--out",
-                str(out),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        for seed, out in folders.items()
-    }
-    try:
-        for seed, process in runs.items():
-            output, _ = process.communicate(timeout=SESSION_TIMEOUT_S)
-            assert process.returncode == 0, (seed, output[-4000:])
-            assert "target ROIs driven above non-target images" in output
-    finally:
-        for process in runs.values():
-            process.kill()
-    return folders
+    return {0: study_sessions.wait_day_one()}
 
 
 def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -353,33 +318,13 @@ def true_by_target(database: Path, ref: str) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def day_two(sessions: dict[int, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def day_two(study_sessions: StudySessions) -> Path:
     """Day 2 of the same subject: the head 4.1 mm and 4.9 degrees from day 1's, no training run, one round.
 
     It records into a copy of day 1's database and starts from day 1's session (``[model] start``), placed
     against day 1's reference volume so that day 1's atlas means the same voxels.
     """
-    day_one = sessions[0]
-    folder = tmp_path_factory.mktemp("day2")
-    database = folder / "study.sqlite"
-    with sqlite3.connect(day_one / "cortexloop.sqlite") as source, sqlite3.connect(database) as target:
-        source.backup(target)
-    (folder / "subject.toml").write_text("head_mm = [2.5, -2.5, 2.0]\nhead_deg = [3.0, -3.0, 2.5]\n")
-    (folder / "day2.toml").write_text(
-        f'[session]\nsession = "ses-02"\n\n[atlas]\nreference = "{day_one / "reference.npz"}"\n\n'
-        "[training]\nimages = 0\nrepeated = 0\n\n[rounds]\ncount = 1\n\n"
-        '[model]\nstart = ["sub-01/ses-01"]\n\n'
-        f'[simulation]\nsubject = "{folder / "subject.toml"}"\n'
-    )
-    command = [sys.executable, "-m", "loop.cli", "--log-level", "warning", "simulate", "--in-process",
-               "--seed", "0", "--config", folder / "day2.toml", "--db", database, "--out",
-               folder / "session"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        list(map(str, command)), capture_output=True, text=True, env=env, timeout=600, check=False
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    return folder
+    return study_sessions.wait_day_two()
 
 
 @pytest.mark.timeout(SESSION_TIMEOUT_S)
