@@ -641,6 +641,14 @@ class EncodingModel:
         result: npt.NDArray[np.float32] = np.concatenate(blocks).astype(np.float32)
         return result
 
+    def feature_statistics(self) -> tuple[FloatArray, FloatArray]:
+        """(mean, scale) of all layers' features side by side: :meth:`features` are (raw - mean) / scale."""
+        reductions = self.extractor.reductions
+        return (
+            np.concatenate([r.mean.cpu().numpy() for r in reductions]).astype(np.float64),
+            np.concatenate([r.scale.cpu().numpy() for r in reductions]).astype(np.float64),
+        )
+
     def features(self, images: Images) -> npt.NDArray[np.float32]:
         """Standardized features of all layers side by side, shape (n_images, n_features)."""
         pixels = _as_pixels(images, self.config.image_size)

@@ -5,8 +5,9 @@ atlas and reference this session shares) models the same voxels: it is
 used as it is. Models of other subjects, whose voxels are other voxels, are
 averaged at the ROI level, as paper 000's Experiment 3 drove new subjects
 with the average of other subjects' models: each model's mean over an
-ROI's voxels is a linear readout of the features, so each is moved from its
-own feature standardization to a common one and the readouts are averaged.
+ROI's voxels is a linear readout of the raw features, and the readouts are
+averaged as synthesis averages subjects' models (:func:`build_readout`),
+then put in a common feature standardization.
 Every voxel of an ROI in this session then starts from its ROI's averaged
 readout; fitting with it as the prior (:meth:`EncodingModel.fit`) lets the
 session's own responses make the voxels differ.
@@ -21,6 +22,7 @@ import numpy.typing as npt
 
 from stimulus.encoding import EncodingModel, feature_space
 from stimulus.errors import EncodingInputError
+from stimulus.synthesis.objectives import build_readout
 
 __all__ = ["on_voxels", "same_voxels"]
 
@@ -70,7 +72,10 @@ def on_voxels(
                 f"model {k} of {len(models)} has no voxels of {', '.join(missing)}; its ROIs are "
                 f"{', '.join(sorted(set(model.roi_labels_.tolist())))}: use models of the same ROIs"
             )
-    stats = [_statistics(m) for m in models]
+    # Each ROI's mean over its voxels, averaged over the models, as a readout of the raw features.
+    readout = build_readout(models, [], "roi-mean")
+    column = {name: k for k, name in enumerate(readout.roi_names)}
+    stats = [model.feature_statistics() for model in models]
     mean = np.mean([m for m, _ in stats], axis=0)
     scale = np.mean([s for _, s in stats], axis=0)
     coef = np.zeros((len(mean), len(labels)))
@@ -78,28 +83,11 @@ def on_voxels(
     accuracy = np.zeros(len(labels))
     for roi in rois:
         columns = np.flatnonzero(labels == roi)
-        readouts = [_roi_readout(model, m, s, roi) for model, (m, s) in zip(models, stats, strict=True)]
-        raw = np.mean([c for c, _ in readouts], axis=0)  # reads raw features
-        offset = float(np.mean([b for _, b in readouts]))
+        raw = readout.coef[:, column[roi]].double().cpu().numpy()
         coef[:, columns] = (raw * scale)[:, None]  # reads features standardized the common way
-        intercept[columns] = offset + float(mean @ raw)
+        intercept[columns] = float(readout.intercept[column[roi]]) + float(mean @ raw)
         accuracy[columns] = np.mean([np.nanmedian(model.cv_r_[model.roi_labels_ == roi]) for model in models])
     return _assembled(first, mean, scale, coef, intercept, accuracy, labels, indices, models)
-
-
-def _statistics(model: EncodingModel) -> tuple[Array, Array]:
-    reductions = model.extractor.reductions
-    mean = np.concatenate([r.mean.cpu().numpy() for r in reductions]).astype(np.float64)
-    scale = np.concatenate([r.scale.cpu().numpy() for r in reductions]).astype(np.float64)
-    return mean, scale
-
-
-def _roi_readout(model: EncodingModel, mean: Array, scale: Array, roi: str) -> tuple[Array, float]:
-    """The model's mean over an ROI's voxels as ``raw_features @ coef + intercept``."""
-    members = model.roi_labels_ == roi
-    coef = model._image_coef()[:, members].astype(np.float64).mean(1)
-    intercept = float(model.intercept_[members].astype(np.float64).mean())
-    return coef / scale, intercept - float((mean / scale) @ coef)
 
 
 def _assembled(

@@ -110,12 +110,12 @@ class _Subject:
 
     @classmethod
     def of(cls, model: EncodingModel, which: int, n_models: int) -> _Subject:
-        reductions = model.extractor.reductions
+        mean, scale = model.feature_statistics()
         return cls(
             model=model,
             coef=model._image_coef().astype(np.float64),
-            mean=np.concatenate([r.mean.cpu().numpy() for r in reductions]).astype(np.float64),
-            scale=np.concatenate([r.scale.cpu().numpy() for r in reductions]).astype(np.float64),
+            mean=mean,
+            scale=scale,
             which=which,
             n_models=n_models,
         )
