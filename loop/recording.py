@@ -342,13 +342,11 @@ class RunRecording:
         problem = implausible_position(params, label=self.label, reference=self.reference)
         if problem:
             raise SessionError(problem)
-        if self.reference.across is None:
+        if self.reference.across is None:  # the reference's grid: it must be the atlas's
             self.signals.check(volume.data.shape, volume.affine)
-            gone = self.signals.place(params, self.voxel_mm)
-        else:  # another grid than the reference's (another day's prescription): looked up across
-            grid = self.reference.grid
-            assert grid is not None
-            gone = self.signals.place_across(params, self.voxel_mm, grid, (volume.data.shape, volume.affine))
+        grid = self.reference.grid  # on another grid (another day's prescription) the voxels go across
+        assert grid is not None
+        gone = self.signals.place_across(params, self.voxel_mm, grid, (volume.data.shape, volume.affine))
         shift_mm, turn_deg = float(np.linalg.norm(params[:3])), rotation_angle_deg(params[3:])
         moved = shift_mm > MOVED_MM or turn_deg > MOVED_DEG or gone
         earlier_day = self.reference.source is not None

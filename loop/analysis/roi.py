@@ -109,6 +109,7 @@ class RoiSignals:
         # check() meets volumes whose axes run another way.
         self._rois_in_volume, self._voxels_in_volume = self._roi_index, self.voxel_index
         self._shape: tuple[int, ...] = shape
+        self._affine: Array = atlas.affine
 
     def check(self, shape: tuple[int, ...], affine: Array) -> None:
         """Take volumes of this geometry: the atlas's grid, or the same voxels with axes flipped or swapped.
@@ -118,7 +119,7 @@ class RoiSignals:
         other grid is refused with both geometries named.
         """
         atlas_shape = self.atlas.labels.shape
-        self._shape = tuple(shape)
+        self._shape, self._affine = tuple(shape), np.asarray(affine, dtype=np.float64)
         if tuple(shape) == atlas_shape and np.allclose(affine, self.atlas.affine, atol=1e-3):
             self._rois_in_volume, self._voxels_in_volume = self._roi_index, self.voxel_index
             return
@@ -142,25 +143,16 @@ class RoiSignals:
         in_volume = np.ravel_multi_index(tuple(mapped), tuple(shape))  # atlas flat index -> the volume's
         self._rois_in_volume = [in_volume[idx] for idx in self._roi_index]
         self._voxels_in_volume = in_volume[self.voxel_index]
-        self._shape = tuple(shape)
 
     def place(self, params: npt.ArrayLike, voxel_mm: npt.ArrayLike) -> int:
         """Follow the head to where :meth:`RigidRegistration.register` found it (``params``) in this run.
 
-        Called after :meth:`check`, with the run's first volume registered to the session's reference
-        (the volume the atlas describes): each ROI voxel and model voxel is looked up at its nearest
-        voxel in the moved head. Returns how many ROI voxels moved out of the grid (left out of the means).
+        Called after :meth:`check`, with the run's first volume registered to the session's reference on
+        the same grid: each ROI voxel and model voxel is looked up at its nearest voxel in the moved head.
+        Returns how many ROI voxels moved out of the grid (left out of the means).
         """
-        from loop.analysis.motion import locate
-
-        rois, gone = [], 0
-        for idx in self._rois_in_volume:
-            located, inside = locate(idx, self._shape, voxel_mm, params)
-            gone += int((~inside).sum())
-            rois.append(located[inside] if inside.any() else located)
-        self._rois_in_volume = rois
-        self._voxels_in_volume = locate(self._voxels_in_volume, self._shape, voxel_mm, params)[0]
-        return gone
+        grid = (self._shape, self._affine)
+        return self.place_across(params, voxel_mm, grid, grid)
 
     def place_across(
         self,
@@ -169,7 +161,7 @@ class RoiSignals:
         reference: tuple[tuple[int, ...], Array],
         volume: tuple[tuple[int, ...], Array],
     ) -> int:
-        """Like :meth:`place`, for volumes on another grid than the reference's (``(shape, affine)`` each).
+        """:meth:`place` for volumes on any grid, the reference's or another (``(shape, affine)`` each).
 
         Each atlas voxel goes through the affines to the reference's grid, moves with the head there
         (``params``, as registered in the reference's grid), and is looked up at its nearest voxel of the
@@ -199,7 +191,7 @@ class RoiSignals:
             rois.append(found[inside] if inside.any() else found)
         self._rois_in_volume = rois
         self._voxels_in_volume = located(self.voxel_index)[0]
-        self._shape = tuple(shape)
+        self._shape, self._affine = tuple(shape), np.asarray(affine, dtype=np.float64)
         return gone
 
     @property
