@@ -152,6 +152,39 @@ def test_partial_nifti_is_incomplete_until_all_bytes_are_there(
     assert (part.number, part.series, part.tr_s) == (3, "vol_#####.nii", 1.5)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "units", "scaling"),
+    [
+        ("<i2", "sec", None),  # what exports write: read without nibabel's header object
+        ("<u2", "msec", (1.0, 0.0)),
+        ("<f4", "usec", (float("nan"), 7.0)),  # NaN slope: no scaling, whatever the intercept
+        ("<i2", "sec", (0.5, 10.0)),  # scaled: through nibabel
+        ("<i4", "sec", (1.0, 3.0)),
+        (">i2", "sec", None),  # a big-endian file: through nibabel
+    ],
+)
+def test_nifti_volumes_read_as_nibabel_reads_them(
+    tmp_path: Path, rng: np.random.Generator, dtype: str, units: str, scaling: tuple[float, float] | None
+) -> None:
+    affine = np.eye(4)
+    affine[:3] = rng.normal(size=(3, 4)) * [1, 1, 1, 40]
+    header = nib.Nifti1Header(endianness=dtype[0])
+    image = nib.Nifti1Image(rng.integers(0, 200, size=(7, 6, 5)).astype(dtype), affine, header=header)
+    image.header.set_xyzt_units("mm", units)
+    image.header["pixdim"][4] = 1500.0
+    image.set_sform(affine, code="scanner")
+    image.set_qform(np.eye(4), code="aligned")  # a different qform: the sform is the one read
+    if scaling is not None:
+        image.header["scl_slope"], image.header["scl_inter"] = scaling
+    path = tmp_path / "vol_00004.nii"
+    path.write_bytes(image.to_bytes())
+    part, reference = read_part(path), nib.load(path)
+    np.testing.assert_array_equal(part.data, np.asanyarray(reference.dataobj))
+    assert part.data.dtype == np.asanyarray(reference.dataobj).dtype
+    np.testing.assert_array_equal(part.affine, reference.affine)
+    assert part.tr_s == pytest.approx(1500.0 * {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}[units])
+
+
 def test_partial_gzip_nifti_is_incomplete(tmp_path: Path, rng: np.random.Generator) -> None:
     raw = gzip.compress(nifti_bytes(rng.normal(size=(6, 6, 4)), np.eye(4), tr_s=2.0))
     path = tmp_path / "vol_00000.nii.gz"
