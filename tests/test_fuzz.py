@@ -8,7 +8,6 @@ Bounded in time: a few hundred examples each (hypothesis), seconds in all.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from typing import Any
 
@@ -17,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from db.base import Message, MessageType, ProtocolError, WireSession
-from db.base.wire import PROTOCOL_TAG, Signer, decode
+from db.base.wire import PROTOCOL_TAG, PROTOCOL_VERSION, Signer, buffer_digests, decode
 from scanner_bridge import Volume
 from stimulus.errors import PlanError
 from stimulus.present.plan import RunPlan
@@ -36,9 +35,10 @@ def _signed(
     content: bytes, header: dict[str, Any] | None = None, buffers: list[bytes] | None = None
 ) -> list[bytes]:
     """Frames signed with the right key: what only a key holder (or a bug) could send."""
-    fields = {"id": "x", "type": "volume", "session": "s", "seq": 1, "sent": "", "to": "", "version": 1}
+    fields = {"id": "x", "type": "volume", "session": "s", "seq": 1, "sent": "", "to": ""}
+    fields["version"] = PROTOCOL_VERSION
     header_b = json.dumps({**fields, **(header or {})}).encode()
-    digests = [hashlib.sha256(b).digest() for b in buffers or []]
+    digests = buffer_digests(buffers or [])
     return [
         PROTOCOL_TAG,
         Signer(KEY).signature(header_b, content, digests),

@@ -3,14 +3,14 @@
 The bridge, the presenter, the controller and the simulated scanner all
 speak it. One message is one ZeroMQ multipart message::
 
-    frame 0  b"cortexloop/1"               protocol tag
+    frame 0  b"cortexloop/2"               protocol tag
     frame 1  HMAC-SHA256, hex (ASCII)       signature; empty = unsigned (always dropped)
     frame 2  header, JSON (UTF-8)           {"id", "type", "session", "seq", "sent", "to", "version"}
     frame 3  content, JSON (UTF-8)          depends on the type
     frame 4+ raw buffers                    e.g. a volume's voxels
 
-The signature covers the tag, header and content and the SHA-256 of every
-buffer, each as an 8-byte big-endian length followed by its bytes, so no
+The signature covers the tag, header and content and the BLAKE3 digest of
+every buffer, each as an 8-byte big-endian length followed by its bytes, so no
 bytes can move between frames without breaking it. It is checked with
 ``hmac.compare_digest``. This module frames, signs and verifies; who may
 send what, and the refusal of replays, is :mod:`db.base.channel`'s.
@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blake3 import blake3
+
 from db.base.errors import KeyFileError, ProtocolError, RejectReason
 
 __all__ = [
@@ -50,8 +52,8 @@ __all__ = [
     "load_key",
 ]
 
-PROTOCOL_TAG = b"cortexloop/1"
-PROTOCOL_VERSION = 1
+PROTOCOL_TAG = b"cortexloop/2"  # 2: buffers digested with BLAKE3 (1: SHA-256)
+PROTOCOL_VERSION = 2
 KEY_BYTES = 32
 MAX_JSON_BYTES = 1 << 20  # header and content each; volumes put their voxels in buffers
 MAX_JSON_DEPTH = 16  # a plan nests 4 deep; a deeper content is not a cortexloop message
@@ -109,8 +111,13 @@ class Signer:
 
 
 def buffer_digests(buffers: Sequence[Frame]) -> list[bytes]:
-    """SHA-256 of each buffer (the costly part of signing; compute once per volume)."""
-    return [hashlib.sha256(b).digest() for b in buffers]
+    """The 32-byte BLAKE3 digest of each buffer (the costly part of signing; compute once per volume).
+
+    BLAKE3 rather than SHA-256: a volume's digest is on the latency path twice (the bridge signs, the
+    receiver verifies), and BLAKE3 takes 0.05 ms for 0.3 MB where SHA-256 takes 0.16 ms
+    (1.6 MB: 0.25 against 0.94 ms), with the same 256-bit output and collision resistance.
+    """
+    return [blake3(b).digest() for b in buffers]
 
 
 def _utc_now_iso() -> str:
@@ -158,6 +165,12 @@ def decode(signer: Signer, frames: Sequence[Frame], *, max_bytes: int) -> Messag
         raise ProtocolError(RejectReason.TRUNCATED, f"{len(frames)} frames; a message has at least 4")
     tag, signature, header_b, content_b = (bytes(f) for f in frames[:4])
     if tag != PROTOCOL_TAG:
+        if tag.startswith(b"cortexloop/"):
+            raise ProtocolError(
+                RejectReason.UNSUPPORTED,
+                f"protocol {tag[:32]!r}; this side speaks {PROTOCOL_TAG!r}: "
+                "install the same cortexloop version on both computers",
+            )
         raise ProtocolError(RejectReason.MALFORMED, f"protocol tag {tag[:32]!r}; expected {PROTOCOL_TAG!r}")
     if not signature:
         raise ProtocolError(RejectReason.UNSIGNED, "no signature")

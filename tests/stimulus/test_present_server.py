@@ -17,7 +17,7 @@ import pytest
 import zmq
 
 from db.base import MessageType, ScaledClock, Signer, WireSession
-from db.base.wire import PROTOCOL_TAG, encode
+from db.base.wire import PROTOCOL_TAG, PROTOCOL_VERSION, encode
 from stimulus import PresenterError
 from stimulus.present import PlannedTrial, PresenterEvent, RunPlan, VirtualDisplay
 from stimulus.present.channel import MAX_PEERS, ChannelTriggers, PresenterChannel, PresenterClient
@@ -283,7 +283,8 @@ def _send_as(client: PresenterClient, kind: MessageType, content: dict[str, Any]
     session = client._session
     session._seq += 1
     fields = {"id": "x", "type": kind.value, "session": session.nonce, "seq": session._seq,
-              "sent": "2026-12-01T00:00:00Z", "to": client.presenter, "version": 1}  # fmt: skip
+              "sent": "2026-12-01T00:00:00Z", "to": client.presenter,
+              "version": PROTOCOL_VERSION}  # fmt: skip
     header = json.dumps(fields).encode()
     body = json.dumps(content).encode()  # allow_nan: a hostile sender's encoder
     client._socket._sock.send_multipart([PROTOCOL_TAG, Signer(KEY).signature(header, body, []), header, body])

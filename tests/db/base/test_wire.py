@@ -78,9 +78,10 @@ def test_bytes_cannot_move_between_frames(key: bytes) -> None:
         (lambda f: [f[0], b"", *f[2:]], RejectReason.UNSIGNED),
         (lambda f: f[:3], RejectReason.TRUNCATED),
         (lambda f: [b"zmtp/1", *f[1:]], RejectReason.MALFORMED),
+        (lambda f: [b"cortexloop/1", *f[1:]], RejectReason.UNSUPPORTED),  # an older cortexloop
         (lambda f: [*f, b"x" * (LIMIT + 1)], RejectReason.OVERSIZED),
     ],
-    ids=["unsigned", "truncated", "wrong-tag", "oversized"],
+    ids=["unsigned", "truncated", "wrong-tag", "older-version", "oversized"],
 )
 def test_refusals_name_their_reason(key: bytes, mutate, reason: RejectReason) -> None:
     signer = Signer(key)
