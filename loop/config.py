@@ -137,6 +137,11 @@ class SynthesisSettings:
     learning_rate: float = 0.1
     later_steps: int = 128
     later_learning_rate: float = 0.05
+    # Each step the model sees the image moved, zoomed and turned at random, within these (what the
+    # model sees at one position only, it cannot count on: images whose drive survives transfer better).
+    jitter: float = 0.1
+    zoom: float = 0.3
+    rotate_deg: float = 20.0
 
     def synthesis(
         self, *, images_per_target: int, seed: int, image_size: int | None = None, later: bool = False
@@ -149,6 +154,7 @@ class SynthesisSettings:
         """
         steps = self.later_steps if later else self.steps
         from stimulus.synthesis import SynthesisConfig
+        from stimulus.synthesis.transforms import TransformConfig
 
         return SynthesisConfig(
             objective=self.objective,
@@ -159,6 +165,9 @@ class SynthesisSettings:
             seed=seed,
             image_size=image_size,
             patience=steps + 1,  # "no better than the start yet" is no reason to stop
+            transforms=TransformConfig(
+                jitter=self.jitter, scale=(1 - self.zoom, 1 + self.zoom), rotate_deg=self.rotate_deg
+            ),
         )
 
 
@@ -417,6 +426,10 @@ def _problems(c: SessionConfig) -> list[str]:
         problems.append(f"[synthesis] later_candidates must be 0 or more, got {c.synthesis.later_candidates}")
     if not (c.synthesis.learning_rate > 0 and c.synthesis.later_learning_rate > 0):
         problems.append("[synthesis] learning_rate and later_learning_rate must be positive")
+    if not (0 <= c.synthesis.jitter < 0.5 and 0 <= c.synthesis.zoom < 1 and c.synthesis.rotate_deg >= 0):
+        problems.append(
+            "[synthesis] jitter must be in [0, 0.5) (of the image side), zoom in [0, 1) and rotate_deg >= 0"
+        )
     if not 0 < c.synthesis.trust_radius <= 1:
         problems.append(f"[synthesis] trust_radius must be in (0, 1], got {c.synthesis.trust_radius}")
     if c.model.cv == "kfold" and c.model.folds < 2:
@@ -580,6 +593,9 @@ diversity = 0.1
 learning_rate = 0.1  # its step size (Adam, on the Fourier parametrization)
 later_steps = 128    # gradient steps in each later round (refining images refined before)
 later_learning_rate = 0.05
+jitter = 0.1         # every step the model sees the image shifted by up to this much of its side,
+zoom = 0.3           #   zoomed by up to this much either way,
+rotate_deg = 20.0    #   and turned by up to this many degrees: its gradient then rewards what survives
 
 [model]
 backbone = "efficientnet-lite0"
