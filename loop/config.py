@@ -139,9 +139,9 @@ class SynthesisSettings:
     later_learning_rate: float = 0.05
     # Each step the model sees the image moved, zoomed and turned at random, within these (what the
     # model sees at one position only, it cannot count on: images whose drive survives transfer better).
-    jitter: float = 0.1
-    zoom: float = 0.3
-    rotate_deg: float = 20.0
+    jitter: float = 0.06
+    zoom: float = 0.1
+    rotate_deg: float = 10.0
 
     def synthesis(
         self, *, images_per_target: int, seed: int, image_size: int | None = None, later: bool = False
@@ -593,9 +593,9 @@ diversity = 0.1
 learning_rate = 0.1  # its step size (Adam, on the Fourier parametrization)
 later_steps = 128    # gradient steps in each later round (refining images refined before)
 later_learning_rate = 0.05
-jitter = 0.1         # every step the model sees the image shifted by up to this much of its side,
-zoom = 0.3           #   zoomed by up to this much either way,
-rotate_deg = 20.0    #   and turned by up to this many degrees: its gradient then rewards what survives
+jitter = 0.06        # every step the model sees the image shifted by up to this much of its side,
+zoom = 0.1           #   zoomed by up to this much either way,
+rotate_deg = 10.0    #   and turned by up to this many degrees: its gradient then rewards what survives
 
 [model]
 backbone = "efficientnet-lite0"
