@@ -295,16 +295,13 @@ def _plain_nifti1(
     if len(raw) < needed:
         raise IncompleteVolumeError(f"{path} has {len(raw)} of its {needed} bytes")
     data = np.frombuffer(raw, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape, order="F")
-    tr = float(h["pixdim"][4])
-    return data, affine, tr * _TIME_UNITS.get(int(h["xyzt_units"]) & 0x38, 1.0) if tr > 0 else None
+    return data, affine, _nifti_tr_s(h)
 
 
 def _nifti_tr_s(header: Any) -> float | None:
+    """The TR in seconds from a NIfTI header's fields (nibabel's header, or a view of its bytes)."""
     tr = float(header["pixdim"][4])
-    if not tr > 0:
-        return None
-    unit = header.get_xyzt_units()[1]
-    return tr * {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
+    return tr * _TIME_UNITS.get(int(header["xyzt_units"]) & 0x38, 1.0) if tr > 0 else None
 
 
 # --- DICOM -----------------------------------------------------------------------------------------
