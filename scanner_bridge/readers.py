@@ -250,7 +250,7 @@ def _read_nifti(path: Path, raw: bytes) -> FilePart:
         number=number,
         data=data,
         affine=np.asarray(header.get_best_affine(), dtype=np.float64),
-        tr_s=_nifti_tr_s(header),
+        tr_s=_nifti_tr_s(path, header),
     )
 
 
@@ -261,7 +261,8 @@ _NIFTI1 = nib.nifti1.header_dtype
 _PLAIN_DTYPES = {  # NIfTI datatype codes
     2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64, 256: np.int8, 512: np.uint16,
 }  # fmt: skip
-_TIME_UNITS = {16: 1e-3, 24: 1e-6}  # NIfTI xyzt_units time codes msec, usec; anything else: seconds
+_TIME_UNITS = {16: 1e-3, 24: 1e-6}  # NIfTI xyzt_units time codes msec, usec; any other: seconds
+_SPACE_CODES, _TIME_CODES = {0, 1, 2, 3}, {0, 8, 16, 24, 32, 40, 48}  # every unit code NIfTI-1 defines
 
 
 def _plain_nifti1(
@@ -295,13 +296,22 @@ def _plain_nifti1(
     if len(raw) < needed:
         raise IncompleteVolumeError(f"{path} has {len(raw)} of its {needed} bytes")
     data = np.frombuffer(raw, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape, order="F")
-    return data, affine, _nifti_tr_s(h)
+    return data, affine, _nifti_tr_s(path, h)
 
 
-def _nifti_tr_s(header: Any) -> float | None:
-    """The TR in seconds from a NIfTI header's fields (nibabel's header, or a view of its bytes)."""
+def _nifti_tr_s(path: Path, header: Any) -> float | None:
+    """The TR in seconds from a NIfTI header's fields (nibabel's header, or a view of its bytes).
+
+    A unit code NIfTI does not define is this file's error: its TR could be in any unit.
+    """
+    units = int(header["xyzt_units"])
+    if units & 0x07 not in _SPACE_CODES or units & 0x38 not in _TIME_CODES or units & ~0x3F:
+        raise VolumeReadError(
+            f"{path}: its NIfTI xyzt_units field is {units}, not a unit code NIfTI defines, so its TR's "
+            "unit is unknown; fix the scanner's export settings (seconds or milliseconds)"
+        )
     tr = float(header["pixdim"][4])
-    return tr * _TIME_UNITS.get(int(header["xyzt_units"]) & 0x38, 1.0) if tr > 0 else None
+    return tr * _TIME_UNITS.get(units & 0x38, 1.0) if tr > 0 else None
 
 
 # --- DICOM -----------------------------------------------------------------------------------------

@@ -48,8 +48,16 @@ def _dicom(drop: str | None = None) -> bytes:
     return out.getvalue()
 
 
+def _patched(offset: int, value: int) -> bytes:
+    """A scanner-plain volume (the readers' fast path) with one header byte changed."""
+    raw = bytearray(nifti_bytes(DATA, AFFINE, tr_s=2.0))
+    raw[offset] = value
+    return bytes(raw)
+
+
 HOSTILE = {
     "vol_00001.nii": _nifti(xyzt_units=7),
+    "vol_00006.nii": _patched(123, 7),  # xyzt_units: no unit NIfTI defines, on the plain path
     "vol_00002.nii": _nifti(vox_offset=float("nan")),
     "MR.7.1.1.dcm": _dicom(drop="Rows"),
 }
