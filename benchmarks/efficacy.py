@@ -59,6 +59,8 @@ NEW = {  # round 1 moves further from the natural images; later rounds refine, w
     "later_learning_rate": 0.05,
     "later_candidates": 0,
 }
+STRONG_FIRST = {"jitter": 0.1, "zoom": 0.3, "rotate_deg": 20.0,
+                "later_jitter": 0.06, "later_zoom": 0.1, "later_rotate_deg": 10.0}  # fmt: skip
 PAPER = {"steps": 64, "learning_rate": 0.02, "later_steps": 64, "later_learning_rate": 0.02}
 ARMS: dict[str, dict[str, dict[str, object]]] = {
     "adaptive": {"synthesis": {**NEW, "strategy": "adaptive"}},
@@ -66,6 +68,10 @@ ARMS: dict[str, dict[str, dict[str, object]]] = {
     "adaptive-transforms": {
         "synthesis": {**NEW, "strategy": "adaptive", "jitter": 0.1, "zoom": 0.3, "rotate_deg": 20.0}
     },
+    # the same in the first round that synthesizes only; later rounds refine at the default's
+    "adaptive-transforms-first": {"synthesis": {**NEW, "strategy": "adaptive", **STRONG_FIRST}},
+    # the ROI's mean predicted response as the objective, as the screening ranks and the truth scores
+    "adaptive-roi-mean": {"synthesis": {**NEW, "strategy": "adaptive", "objective": "roi-mean"}},
     "screened-new": {"synthesis": {**NEW, "strategy": "screened"}},
     "baseline": {"synthesis": {**PAPER, "strategy": "best-measured"}},
     "from-noise": {"synthesis": {**PAPER, "strategy": "from-noise"}},

@@ -142,6 +142,9 @@ class SynthesisSettings:
     jitter: float = 0.06
     zoom: float = 0.1
     rotate_deg: float = 10.0
+    later_jitter: float = 0.06
+    later_zoom: float = 0.1
+    later_rotate_deg: float = 10.0
 
     def synthesis(
         self, *, images_per_target: int, seed: int, image_size: int | None = None, later: bool = False
@@ -150,9 +153,14 @@ class SynthesisSettings:
 
         ``image_size``: the side of the images optimized (None: the model's). ``later``:
         a round after the first that synthesized, which refines images already refined,
-        with ``later_steps`` at ``later_learning_rate``.
+        with ``later_steps`` at ``later_learning_rate`` and the ``later_`` transforms.
         """
         steps = self.later_steps if later else self.steps
+        jitter, zoom, turn = (
+            (self.later_jitter, self.later_zoom, self.later_rotate_deg)
+            if later
+            else (self.jitter, self.zoom, self.rotate_deg)
+        )
         from stimulus.synthesis import SynthesisConfig
         from stimulus.synthesis.transforms import TransformConfig
 
@@ -165,9 +173,7 @@ class SynthesisSettings:
             seed=seed,
             image_size=image_size,
             patience=steps + 1,  # "no better than the start yet" is no reason to stop
-            transforms=TransformConfig(
-                jitter=self.jitter, scale=(1 - self.zoom, 1 + self.zoom), rotate_deg=self.rotate_deg
-            ),
+            transforms=TransformConfig(jitter=jitter, scale=(1 - zoom, 1 + zoom), rotate_deg=turn),
         )
 
 
@@ -426,10 +432,13 @@ def _problems(c: SessionConfig) -> list[str]:
         problems.append(f"[synthesis] later_candidates must be 0 or more, got {c.synthesis.later_candidates}")
     if not (c.synthesis.learning_rate > 0 and c.synthesis.later_learning_rate > 0):
         problems.append("[synthesis] learning_rate and later_learning_rate must be positive")
-    if not (0 <= c.synthesis.jitter < 0.5 and 0 <= c.synthesis.zoom < 1 and c.synthesis.rotate_deg >= 0):
-        problems.append(
-            "[synthesis] jitter must be in [0, 0.5) (of the image side), zoom in [0, 1) and rotate_deg >= 0"
-        )
+    for prefix in ("", "later_"):
+        jitter, zoom, turn = (getattr(c.synthesis, prefix + key) for key in ("jitter", "zoom", "rotate_deg"))
+        if not (0 <= jitter < 0.5 and 0 <= zoom < 1 and turn >= 0):
+            problems.append(
+                f"[synthesis] {prefix}jitter must be in [0, 0.5) (of the image side), {prefix}zoom in [0, 1) "
+                f"and {prefix}rotate_deg >= 0"
+            )
     if not 0 < c.synthesis.trust_radius <= 1:
         problems.append(f"[synthesis] trust_radius must be in (0, 1], got {c.synthesis.trust_radius}")
     if c.model.cv == "kfold" and c.model.folds < 2:
@@ -596,6 +605,9 @@ later_learning_rate = 0.05
 jitter = 0.06        # every step the model sees the image shifted by up to this much of its side,
 zoom = 0.1           #   zoomed by up to this much either way,
 rotate_deg = 10.0    #   and turned by up to this many degrees: its gradient then rewards what survives
+later_jitter = 0.06  # the same in each later round
+later_zoom = 0.1
+later_rotate_deg = 10.0
 
 [model]
 backbone = "efficientnet-lite0"

@@ -29,9 +29,12 @@ def test_the_synthesis_transforms_of_a_session_file_reach_the_synthesis(tmp_path
     from stimulus.synthesis.transforms import TransformConfig
 
     path = tmp_path / "session.toml"
-    path.write_text("[synthesis]\njitter = 0.2\nzoom = 0.25\nrotate_deg = 5\n")
-    made = load_config(path).synthesis.synthesis(images_per_target=2, seed=0)
-    assert made.transforms == TransformConfig(jitter=0.2, scale=(0.75, 1.25), rotate_deg=5.0)
+    path.write_text("[synthesis]\njitter = 0.2\nzoom = 0.25\nrotate_deg = 5\nlater_zoom = 0.05\n")
+    settings = load_config(path).synthesis
+    first = settings.synthesis(images_per_target=2, seed=0)
+    later = settings.synthesis(images_per_target=2, seed=0, later=True)
+    assert first.transforms == TransformConfig(jitter=0.2, scale=(0.75, 1.25), rotate_deg=5.0)
+    assert later.transforms == TransformConfig(jitter=0.06, scale=(0.95, 1.05), rotate_deg=10.0)
 
 
 @pytest.mark.parametrize(
@@ -59,6 +62,7 @@ def test_the_synthesis_transforms_of_a_session_file_reach_the_synthesis(tmp_path
             r"\[synthesis\] learning_rate and later_learning_rate must be positive",
         ),
         ("[synthesis]\nzoom = 1.5\n", r"\[synthesis\] jitter must be in \[0, 0.5\) .*, zoom in \[0, 1\)"),
+        ("[synthesis]\nlater_jitter = -0.1\n", r"\[synthesis\] later_jitter must be in \[0, 0.5\)"),
         ('[session]\nkind = "scanner"\n', r"\[atlas\] labels and names are required in a scanner session"),
         ("[session\n", r"is not valid TOML"),
         ("[fixation]\nchanges_per_minute = -1\n", r"\[fixation\] changes_per_minute -1.0 must be in"),
