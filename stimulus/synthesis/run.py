@@ -160,7 +160,9 @@ def synthesize(
     max_move : float or array of shape (n,), optional
         A trust region: no image may move further than this from its origin
         (root-mean-square pixel difference on 0..1). A step that would take
-        an image out is undone for that image; the others go on.
+        an image out is undone for that image; the others go on. So a start
+        already outside its region (an image refined before, whose region
+        has narrowed since) comes back as it was.
     progress : callable(done_steps, total_steps), optional
     on_image : callable(SynthesizedImage), optional
         Called for each image as soon as its batch is done.
