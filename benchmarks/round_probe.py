@@ -83,6 +83,15 @@ def _true_over_best(
     }
 
 
+def pool_bests(sessions: Path, seed: int, n: int) -> dict[str, float]:
+    """Each ROI's true response to the best image of the unseen pool that efficacy.py cached for ``seed``."""
+    pool_file = sessions.parent / f"pool-seed{seed}-{n}.npz"
+    if not pool_file.exists():
+        raise SystemExit(f"{pool_file} is missing: run benchmarks/efficacy.py with --out {sessions.parent}")
+    with np.load(pool_file) as pool:
+        return {roi: float(pool[roi].max()) for roi in TARGETS}
+
+
 def _changed(own: SynthesisSettings, items: list[str]) -> SynthesisSettings:
     """``own`` with each ``KEY=VALUE`` (a TOML value, or else a string), checked as a session file's."""
     table = dataclasses.asdict(own)
@@ -109,13 +118,7 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {"session's": [], "changed": []}
     for seed in args.seeds:
         folder = args.sessions / f"seed{seed}"
-        pool_file = args.sessions.parent / f"pool-seed{seed}-{args.pool}.npz"
-        if not pool_file.exists():
-            parser.error(
-                f"{pool_file} is missing: run benchmarks/efficacy.py with --out {args.sessions.parent}"
-            )
-        with np.load(pool_file) as pool:
-            pool_best = {roi: float(pool[roi].max()) for roi in TARGETS}
+        pool_best = pool_bests(args.sessions, seed, args.pool)
         own = load_config(folder / "session.toml").synthesis
         for label, settings in (("session's", own), ("changed", _changed(own, args.set))):
             started = time.perf_counter()
