@@ -261,8 +261,7 @@ _NIFTI1 = nib.nifti1.header_dtype
 _PLAIN_DTYPES = {  # NIfTI datatype codes
     2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64, 256: np.int8, 512: np.uint16,
 }  # fmt: skip
-_TIME_UNITS = {16: 1e-3, 24: 1e-6}  # NIfTI xyzt_units time codes msec, usec; any other: seconds
-_SPACE_CODES, _TIME_CODES = {0, 1, 2, 3}, {0, 8, 16, 24, 32, 40, 48}  # every unit code NIfTI-1 defines
+_TIME_UNITS = {"msec": 1e-3, "usec": 1e-6}  # seconds for any other time unit
 
 
 def _plain_nifti1(
@@ -305,13 +304,15 @@ def _nifti_tr_s(path: Path, header: Any) -> float | None:
     A unit code NIfTI does not define is this file's error: its TR could be in any unit.
     """
     units = int(header["xyzt_units"])
-    if units & 0x07 not in _SPACE_CODES or units & 0x38 not in _TIME_CODES or units & ~0x3F:
+    space, time_code = units % 8, units - units % 8  # split as nibabel's get_xyzt_units splits them
+    codes = nib.nifti1.unit_codes
+    if space not in codes.code or time_code not in codes.code:
         raise VolumeReadError(
             f"{path}: its NIfTI xyzt_units field is {units}, not a unit code NIfTI defines, so its TR's "
             "unit is unknown; fix the scanner's export settings (seconds or milliseconds)"
         )
     tr = float(header["pixdim"][4])
-    return tr * _TIME_UNITS.get(units & 0x38, 1.0) if tr > 0 else None
+    return tr * _TIME_UNITS.get(str(codes.label[time_code]), 1.0) if tr > 0 else None
 
 
 # --- DICOM -----------------------------------------------------------------------------------------
