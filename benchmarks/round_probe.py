@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from db import open_database
 from db.queries import session_info, session_stimuli
@@ -33,6 +32,7 @@ from loop.config import SynthesisSettings, load_config, parse_config
 from loop.evidence import Showing
 from loop.folder import SessionFolder
 from loop.strategies import STRATEGIES, MadeImage, RoundContext
+from loop.sweep.efficacy import true_responses
 
 TARGETS = ("V1", "V4", "LO", "FFA", "PPA")
 
@@ -65,18 +65,10 @@ def _true_over_best(
     made: list[MadeImage], seed: int, pool_best: dict[str, float], size: int
 ) -> dict[str, float]:
     """Each target's images' mean true response over the pool's best, seen as the scanner shows them."""
-    from loop.simulation.subject import SubjectConfig, VirtualSubject
     from stimulus.images import resize_pixels
 
-    subject = VirtualSubject(SubjectConfig.from_spec("default", seed=seed))
-    shown = [np.round(resize_pixels(m.pixels, size) * 255) / 255 for m in made]  # as the PNG holds it
-    seen = np.stack(
-        [
-            resize_pixels(p.astype(np.float32), subject.config.image_size, resample=Image.Resampling.BILINEAR)
-            for p in shown
-        ]
-    )
-    truth = subject.roi_responses(seen)
+    shown = np.stack([np.round(resize_pixels(m.pixels, size) * 255) / 255 for m in made])  # as the PNG holds
+    truth = true_responses(seed, shown)
     return {
         roi: float(np.mean([truth[roi][k] for k, m in enumerate(made) if m.target == roi]) / pool_best[roi])
         for roi in {m.target for m in made}

@@ -23,12 +23,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import torch
-from PIL import Image
 from round_probe import TARGETS, _context, pool_bests
 
 from loop.config import load_config
 from loop.evidence import posterior_means
-from loop.simulation.subject import SubjectConfig, VirtualSubject
+from loop.sweep.efficacy import true_responses
 from stimulus.images import load_images, resize_pixels
 
 RANKINGS = ("posterior", "measured", "model", "oracle")
@@ -47,13 +46,7 @@ def _ceilings(
     seen_by_model = np.stack([resize_pixels(p, model.config.image_size) for p in pixels])
     predicted = model.predict(seen_by_model)
     labels = np.asarray(model.roi_labels_)
-    subject = VirtualSubject(SubjectConfig.from_spec("default", seed=seed))
-    shown = np.round(pixels * 255) / 255  # as the PNG holds it
-    seen = np.stack([
-        resize_pixels(p.astype(np.float32), subject.config.image_size, resample=Image.Resampling.BILINEAR)
-        for p in shown
-    ])  # fmt: skip
-    truth = subject.roi_responses(seen)
+    truth = true_responses(seed, np.round(pixels * 255) / 255)  # as the PNG holds them
     n = context.images_per_target
     out: dict[str, dict[str, float]] = {}
     for roi in context.targets:

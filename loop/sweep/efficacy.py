@@ -36,6 +36,7 @@ __all__ = [
     "pool_truth",
     "session_figures",
     "summary",
+    "true_responses",
 ]
 
 POOL_SEED = 900_000  # no session draws natural images with seeds this high
@@ -87,16 +88,31 @@ def pool_responses(
     sees a shown image (resized, bilinear), as ``benchmarks/efficacy.py``
     always judged them.
     """
+    from stimulus.natural import natural_image_set
+
+    pool = natural_image_set(n, size=display_size, seed=POOL_SEED + seed).pixels
+    return true_responses(seed, pool, subject=subject)
+
+
+def true_responses(
+    seed: int, pixels: npt.NDArray[np.floating[Any]], *, subject: str = "default"
+) -> dict[str, npt.NDArray[np.float64]]:
+    """The virtual subject's true ROI responses to images as the presenter shows them, for scoring only.
+
+    ``pixels`` (n, 3, H, W) on 0..1 at display size; the subject sees each
+    resized (bilinear), as it sees a shown image.
+    """
     from PIL import Image
 
     from loop.simulation.subject import SubjectConfig, VirtualSubject
     from stimulus.images import resize_pixels
-    from stimulus.natural import natural_image_set
 
     virtual = VirtualSubject(SubjectConfig.from_spec(subject, seed=seed))
-    pool = natural_image_set(n, size=display_size, seed=POOL_SEED + seed).pixels
     bilinear = Image.Resampling.BILINEAR
-    seen = np.stack([resize_pixels(p, virtual.config.image_size, resample=bilinear) for p in pool])
+    seen = np.stack([
+        resize_pixels(np.asarray(p, dtype=np.float32), virtual.config.image_size, resample=bilinear)
+        for p in pixels
+    ])  # fmt: skip
     return {roi: np.asarray(v, dtype=np.float64) for roi, v in virtual.roi_responses(seen).items()}
 
 
