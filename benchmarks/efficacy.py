@@ -72,6 +72,9 @@ ARMS: dict[str, dict[str, dict[str, object]]] = {
     "adaptive-transforms-first": {"synthesis": {**NEW, "strategy": "adaptive", **STRONG_FIRST}},
     # the ROI's mean predicted response as the objective, as the screening ranks and the truth scores
     "adaptive-roi-mean": {"synthesis": {**NEW, "strategy": "adaptive", "objective": "roi-mean"}},
+    # the same number of steps in all, moved to the first round (384, then 64 and 64): round 3's refinement
+    # adds next to nothing (README, "Where the gap is"), round 1's steps pay
+    "adaptive-steps-first": {"synthesis": {**NEW, "strategy": "adaptive", "steps": 384, "later_steps": 64}},
     "screened-new": {"synthesis": {**NEW, "strategy": "screened"}},
     "baseline": {"synthesis": {**PAPER, "strategy": "best-measured"}},
     "from-noise": {"synthesis": {**PAPER, "strategy": "from-noise"}},

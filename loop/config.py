@@ -135,8 +135,11 @@ class SynthesisSettings:
     objective: ObjectiveKind = "voxel-weighted"
     diversity: float = 0.1
     learning_rate: float = 0.1
+    # The rate falls along a cosine to this by the last step (0: not at all, the rate stays constant).
+    final_learning_rate: float = 0.0
     later_steps: int = 128
     later_learning_rate: float = 0.05
+    later_final_learning_rate: float = 0.0
     # Each step the model sees the image moved, zoomed and turned at random, within these (what the
     # model sees at one position only, it cannot count on: images whose drive survives transfer better).
     jitter: float = 0.06
@@ -153,7 +156,8 @@ class SynthesisSettings:
 
         ``image_size``: the side of the images optimized (None: the model's). ``later``:
         a round after the first that synthesized, which refines images already refined,
-        with ``later_steps`` at ``later_learning_rate`` and the ``later_`` transforms.
+        with ``later_steps`` at ``later_learning_rate`` (falling to ``later_final_learning_rate``)
+        and the ``later_`` transforms.
         """
         steps = self.later_steps if later else self.steps
         jitter, zoom, turn = (
@@ -169,6 +173,7 @@ class SynthesisSettings:
             images_per_target=images_per_target,
             steps=steps,
             lr=self.later_learning_rate if later else self.learning_rate,
+            final_lr=(self.later_final_learning_rate if later else self.final_learning_rate) or None,
             diversity=self.diversity,
             seed=seed,
             image_size=image_size,
@@ -433,6 +438,13 @@ def _problems(c: SessionConfig) -> list[str]:
     if not (c.synthesis.learning_rate > 0 and c.synthesis.later_learning_rate > 0):
         problems.append("[synthesis] learning_rate and later_learning_rate must be positive")
     for prefix in ("", "later_"):
+        final, rate = (getattr(c.synthesis, f"{prefix}{n}") for n in ("final_learning_rate", "learning_rate"))
+        if not 0 <= final <= rate:
+            problems.append(
+                f"[synthesis] {prefix}final_learning_rate must be between 0 (a constant rate) and "
+                f"{prefix}learning_rate ({rate}), got {final}"
+            )
+    for prefix in ("", "later_"):
         jitter, zoom, turn = (getattr(c.synthesis, prefix + key) for key in ("jitter", "zoom", "rotate_deg"))
         if not (0 <= jitter < 0.5 and 0 <= zoom < 1 and turn >= 0):
             problems.append(
@@ -600,8 +612,10 @@ display_size = 256   # pixels written for the presenter (adaptive and screened o
 objective = "voxel-weighted"
 diversity = 0.1
 learning_rate = 0.1  # its step size (Adam, on the Fourier parametrization)
+final_learning_rate = 0.0  # the step size falls along a cosine to this by the last step (0: constant)
 later_steps = 128    # gradient steps in each later round (refining images refined before)
 later_learning_rate = 0.05
+later_final_learning_rate = 0.0
 jitter = 0.06        # every step the model sees the image shifted by up to this much of its side,
 zoom = 0.1           #   zoomed by up to this much either way,
 rotate_deg = 10.0    #   and turned by up to this many degrees: its gradient then rewards what survives

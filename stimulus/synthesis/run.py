@@ -57,6 +57,7 @@ class SynthesisConfig:
     images_per_target: int = 4
     steps: int = 256
     lr: float = 0.05
+    final_lr: float | None = None  # the rate falls from lr to this along a cosine; None: constant
     parametrization: Parametrization = "fourier"
     init: Init = "noise"
     transforms: TransformConfig = field(default_factory=TransformConfig)
@@ -70,6 +71,8 @@ class SynthesisConfig:
     def __post_init__(self) -> None:
         if self.images_per_target < 1 or self.steps < 1 or self.batch_size < 1 or self.patience < 1:
             raise ConfigError("images_per_target, steps, batch_size and patience must be at least 1")
+        if self.final_lr is not None and not 0 < self.final_lr <= self.lr:
+            raise ConfigError(f"final_lr must be positive and at most lr ({self.lr}), not {self.final_lr}")
         if not self.lr > 0 or self.diversity < 0:
             raise ConfigError(
                 f"lr must be positive and diversity non-negative, not {self.lr}, {self.diversity}"
@@ -225,6 +228,9 @@ def synthesize(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
+            if config.final_lr is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = _annealed(config.lr, config.final_lr, step, config.steps)
             before = [p.detach().clone() for p in image.parameters()] if region is not None else []
             optimizer.step()
             if region is not None:
@@ -324,6 +330,12 @@ def _read(readers: Sequence[_Reader], images: torch.Tensor) -> tuple[torch.Tenso
         features.append(raw)
     mean = outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(0)
     return mean, features
+
+
+def _annealed(lr: float, final_lr: float, step: int, steps: int) -> float:
+    """The rate at ``step`` (from 0): ``lr`` at the first, ``final_lr`` at the last, a cosine between."""
+    fraction = step / max(steps - 1, 1)
+    return final_lr + 0.5 * (lr - final_lr) * (1 + math.cos(math.pi * fraction))
 
 
 def _as_seen(images: torch.Tensor, size: int) -> torch.Tensor:

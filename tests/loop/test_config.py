@@ -37,6 +37,16 @@ def test_the_synthesis_transforms_of_a_session_file_reach_the_synthesis(tmp_path
     assert later.transforms == TransformConfig(jitter=0.06, scale=(0.95, 1.05), rotate_deg=10.0)
 
 
+def test_a_falling_learning_rate_is_the_first_rounds_alone_unless_later_rounds_ask(tmp_path: Path) -> None:
+    path = tmp_path / "session.toml"
+    path.write_text("[synthesis]\nfinal_learning_rate = 0.01\n")
+    settings = load_config(path).synthesis
+    first = settings.synthesis(images_per_target=2, seed=0)
+    later = settings.synthesis(images_per_target=2, seed=0, later=True)
+    assert (first.lr, first.final_lr) == (0.1, 0.01)
+    assert (later.lr, later.final_lr) == (0.05, None)  # constant, as by default
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -63,6 +73,10 @@ def test_the_synthesis_transforms_of_a_session_file_reach_the_synthesis(tmp_path
         ),
         ("[synthesis]\nzoom = 1.5\n", r"\[synthesis\] jitter must be in \[0, 0.5\) .*, zoom in \[0, 1\)"),
         ("[synthesis]\nlater_jitter = -0.1\n", r"\[synthesis\] later_jitter must be in \[0, 0.5\)"),
+        (
+            "[synthesis]\nlater_final_learning_rate = 0.5\n",
+            r"later_final_learning_rate must be between 0 \(a constant rate\) and later_learning_rate \(0.05",
+        ),
         ('[session]\nkind = "scanner"\n', r"\[atlas\] labels and names are required in a scanner session"),
         ("[session\n", r"is not valid TOML"),
         ("[fixation]\nchanges_per_minute = -1\n", r"\[fixation\] changes_per_minute -1.0 must be in"),

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from db.base import ConfigError
 from stimulus import EncodingConfig, EncodingModel, SynthesisError, TargetError
 from stimulus.synthesis import (
     FourierImage,
@@ -148,6 +149,22 @@ def test_models_that_know_other_rois_cannot_be_ensembled(
     renamed.roi_labels_ = np.where(other_space.roi_labels_ == "D", "E", other_space.roi_labels_)
     with pytest.raises(TargetError, match="must know the same ROIs"):
         synthesize([roi_model, renamed], [Target(roi="A")], _config(images_per_target=1, steps=1))
+
+
+def test_a_falling_learning_rate_moves_images_less_far(
+    roi_model: EncodingModel, crops: npt.NDArray[np.float32]
+) -> None:
+    starts = crops[:2]
+
+    def moved(**changes: object) -> npt.NDArray[np.float64]:
+        made = synthesize(roi_model, [Target(roi="A")], _config(lr=0.1, **changes), init_images=starts)
+        return np.array([np.sqrt(np.mean((m.pixels - s) ** 2)) for m, s in zip(made, starts, strict=True)])
+
+    constant = moved()
+    np.testing.assert_array_equal(moved(final_lr=0.1), constant)  # falling to where it starts: constant
+    assert (moved(final_lr=0.001) < 0.9 * constant).all()  # measured: 0.58 and 0.66 of the way
+    with pytest.raises(ConfigError, match=r"final_lr must be positive and at most lr \(0.1\), not 0.2"):
+        _config(lr=0.1, final_lr=0.2)
 
 
 def test_starting_from_a_natural_image_reproduces_it_first(crops: npt.NDArray[np.float32]) -> None:
