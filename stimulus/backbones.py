@@ -149,8 +149,7 @@ def _fold_lite(module: nn.Module) -> None:
     batch norm becomes an identity (its name stays, so a layer read by name
     still gives what it gave). A symmetric "same" padding becomes the
     convolution's own. Features agree to a few parts in a million, and a
-    session's synthesis step takes about a fifth less time on a CPU
-    (benchmarks/synthesis.py).
+    synthesis step takes a third less time on a CPU (benchmarks/synthesis.py).
     """
     pairs = [(module, "_conv_stem", "_bn0"), (module, "_conv_head", "_bn1")]
     for block in getattr(module, "_blocks", ()):
