@@ -444,7 +444,6 @@ def _problems(c: SessionConfig) -> list[str]:
                 f"[synthesis] {prefix}final_learning_rate must be between 0 (a constant rate) and "
                 f"{prefix}learning_rate ({rate}), got {final}"
             )
-    for prefix in ("", "later_"):
         jitter, zoom, turn = (getattr(c.synthesis, prefix + key) for key in ("jitter", "zoom", "rotate_deg"))
         if not (0 <= jitter < 0.5 and 0 <= zoom < 1 and turn >= 0):
             problems.append(

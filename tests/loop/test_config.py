@@ -25,26 +25,21 @@ def test_the_example_is_the_defaults(tmp_path: Path) -> None:
     assert config.resolve("stim") == tmp_path / "stim"
 
 
-def test_the_synthesis_transforms_of_a_session_file_reach_the_synthesis(tmp_path: Path) -> None:
+def test_the_synthesis_transforms_and_rates_of_a_session_file_reach_the_synthesis(tmp_path: Path) -> None:
     from stimulus.synthesis.transforms import TransformConfig
 
     path = tmp_path / "session.toml"
-    path.write_text("[synthesis]\njitter = 0.2\nzoom = 0.25\nrotate_deg = 5\nlater_zoom = 0.05\n")
+    path.write_text(
+        "[synthesis]\njitter = 0.2\nzoom = 0.25\nrotate_deg = 5\nlater_zoom = 0.05\n"
+        "final_learning_rate = 0.01\n"
+    )
     settings = load_config(path).synthesis
     first = settings.synthesis(images_per_target=2, seed=0)
     later = settings.synthesis(images_per_target=2, seed=0, later=True)
     assert first.transforms == TransformConfig(jitter=0.2, scale=(0.75, 1.25), rotate_deg=5.0)
     assert later.transforms == TransformConfig(jitter=0.06, scale=(0.95, 1.05), rotate_deg=10.0)
-
-
-def test_a_falling_learning_rate_is_the_first_rounds_alone_unless_later_rounds_ask(tmp_path: Path) -> None:
-    path = tmp_path / "session.toml"
-    path.write_text("[synthesis]\nfinal_learning_rate = 0.01\n")
-    settings = load_config(path).synthesis
-    first = settings.synthesis(images_per_target=2, seed=0)
-    later = settings.synthesis(images_per_target=2, seed=0, later=True)
-    assert (first.lr, first.final_lr) == (0.1, 0.01)
-    assert (later.lr, later.final_lr) == (0.05, None)  # constant, as by default
+    # A falling learning rate is the first round's alone; later rounds keep theirs constant, as by default.
+    assert (first.lr, first.final_lr, later.lr, later.final_lr) == (0.1, 0.01, 0.05, None)
 
 
 @pytest.mark.parametrize(
