@@ -26,8 +26,6 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from db.base import DatabaseError
 
 __all__ = [
-    "DEFAULT_DB_ENV",
-    "DEFAULT_DB_FILENAME",
     "SQLITE_BUSY_TIMEOUT_MS",
     "make_engine",
     "resolve_url",
@@ -36,8 +34,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DB_ENV = "CORTEXLOOP_DB"
-DEFAULT_DB_FILENAME = "cortexloop.sqlite"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 

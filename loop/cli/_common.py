@@ -14,7 +14,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from db.engine import DEFAULT_DB_ENV, DEFAULT_DB_FILENAME
+DEFAULT_DB_ENV = "CORTEXLOOP_DB"
+DEFAULT_DB_FILENAME = "cortexloop.sqlite"  # in the folder the command runs in
 
 DbOption = Annotated[
     str,

@@ -9,9 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from db import open_database
-from db.engine import DEFAULT_DB_FILENAME
-from loop.cli._common import DbOption, FolderOption, console
+from loop.cli._common import DEFAULT_DB_FILENAME, DbOption, FolderOption, console
 
 __all__ = ["replay", "report"]
 
@@ -24,6 +22,7 @@ def replay(session: SessionArgument, db: DbOption = DEFAULT_DB_FILENAME, folder:
     Exits with status 1 when a run cannot be read back in full or differs from what was recorded.
     A session folder that moved (with its database) is found beside the database, or give --folder.
     """
+    from db import open_database
     from loop.replay import replay_session
 
     with open_database(db, read_only=True) as database:
@@ -57,6 +56,7 @@ def report(
     Exits with status 1, naming the file, when an image of the session is gone. A session folder that
     moved (with its database) is found beside the database, or give --folder.
     """
+    from db import open_database
     from loop.report import write_report
 
     with open_database(db, read_only=True) as database:

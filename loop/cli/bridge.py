@@ -24,11 +24,8 @@ from db.base import write_atomic
 from loop.cli._common import console
 from scanner_bridge import (
     BridgeError,
-    DirectoryWatcher,
     ReceiverConfig,
     ReceiveTimeoutError,
-    RecordedRun,
-    ReplayFaults,
     ScaledClock,
     SeriesChoice,
     Spool,
@@ -37,16 +34,15 @@ from scanner_bridge import (
     WatchConfig,
     generate_key_file,
     load_key,
-    replay_to_directory,
 )
 from scanner_bridge.config import DEFAULT_AE_TITLE, DEFAULT_PORT
-
-if TYPE_CHECKING:
-    from scanner_bridge.dicom_node import DicomNode
 from scanner_bridge.source import BridgeEvent, log_event
 from scanner_bridge.transport import default_spool_dir
 from scanner_bridge.volume import Volume
-from scanner_bridge.writers import nifti_bytes
+
+if TYPE_CHECKING:  # the readers and writers load nibabel and pydicom: imported by the commands that use them
+    from scanner_bridge import DirectoryWatcher
+    from scanner_bridge.dicom_node import DicomNode
 
 app = typer.Typer(help="The scanner bridge: watch, listen, replay, keygen.", no_args_is_help=True)
 logger = logging.getLogger(__name__)
@@ -115,6 +111,8 @@ def watch(
     inside --spool (default: ~/.cache/cortexloop/spool, which must be a folder only you can write),
     so that any of them can be sent again.
     """
+    from scanner_bridge import DirectoryWatcher
+
     config = WatchConfig(
         polling=polling,
         series=series,
@@ -177,6 +175,8 @@ def _serve(
     spool: Path | None,
 ) -> None:
     """Publish every volume of the source on ``endpoint`` until interrupted (SIGTERM or Ctrl-C)."""
+    from scanner_bridge import DirectoryWatcher
+
     key = load_key(key_file)
     spool_root = spool or default_spool_dir()
     with VolumePublisher(endpoint, key, Spool(spool_root)) as publisher:
@@ -201,6 +201,8 @@ def _serve(
 
 
 def _save(volume: Volume, out: Path) -> Path:
+    from scanner_bridge.writers import nifti_bytes
+
     path = out / f"vol_{volume.index:05d}.nii.gz"
     data = gzip.compress(nifti_bytes(volume.data, volume.affine, tr_s=volume.tr_s), compresslevel=1)
     try:
@@ -335,6 +337,8 @@ def replay(
         raise typer.BadParameter(f"--tr must be positive, got {tr}")
     if not speed > 0:
         raise typer.BadParameter(f"--speed must be positive, got {speed}")
+    from scanner_bridge import RecordedRun, ReplayFaults, replay_to_directory
+
     run = RecordedRun.load(source, series=series)
     faults = ReplayFaults(
         drop=_indices(drop),

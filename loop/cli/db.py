@@ -11,21 +11,16 @@ import typer
 from rich import box
 from rich.table import Table
 
-from db import export_session, open_database
 from db.base import CortexloopError, EventLevel
-from db.database import upgrade_database
-from db.engine import DEFAULT_DB_FILENAME
-from db.queries import (
-    list_sessions,
-    model_versions,
-    session_detail,
-    session_events,
-    session_id,
-    session_scores,
+from loop.cli._common import (
+    DEFAULT_DB_FILENAME,
+    DbOption,
+    FolderOption,
+    JsonOption,
+    console,
+    print_json,
+    when,
 )
-from db.schema import head_revision
-from loop.cli._common import DbOption, FolderOption, JsonOption, console, print_json, when
-from scanner_bridge.readers import VolumeFiles
 
 app = typer.Typer(help="The session database: create, upgrade, query, export.", no_args_is_help=True)
 
@@ -35,6 +30,8 @@ SessionArg = Annotated[str, typer.Argument(help="Session id, or sub-X/ses-Y.", s
 @app.command()
 def upgrade(db: DbOption = DEFAULT_DB_FILENAME) -> None:
     """Create the database, or upgrade its schema to this cortexloop's. Back it up first."""
+    from db.database import upgrade_database
+
     before, after = upgrade_database(db)
     if before == after:
         console.print(f"{db}: schema already at revision {after}")
@@ -49,6 +46,9 @@ def sessions(
     json: JsonOption = False,
 ) -> None:
     """List the sessions in the database, oldest first."""
+    from db import open_database
+    from db.queries import list_sessions
+
     with open_database(db, read_only=True) as database, database.reader() as s:
         rows = list_sessions(s, subject=subject)
     if json:
@@ -84,6 +84,8 @@ def subject(
     json: JsonOption = False,
 ) -> None:
     """One subject across sessions: each session's drive in its last round, and its models' lineage."""
+    from db import open_database
+    from db.queries import list_sessions, model_versions, session_scores
     from loop.scoring import Metric
 
     with open_database(db, read_only=True) as database, database.reader() as s:
@@ -164,6 +166,9 @@ def _last_round(scores: list[Any]) -> tuple[int | None, Callable[[str], float | 
 @app.command()
 def show(session: SessionArg, db: DbOption = DEFAULT_DB_FILENAME, json: JsonOption = False) -> None:
     """Show one session: its runs, rounds, counts and scores."""
+    from db import open_database
+    from db.queries import session_detail
+
     with open_database(db, read_only=True) as database, database.reader() as s:
         detail = session_detail(s, session)
     if json:
@@ -233,6 +238,9 @@ def events(
     json: JsonOption = False,
 ) -> None:
     """List a session's event log: warnings, gaps, errors."""
+    from db import open_database
+    from db.queries import session_events, session_id
+
     with open_database(db, read_only=True) as database, database.reader() as s:
         rows = session_events(s, session_id(s, session))
     if level is not None:
@@ -263,8 +271,10 @@ def export(
     The images and volume files are read where the session wrote them; a session folder that moved (with
     its database) is found beside the database, or give --folder.
     """
+    from db import export_session, open_database
     from db.queries import session_info
     from loop.folder import Relocation
+    from scanner_bridge.readers import VolumeFiles
 
     with open_database(db, read_only=True) as database:
         with database.reader() as s:
@@ -286,6 +296,7 @@ def export(
 @app.command()
 def sweeps(db: DbOption = DEFAULT_DB_FILENAME, json: JsonOption = False) -> None:
     """List the protocol sweeps (cortexloop sweep) in the database, with their sessions' counts."""
+    from db import open_database
     from db.sweeps import list_sweeps
 
     with open_database(db, read_only=True) as database, database.reader() as s:
@@ -310,6 +321,7 @@ def sweep(
     json: JsonOption = False,
 ) -> None:
     """List one sweep's sessions: each setting and seed, its session, where it ran, or why it failed."""
+    from db import open_database
     from db.sweeps import sweep_sessions
 
     with open_database(db, read_only=True) as database, database.reader() as s:
@@ -342,4 +354,6 @@ def sweep(
 @app.command()
 def revision() -> None:
     """Print the newest schema revision this cortexloop knows."""
+    from db.schema import head_revision
+
     console.print(head_revision())

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from db.engine import DEFAULT_DB_FILENAME
-from loop.cli._common import DbOption, console
+from loop.cli._common import DEFAULT_DB_FILENAME, DbOption, console
 
 __all__ = ["web_console"]
 
