@@ -226,9 +226,14 @@ STUDY = pytest.StashKey[StudySessions]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Start the whole sessions now when a collected test needs them: they run beside the others."""
-    if any("study_sessions" in getattr(item, "fixturenames", ()) for item in items):
+    """Start the whole sessions now when a collected test needs them: they run beside the others.
+
+    The tests that read them run last, so that the suite does not stand waiting for them to end.
+    """
+    needs = [item for item in items if "study_sessions" in getattr(item, "fixturenames", ())]
+    if needs:
         config.stash[STUDY] = StudySessions(Path(tempfile.mkdtemp(prefix="cortexloop-sessions-")))
+        items[:] = [item for item in items if item not in needs] + needs
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
