@@ -244,7 +244,7 @@ class VirtualSubject:
         self._component_std = components.std(0) + 1e-9
         combined = self._combine(components)
         self._combined_std = combined.std(0) + 1e-9
-        responses = self.voxel_responses(calibration.pixels)
+        responses = self._responses(components)  # the calibration set's, without a second pass
         self.signal_sd = responses.std(0)  # % signal change across natural images, per voxel
         self._ncsnr = _voxel_ncsnr(config, len(self.signal_sd), rng)
         self._noise_sd: dict[float, Array] = {}
@@ -301,7 +301,10 @@ class VirtualSubject:
 
         ``pixels``: (n, 3, H, W) on 0..1. Returns (n, n_roi_voxels).
         """
-        z = self._combine(self._components(pixels)) / self._combined_std
+        return self._responses(self._components(pixels))
+
+    def _responses(self, components: Array) -> Array:
+        z = self._combine(components) / self._combined_std
         responses: Array = np.maximum(self.tuning.base + self.tuning.gain * z, 0.0)
         return responses
 
