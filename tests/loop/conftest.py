@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -136,7 +137,7 @@ class StudySessions:
     Each runs in a process of its own with one thread (as the benchmarks run them), started as soon
     as the suite knows it needs them, so that the other tests run beside it on the second core. Day 2
     starts from day 1 (``[model] start``), in a copy of its database, its head moved by
-    ``DAY_TWO_MOVE``, with no training run and one round.
+    ``DAY_TWO_MOVE``, with no training run and one round, as soon as day 1 has ended well.
     """
 
     def __init__(self, root: Path) -> None:
@@ -144,6 +145,10 @@ class StudySessions:
         self.day_one, self.day_two = root / "seed0", root / "day2"
         self._one = self._simulate(["--seed", "0", "--out", str(self.day_one)], root / "day1.log")
         self._two: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._starting_error: BaseException | None = None
+        self._starter = threading.Thread(target=self._start_day_two_after_day_one, daemon=True)
+        self._starter.start()
 
     @staticmethod
     def _simulate(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -175,9 +180,18 @@ class StudySessions:
         """Day 1's folder, once its session has ended (and day 2 has taken what it needs of it)."""
         output = self._finished(self._one, self.root / "day1.log")
         assert "target ROIs driven above non-target images" in output
-        if self._two is None:
-            self._start_day_two()
+        self._starter.join()
+        if self._starting_error is not None:
+            raise self._starting_error
         return self.day_one
+
+    def _start_day_two_after_day_one(self) -> None:
+        """In the background: day 2 starts when day 1 has ended well, not when a test first asks for it."""
+        try:
+            if self._one.wait() == 0 and not self._stopping.is_set():
+                self._start_day_two()
+        except BaseException as exc:  # raised again in the test that waits for day 1
+            self._starting_error = exc
 
     def _start_day_two(self) -> None:
         folder = self.day_two
@@ -205,7 +219,8 @@ class StudySessions:
         deadline = time.monotonic() + 300
         while "(the start model:" not in log.read_text(errors="replace") and self._two.poll() is None:
             assert time.monotonic() < deadline, log.read_text(errors="replace")[-4000:]
-            time.sleep(0.5)
+            if self._stopping.wait(0.5):
+                return
 
     def wait_day_two(self) -> Path:
         """Day 2's folder (its database ``study.sqlite``, its session in ``session/``), once it has ended."""
@@ -215,6 +230,9 @@ class StudySessions:
         return self.day_two
 
     def stop(self) -> None:
+        self._stopping.set()
+        self._one.kill()
+        self._starter.join()
         for process in (self._one, self._two):
             if process is not None and process.poll() is None:
                 process.kill()
@@ -228,7 +246,9 @@ STUDY = pytest.StashKey[StudySessions]()
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Start the whole sessions now when a collected test needs them: they run beside the others.
 
-    The tests that read them run last, so that the suite does not stand waiting for them to end.
+    The tests that read them run last, so that the suite does not stand waiting for them to end. (Run at
+    a lower priority beside them, the rest of the suite took 18:32 rather than 17:04: the sessions then
+    ended early, and the other tests waited for the processor instead.)
     """
     needs = [item for item in items if "study_sessions" in getattr(item, "fixturenames", ())]
     if needs:
