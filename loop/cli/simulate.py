@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -78,6 +80,7 @@ def simulate(
     else:
         from loop.simulation.processes import SimulatedSession
 
+        threading.Thread(target=_load_the_reports_libraries, name="report-imports", daemon=True).start()
         SimulatedSession(config, out, console=console, resume=resume).run()
     report = _print_outcome(config, out)
     console.print(
@@ -138,6 +141,24 @@ def _override(
     if speed is not None:
         config = dataclasses.replace(config, simulation=dataclasses.replace(config.simulation, speed=speed))
     return dataclasses.replace(config, session=session)
+
+
+def _load_the_reports_libraries() -> None:
+    """Import what the report needs while the session's processes do the work.
+
+    This process only watches them until the session ends; then it writes the report, whose libraries
+    (torch, nilearn's plotting, matplotlib) took about 7 s to import at the end of a default session.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import nilearn.plotting  # noqa: F401
+
+        import stimulus.saliency  # noqa: F401
+        from loop import quality, replay, report  # noqa: F401
+    except Exception:  # the report itself names what is missing, when it is written
+        logging.getLogger(__name__).debug("could not import the report's libraries ahead", exc_info=True)
 
 
 def _print_outcome(config: SessionConfig, out: Path) -> Path:
