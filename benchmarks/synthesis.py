@@ -17,7 +17,7 @@ Each is measured ``--repeats`` times, alternating, and the medians are
 compared. The ratio is the overhead of everything synthesis adds (parametrization,
 transforms, objective, optimizer, bookkeeping). Target: under 15 %. Then a
 session's step (20 images optimized at display size, the model at 96 px)
-with the backbone's convolutions contiguous, as loaded, and channels-last,
+with the backbone's convolutions channels-last, as loaded, and contiguous,
 alternating, as a ratio. Then the time of a full round, 5 ROIs x 4 images x
 256 steps at 224 pixels.
 
@@ -87,11 +87,11 @@ def _bare_step_s(model: EncodingModel, batch: int, warm: int, steps: int, device
 
 
 def _memory_formats(device: str, args: argparse.Namespace) -> None:
-    """A session's step (20 images at 256 px, the model at 96 px): contiguous, as loaded, and channels-last.
+    """A session's step (20 images at 256 px, the model at 96 px): channels-last, as loaded, and contiguous.
 
-    Channels-last is faster on a CPU but not the default: its float rounding differs, and a session's
-    later rounds follow rounding (README, "Does the closed loop control?"), so adopting it means
-    measuring the science again on more seeds than five.
+    The backbone loads channels-last (``load_backbone``): the same values to float rounding, and a
+    session's later rounds follow rounding, so the default's sessions were measured again when it was
+    adopted (README, "Does the closed loop control?").
     """
     model = _model(96, device)
     module = model.extractor.backbone.module
@@ -103,7 +103,7 @@ def _memory_formats(device: str, args: argparse.Namespace) -> None:
         ):
             module.to(memory_format=memory_format)  # type: ignore[call-overload]
             times[name].append(_synthesis_step_s(model, 20, args.warm, args.steps, image_size=256))
-    module.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # as loaded
+    module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # as loaded
     last, plain = (float(np.median(times[k])) for k in ("channels-last", "contiguous"))
     print(
         f"a session's step (20 images at 256 px, model at 96 px): channels-last {1000 * last:.0f} ms, "
