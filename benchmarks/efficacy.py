@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe
 
 from db import open_database
 from loop.config import SessionConfig, to_toml
@@ -152,6 +153,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("efficacy-output"))
     args = parser.parse_args()
+    print(describe(), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with concurrent.futures.ProcessPoolExecutor(args.workers) as pool:

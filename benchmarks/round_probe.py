@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import describe
 
 from db import open_database
 from db.queries import session_info, session_stimuli
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="[synthesis] settings")
     parser.add_argument("--pool", type=int, default=2000)
     args = parser.parse_args()
+    print(describe(), flush=True)
     torch.set_num_threads(1)
     results: dict[str, list[dict[str, float]]] = {"session's": [], "changed": []}
     for seed in args.seeds:
