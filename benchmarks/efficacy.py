@@ -76,6 +76,10 @@ ARMS: dict[str, dict[str, dict[str, object]]] = {
     # the same number of steps in all, moved to the first round (384, then 64 and 64): round 3's refinement
     # adds next to nothing (README, "Where the gap is"), round 1's steps pay
     "adaptive-steps-first": {"synthesis": {**NEW, "strategy": "adaptive", "steps": 384, "later_steps": 64}},
+    # later rounds refine with half the steps (64), a quarter less time a session: the later rounds' steps
+    # added 0-2 % of the pool's best in V1, V4 and LO and lost in FFA and PPA (README: level with the
+    # default on seeds 3-7, behind on tuning seeds 0-2; not adopted)
+    "adaptive-later-64": {"synthesis": {**NEW, "strategy": "adaptive", "later_steps": 64}},
     "screened-new": {"synthesis": {**NEW, "strategy": "screened"}},
     "baseline": {"synthesis": {**PAPER, "strategy": "best-measured"}},
     "from-noise": {"synthesis": {**PAPER, "strategy": "from-noise"}},
