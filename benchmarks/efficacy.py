@@ -35,10 +35,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine import describe
 
 from db import open_database
 from loop.config import SessionConfig, to_toml
+from loop.software import describe
 from loop.sweep.efficacy import PoolTruth, RoundFigures, pool_responses, session_figures
 
 TARGETS = ("V1", "V4", "LO", "FFA", "PPA")
@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("efficacy-output"))
     args = parser.parse_args()
-    print(describe(), flush=True)
+    print(f"machine: {describe()}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with concurrent.futures.ProcessPoolExecutor(args.workers) as pool:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import describe
 from round_probe import TARGETS, pool_bests
 
+from loop.software import describe
 from loop.sweep.efficacy import true_responses
 from stimulus.images import load_images
 
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=2000)
     parser.add_argument("--collapse", type=float, default=0.8, help="an image's truth over its start's")
     args = parser.parse_args()
-    print(describe(), flush=True)
+    print(f"machine: {describe()}", flush=True)
     torch.set_num_threads(1)
     rows: dict[tuple[int, str], list[tuple[float, float]]] = {}
     for seed in args.seeds:

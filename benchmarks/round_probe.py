@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import describe
 
 from db import open_database
 from db.queries import session_info, session_stimuli
 from loop.config import SynthesisSettings, load_config, parse_config
 from loop.evidence import Showing
 from loop.folder import SessionFolder
+from loop.software import describe
 from loop.strategies import STRATEGIES, MadeImage, RoundContext
 from loop.sweep.efficacy import true_responses
 
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="[synthesis] settings")
     parser.add_argument("--pool", type=int, default=2000)
     args = parser.parse_args()
-    print(describe(), flush=True)
+    print(f"machine: {describe()}", flush=True)
     torch.set_num_threads(1)
     results: dict[str, list[dict[str, float]]] = {"session's": [], "changed": []}
     for seed in args.seeds:

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import torch
-from machine import describe
 from round_probe import TARGETS, _context, pool_bests
 
 from loop.config import load_config
 from loop.evidence import posterior_means
+from loop.software import describe
 from loop.sweep.efficacy import true_responses
 from stimulus.images import load_images, resize_pixels
 
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--round", type=int, default=3)
     parser.add_argument("--pool", type=int, default=2000)
     args = parser.parse_args()
-    print(describe(), flush=True)
+    print(f"machine: {describe()}", flush=True)
     torch.set_num_threads(1)
     rows: dict[str, list[dict[str, float]]] = {roi: [] for roi in TARGETS}
     for seed in args.seeds:

@@ -37,8 +37,8 @@ import time
 
 import numpy as np
 import torch
-from machine import describe
 
+from loop.software import describe
 from stimulus import EncodingConfig, EncodingModel, natural_crops
 from stimulus._torch import reuse_freed_memory
 from stimulus.synthesis import SynthesisConfig, Target, build_readout, synthesize
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-round", action="store_true")
     args = parser.parse_args(argv)
     out = sys.stdout
-    print(describe(), file=out)
+    print(f"machine: {describe()}", file=out)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     kept = reuse_freed_memory()  # as the synth command does
     print(

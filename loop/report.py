@@ -93,7 +93,7 @@ def write_report(
         parts += [_runs(s, session.id), _design(s, session.id), _models(s, session, located)]
         parts += [_attention(s, session, located)]
         parts += [_image_quality(s, session, located)]
-        parts += [_events(s, session.id), _configuration(session)]
+        parts += [_events(s, session.id), _configuration(s, session)]
     document = PAGE.format(
         title=html.escape(f"cortexloop report: {parts[0][1]}"),
         body=_navigable("\n".join(p[0] for p in parts)),
@@ -690,19 +690,33 @@ def _events(s: Reader, session_id: int) -> tuple[str, str]:
     ), ""
 
 
-def _configuration(session: SessionInfo) -> tuple[str, str]:
-    """The session file the session ran with, and the software that recorded it and wrote this report."""
+def _configuration(s: Reader, session: SessionInfo) -> tuple[str, str]:
+    """The session file the session ran with, the machine it ran on, and the software of this report."""
     from db.schema import cortexloop_version
+    from loop.software import describe
 
     recorded = (
         f"<pre>{html.escape(session.config_toml)}</pre>"
         if session.config_toml
         else "<p>No session file recorded.</p>"
     )
+    starts = [e for e in session_events(s, session.id) if e.code in ("session.started", "session.resumed")]
+    machines = [
+        f"<li>{html.escape(e.code.removeprefix('session.'))} at {e.at:%Y-%m-%d %H:%M:%S}: "
+        f"{html.escape(describe(found))}</li>"
+        for e in starts
+        if (found := (e.details or {}).get("environment"))
+    ]
+    ran_on = (
+        f"<p>It ran on (the same session file and seed give the same images only where these match):</p>"
+        f"<ul>{''.join(machines)}</ul>"
+        if machines
+        else "<p>Where it ran was not recorded (a session from before cortexloop recorded it).</p>"
+    )
     return (
         "<h2>Session file and software</h2>"
         f"<p>Recorded by cortexloop {html.escape(session.cortexloop_version)}; this report by cortexloop "
-        f"{html.escape(cortexloop_version())} on Python {platform.python_version()}.</p>{recorded}",
+        f"{html.escape(cortexloop_version())} on Python {platform.python_version()}.</p>{ran_on}{recorded}",
         "",
     )
 

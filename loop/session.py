@@ -90,6 +90,7 @@ from loop.observer import Observer
 from loop.plans import PlannedStimulus, plan_run, png_bytes, save_png, training_order
 from loop.recording import RunRecording, SessionReference
 from loop.scoring import RoundScores, average_by_item, score_round, showings_by_item
+from loop.software import environment
 from loop.strategies import STRATEGIES, RoundContext
 from scanner_bridge import SeriesChoice
 from stimulus.images import resize_pixels
@@ -212,7 +213,10 @@ class Controller:
             atlas_sha256=hashlib.sha256(self.atlas_paths[0].read_bytes()).hexdigest(),
         )
         self.recorder = recorder
-        self._event("info", "session.started", f"session {c.session.subject}/{c.session.session} started")
+        self._event(
+            "info", "session.started", f"session {c.session.subject}/{c.session.session} started",
+            environment=environment(),
+        )  # fmt: skip
         return recorder
 
     def _resume(self) -> SessionRecorder:
@@ -245,6 +249,7 @@ class Controller:
             "warning",
             "session.resumed",
             f"session resumed: {len(self.state.runs)} run(s) and {self.state.rounds_done} round(s) complete",
+            environment=environment(),  # a resumed session may round differently from where it began
         )
         return recorder
 

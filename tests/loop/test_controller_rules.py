@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from db import open_database
 from db.base import VolumeStatus
@@ -121,11 +123,22 @@ def test_a_run_that_cannot_go_on_stays_open_and_a_resumed_session_completes_it(t
         runs = db.execute("SELECT id, n_volumes_planned, status FROM runs").fetchall()
         indices = [i for (i,) in db.execute('SELECT "index" FROM volumes ORDER BY "index"')]
         codes = [c for (c,) in db.execute("SELECT code FROM events ORDER BY id")]
+        machines = db.execute(
+            "SELECT code, details FROM events WHERE code IN ('session.started', 'session.resumed') "
+            "ORDER BY id"
+        ).fetchall()
     assert len(runs) == 1
     assert runs[0][2] == "completed"
     assert indices == list(range(runs[0][1]))
     assert "run.resumed" in codes
     assert codes[-1] == "session.completed"
+    # Where it began and where it was resumed: each records the machine (a resumed session may round apart).
+    assert [code for code, _ in machines] == ["session.started", "session.resumed"]
+    for _, details in machines:
+        recorded = json.loads(details)["environment"]
+        assert recorded["torch"] == version("torch")
+        assert recorded["numpy"] == np.__version__
+        assert recorded["torch_kernels"] == torch.backends.cpu.get_cpu_capability()
 
 
 def test_a_volume_declared_missing_that_comes_late_completes_its_record(tmp_path: Path) -> None:

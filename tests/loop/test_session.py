@@ -17,11 +17,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from db import open_database
 from db.queries import session_id, session_scores, session_stimuli
@@ -176,6 +178,11 @@ def test_the_report_shows_outcome_scores_images_and_runs(sessions: dict[int, Pat
     assert '<a href="#predicted-against-measured">' in nav
     assert '<a id="predicted-against-measured"></a>' in text
     assert "[synthesis]" in text  # the session file it ran with
+    # ... and the machine: the processor and the versions that set its rounding
+    ran_on = text[text.index("It ran on") : text.index("[synthesis]")]
+    assert f"torch {version('torch')}" in ran_on
+    assert f"numpy {np.__version__}" in ran_on
+    assert f"torch kernels {torch.backends.cpu.get_cpu_capability()}" in ran_on
     assert text.count("<h3>round ") == 15  # 3 rounds x 5 targets, each with its images beside their starts
     assert text.count("&rarr;") >= 15 * 3  # start -> image pairs (an image made twice is shown once)
     # drive by round, scatter, a time course and a design per run, the models' accuracy by version
