@@ -15,13 +15,13 @@ Images shown again as they were are not made in a round and are not counted.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
-from round_probe import TARGETS, pool_bests
+from round_probe import TARGETS, pool_bests, sessions_parser
 
+from loop.config import load_config
 from loop.software import describe
 from loop.sweep.efficacy import true_responses
 from stimulus.images import load_images
@@ -33,8 +33,9 @@ def _made(folder: Path, seed: int, index: int, pool_best: dict[str, float]) -> l
     names = sorted(path.stem for path in made.glob("*.png"))
     if not names:
         return []
-    images = load_images([made / f"{name}.png" for name in names], 256)
-    starts = load_images([made / "starts" / f"{name}.png" for name in names], 256)
+    size = load_config(folder / "session.toml").synthesis.display_size  # as the presenter showed them
+    images = load_images([made / f"{name}.png" for name in names], size)
+    starts = load_images([made / "starts" / f"{name}.png" for name in names], size)
     image_truth, start_truth = true_responses(seed, images), true_responses(seed, starts)
     rows = []
     for k, name in enumerate(names):
@@ -45,13 +46,8 @@ def _made(folder: Path, seed: int, index: int, pool_best: dict[str, float]) -> l
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--sessions", type=Path, required=True, help="an arm's folder of efficacy.py's output"
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[3, 4, 5, 6, 7])
+    parser = sessions_parser(__doc__, [3, 4, 5, 6, 7])
     parser.add_argument("--rounds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--pool", type=int, default=2000)
     parser.add_argument("--collapse", type=float, default=0.8, help="an image's truth over its start's")
     args = parser.parse_args()
     print(f"machine: {describe()}", flush=True)

@@ -97,15 +97,21 @@ def _changed(own: SynthesisSettings, items: list[str]) -> SynthesisSettings:
     return parse_config({"synthesis": table}, source="--set").synthesis
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def sessions_parser(doc: str, seeds: list[int]) -> argparse.ArgumentParser:
+    """What every script that reads efficacy.py's sessions takes: ``--sessions``, ``--seeds``, ``--pool``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument(
         "--sessions", type=Path, required=True, help="an arm's folder of efficacy.py's output"
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    parser.add_argument("--pool", type=int, default=2000, help="the unseen pool's size, as efficacy.py's")
+    return parser
+
+
+def main() -> None:
+    parser = sessions_parser(__doc__, [0, 1])
     parser.add_argument("--round", type=int, default=1)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="[synthesis] settings")
-    parser.add_argument("--pool", type=int, default=2000)
     args = parser.parse_args()
     print(f"machine: {describe()}", flush=True)
     torch.set_num_threads(1)

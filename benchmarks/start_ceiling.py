@@ -17,13 +17,12 @@ images shown so far reach at all (the oracle): what no ranking can pass.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from round_probe import TARGETS, _context, pool_bests
+from round_probe import TARGETS, _context, pool_bests, sessions_parser
 
 from loop.config import load_config
 from loop.evidence import posterior_means
@@ -68,13 +67,8 @@ def _ceilings(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--sessions", type=Path, required=True, help="an arm's folder of efficacy.py's output"
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[3, 4, 5, 6, 7])
+    parser = sessions_parser(__doc__, [3, 4, 5, 6, 7])
     parser.add_argument("--round", type=int, default=3)
-    parser.add_argument("--pool", type=int, default=2000)
     args = parser.parse_args()
     print(f"machine: {describe()}", flush=True)
     torch.set_num_threads(1)
